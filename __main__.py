@@ -1,0 +1,20 @@
+"""socle: load the stack config, build the platform, export what people need. No logic here."""
+
+import pulumi
+
+from components.config import ConfigError
+from components.socle_platform import Platform
+from components.stack_config import read_stack_config
+
+try:
+    cfg, secrets = read_stack_config()
+except ConfigError as err:
+    # Stop before any resource is registered, with every problem listed by key path.
+    raise pulumi.RunError(str(err)) from None
+
+platform = Platform("socle", cfg, secrets)
+
+pulumi.export("urls", platform.urls)
+pulumi.export("servers", {name: s.address for name, s in platform.servers.items()})
+pulumi.export("databases", {name: {"host": d.host, "port": d.port} for name, d in platform.databases.items()})
+pulumi.export("buckets", {name: {"bucket": b.bucket, "endpoint": b.endpoint} for name, b in platform.buckets.items()})

@@ -1,0 +1,660 @@
+"""The one typed model of a socle stack, read from the `socle:` config namespace.
+
+Validation happens here, once, at the edge: pydantic checks each value's shape (unknown keys are
+rejected), then `_cross_check` checks what a field alone cannot (references between sections,
+hostnames inside the domain, one hostname per app ...). Every problem becomes one line that names
+the key path, the bad value and what is allowed, and all of them are reported together so a person
+fixes a stack file in one pass. Components trust the typed result.
+
+No Pulumi import here: the model is loaded from a plain dict, so tools and tests use it directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Annotated, Any, Literal, Union
+
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "socle"
+
+# A name that is safe as a Docker container / volume / DNS label and an OVH resource name.
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_HOST_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HHMMSS_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$")
+
+
+class ConfigError(Exception):
+    """Invalid stack config: `issues` is a list of (key path, message)."""
+
+    def __init__(self, issues: list[tuple[str, str]]):
+        self.issues = issues
+        lines = [f"{NAMESPACE}:{path}: {msg}" if path else f"{NAMESPACE}: {msg}" for path, msg in issues]
+        super().__init__(
+            f"invalid stack config ({len(issues)} problem{'s' if len(issues) != 1 else ''}):\n  "
+            + "\n  ".join(lines)
+        )
+
+
+# ---------------------------------------------------------------------------- field validators
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(
+            f"'{value}' is not a CIDR block ({exc}); write it as address/prefix, e.g. 203.0.113.0/24"
+        ) from None
+
+
+def _cron(value: str) -> str:
+    if len(value.split()) != 5 or not croniter.is_valid(value):
+        raise ValueError(
+            f"'{value}' is not a 5-field cron expression (minute hour day month weekday), e.g. '0 3 * * *'"
+        )
+    return value
+
+
+def _hhmmss(value: str) -> str:
+    if not _HHMMSS_RE.match(value):
+        raise ValueError(f"'{value}' is not a time of day; write it as HH:MM:SS in UTC, e.g. '03:00:00'")
+    return value
+
+
+def _name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid name; use lower-case letters, digits and '-', "
+            "starting with a letter, at most 31 characters"
+        )
+    return value
+
+
+def _domain(value: str) -> str:
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(_HOST_LABEL_RE.match(lbl) for lbl in labels):
+        raise ValueError(f"'{value}' is not a DNS domain; write it in lower case, e.g. example.org")
+    return value
+
+
+def _ssh_key(value: str) -> str:
+    parts = value.split()
+    if len(parts) < 2 or parts[0] not in {
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+    }:
+        raise ValueError("is not an OpenSSH public key; paste the one line of your ~/.ssh/id_ed25519.pub")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_RE.match(value):
+        raise ValueError(f"'{value}' is not a valid environment variable name")
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Cron = Annotated[str, AfterValidator(_cron)]
+TimeOfDay = Annotated[str, AfterValidator(_hhmmss)]
+Name = Annotated[str, AfterValidator(_name)]
+SshPublicKey = Annotated[str, AfterValidator(_ssh_key)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+class OvhSettings(_Model):
+    project_id: str = Field(min_length=1)
+    """OVH Public Cloud project id (the `serviceName` of every OVH resource)."""
+    region: str = Field(min_length=2)
+    """Region of servers, databases and buckets, e.g. GRA11 (instances) — databases use its prefix (GRA)."""
+    backup_region: str = Field(min_length=2)
+    """A second region for off-site copies (database backups, backup bucket), e.g. SBG5."""
+
+
+class Access(_Model):
+    admin_ssh_keys: list[SshPublicKey] = Field(default_factory=list)
+    """OpenSSH public keys of the administrators, installed for the deploy user."""
+    admin_cidrs: list[Cidr] = Field(default_factory=list)
+    """CIDR blocks allowed to reach SSH (the machine that runs `pulumi up` must be in one)."""
+    ssh_port: Port = 22
+    """SSH port of every server (a non-standard port cuts log noise; the security group follows it)."""
+    deploy_user: Name = "deploy"
+    """Non-root user created by cloud-init; Docker is driven over SSH as this user."""
+
+
+class DnsRecord(_Model):
+    name: str = Field(min_length=1)
+    """Record name relative to the domain ('@' for the apex)."""
+    type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "CAA", "SRV", "NS"]
+    """Record type."""
+    values: list[str] = Field(min_length=1)
+    """Record values, exactly as the DNS provider expects them."""
+    ttl: int | None = Field(default=None, ge=60)
+    """TTL in seconds (default: dns.ttl)."""
+
+
+class Dns(_Model):
+    provider: Literal["gandi", "ovh", "none"] = "none"
+    """Who serves the zone: gandi (LiveDNS), ovh, or none (target local: *.localhost needs no DNS)."""
+    zone: str | None = None
+    """The DNS zone the records go in (default: domain), e.g. example.org for domain staging.example.org."""
+    ttl: int = Field(default=300, ge=60)
+    """Default TTL of the records socle creates."""
+    records: list[DnsRecord] = Field(default_factory=list)
+    """Extra records (MX, TXT, CAA ...) besides the app records socle derives."""
+    caa_issuers: list[str] = Field(default_factory=lambda: ["letsencrypt.org"])
+    """Certificate authorities allowed by the zone's CAA record."""
+
+
+class Proxy(_Model):
+    acme_email: str | None = None
+    """Contact address for Let's Encrypt (required on target ovh)."""
+    image: str = "caddy:2.8-alpine"
+    """Caddy image of the reverse proxy."""
+    hsts_max_age: int = Field(default=31536000, ge=86400)
+    """Strict-Transport-Security max-age in seconds (at least one day)."""
+    http_port: Port = 80
+    """Host port of the HTTP listener (it only redirects to HTTPS)."""
+    https_port: Port = 443
+    """Host port of the HTTPS listener."""
+
+
+class AutoBackup(_Model):
+    cron: Cron = "0 2 * * *"
+    """When OVH snapshots the instance (cron, UTC)."""
+    rotation: int = Field(default=7, ge=1)
+    """How many instance snapshots OVH keeps."""
+
+
+class Server(_Model):
+    role: Literal["app", "backup"] = "app"
+    """app: runs containers behind the HTTPS proxy; backup: an isolated SSH-only backup host."""
+    flavor: str | None = None
+    """OVH instance flavor, e.g. b3-8 (required on target ovh)."""
+    image: str = "Debian 12"
+    """OVH image name; socle's cloud-init targets Debian 12."""
+    disk_gb: int | None = Field(default=None, ge=10)
+    """Expected root disk size, documented and checked against the flavor by OVH."""
+    auto_backup: AutoBackup | None = None
+    """OVH instance snapshots; set it on servers holding state."""
+
+
+class Database(_Model):
+    engine: Literal["postgresql", "mysql"]
+    """Database engine."""
+    version: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?$")
+    """Major engine version, e.g. '16' for PostgreSQL or '8' for MySQL."""
+    hosting: Literal["managed", "container"] | None = None
+    """managed: an OVH managed cluster; container: a container on `server`. Default: managed on ovh, container on local."""
+    server: Name | None = None
+    """Server that runs the container (hosting container); default: the only app server."""
+    plan: Literal["essential", "business", "enterprise"] = "essential"
+    """OVH plan; business and enterprise are multi-node."""
+    flavor: str = "db1-4"
+    """OVH database flavor."""
+    nodes: int = Field(default=1, ge=1, le=3)
+    """Number of nodes of the managed cluster."""
+    disk_gb: int | None = Field(default=None, ge=10)
+    """Disk size of the managed cluster in GB (default: the flavor's)."""
+    backup_time: TimeOfDay = "02:00:00"
+    """When OVH takes the daily backup (HH:MM:SS, UTC)."""
+    deletion_protection: bool = False
+    """Refuse to delete the cluster (set it in prod)."""
+    databases: list[Name] = Field(min_length=1)
+    """Logical databases; each gets an owner user of the same name."""
+
+
+class LifecycleRule(_Model):
+    prefix: str = ""
+    """Objects whose key starts with this prefix."""
+    expire_days: int | None = Field(default=None, ge=1)
+    """Delete current versions after this many days."""
+    noncurrent_expire_days: int | None = Field(default=None, ge=1)
+    """Delete non-current (overwritten/deleted) versions after this many days."""
+
+
+class ObjectLock(_Model):
+    mode: Literal["compliance", "governance"] = "compliance"
+    """compliance: nobody, not even the owner, can shorten the lock."""
+    days: int = Field(ge=1)
+    """Default retention of every new object version."""
+
+
+class Bucket(_Model):
+    versioning: bool = True
+    """Keep every version of every object."""
+    encryption: bool = True
+    """Server-side encryption (AES256)."""
+    object_lock: ObjectLock | None = None
+    """Write-once retention; cannot be added or removed later without replacing the bucket."""
+    lifecycle: list[LifecycleRule] = Field(default_factory=list)
+    """Expiry rules."""
+    region: str | None = None
+    """OVH region (default: ovh.region)."""
+    server: Name | None = None
+    """Server that runs the S3-compatible container on target local; default: the only app server."""
+
+
+class Cache(_Model):
+    engine: Literal["redis", "valkey"] = "redis"
+    """Cache engine (a container beside the apps)."""
+    version: str = "7"
+    """Image tag."""
+    server: Name | None = None
+    """Server that runs it; default: the only app server."""
+    max_memory_mb: int = Field(default=256, ge=16)
+    """Memory limit; keys are evicted LRU beyond it."""
+
+
+class GeneratedSecret(_Model):
+    generate: int = Field(ge=16, le=128)
+    """Length of a random secret generated by pulumi-random and kept in the state, encrypted."""
+    shared: Name | None = None
+    """Apps giving the same `shared` name get the same value (e.g. one SECRET_KEY for web and worker)."""
+
+
+class ConfigSecret(_Model):
+    config: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    """Key inside `socle:secrets`, set with `pulumi config set --secret --path 'socle:secrets.KEY'`."""
+
+
+class DatabaseUse(_Model):
+    use: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*$")
+    """'<database>.<logical database>', e.g. main.nextcloud."""
+    env: dict[Literal["url", "host", "port", "name", "user", "password"], EnvName] = Field(
+        default_factory=lambda: {"url": "DATABASE_URL"}
+    )
+    """Which connection fields to pass, under which variable names."""
+
+
+class BucketUse(_Model):
+    use: Name
+    """Bucket name."""
+    env: dict[Literal["endpoint", "bucket", "region", "access_key", "secret_key"], EnvName] = Field(
+        default_factory=lambda: {
+            "endpoint": "S3_ENDPOINT",
+            "bucket": "S3_BUCKET",
+            "region": "S3_REGION",
+            "access_key": "S3_ACCESS_KEY",
+            "secret_key": "S3_SECRET_KEY",
+        }
+    )
+    """Which fields to pass, under which variable names."""
+
+
+class CacheUse(_Model):
+    use: Name
+    """Cache name."""
+    env: dict[Literal["url", "host", "port", "password"], EnvName] = Field(
+        default_factory=lambda: {"url": "REDIS_URL"}
+    )
+    """Which fields to pass, under which variable names."""
+
+
+class Volume(_Model):
+    path: str = Field(pattern=r"^/")
+    """Mount path inside the container."""
+    stateful: bool = True
+    """Holds data that must be backed up (uploads, app data)."""
+    exclude: list[str] = Field(default_factory=list)
+    """Backup exclude patterns (restic syntax), e.g. cache/."""
+
+
+class Healthcheck(_Model):
+    test: list[str] = Field(min_length=1)
+    """Docker healthcheck, e.g. ["CMD", "curl", "-fsS", "http://localhost/"]."""
+    interval: str = Field(default="30s", pattern=r"^[0-9]+(ms|s|m|h)$")
+    """Time between checks."""
+    retries: int = Field(default=3, ge=1)
+    """Failures before the container is unhealthy."""
+    start_period: str = Field(default="60s", pattern=r"^[0-9]+(ms|s|m|h)$")
+    """Grace period after start."""
+
+
+def _short_volume(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+class App(_Model):
+    image: str = Field(min_length=1)
+    """Container image, pinned to a tag."""
+    server: Name
+    """Server it runs on."""
+    command: list[str] | None = None
+    """Overrides the image's command."""
+    hostname: str | None = None
+    """Public hostname, inside `domain`; omit for workers with no HTTP."""
+    port: Port | None = None
+    """Port the app listens on inside its container (required with hostname)."""
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    """Plain, non-secret environment."""
+    secrets: dict[EnvName, Union[GeneratedSecret, ConfigSecret]] = Field(default_factory=dict)
+    """Secret environment: {generate: LENGTH} or {config: KEY-in-socle:secrets}; never plain text."""
+    volumes: dict[Name, Annotated[Volume, BeforeValidator(_short_volume)]] = Field(default_factory=dict)
+    """Named volumes: NAME: /path, or NAME: {path, stateful, exclude}."""
+    databases: list[DatabaseUse] = Field(default_factory=list)
+    """Logical databases it connects to."""
+    buckets: list[BucketUse] = Field(default_factory=list)
+    """Buckets it uses."""
+    caches: list[CacheUse] = Field(default_factory=list)
+    """Caches it uses."""
+    healthcheck: Healthcheck | None = None
+    """Container healthcheck."""
+    restart: Literal["unless-stopped", "always", "on-failure"] = "unless-stopped"
+    """Restart policy."""
+    maintenance: bool = False
+    """Serve a 503 maintenance page instead of the app (the site on/off switch)."""
+    user: str | None = None
+    """Run as this uid[:gid] inside the container."""
+
+
+class StackConfig(_Model):
+    """The whole platform of one organisation for one stack."""
+
+    domain: Annotated[str, AfterValidator(_domain)]
+    """DNS domain every hostname lives under, e.g. example.org (dev: socle.localhost)."""
+    target: Literal["local", "ovh"] = "local"
+    """local: everything on the local Docker engine; ovh: OVH Public Cloud."""
+    protect: bool = False
+    """Pulumi `protect` on servers, databases and buckets: a `pulumi destroy` must be unlocked by hand."""
+    ovh: OvhSettings | None = None
+    """OVH settings (required on target ovh)."""
+    access: Access = Field(default_factory=Access)
+    """Administrator access."""
+    dns: Dns = Field(default_factory=Dns)
+    """DNS zone."""
+    proxy: Proxy = Field(default_factory=Proxy)
+    """HTTPS reverse proxy."""
+    servers: dict[Name, Server] = Field(min_length=1)
+    """Servers by name."""
+    databases: dict[Name, Database] = Field(default_factory=dict)
+    """Databases by name."""
+    buckets: dict[Name, Bucket] = Field(default_factory=dict)
+    """Object-storage buckets by name."""
+    caches: dict[Name, Cache] = Field(default_factory=dict)
+    """Caches (Redis/Valkey containers) by name."""
+    apps: dict[Name, App] = Field(default_factory=dict)
+    """Apps (containers) by name."""
+
+    # ------------------------------------------------------------------ derived, used by components
+
+    def dns_zone(self) -> str:
+        return self.dns.zone or self.domain
+
+    def app_servers(self) -> list[str]:
+        return [n for n, s in self.servers.items() if s.role == "app"]
+
+    def database_hosting(self, name: str) -> str:
+        db = self.databases[name]
+        return db.hosting or ("managed" if self.target == "ovh" else "container")
+
+    def host_of(self, section: str, name: str) -> str:
+        """Server running a container-hosted database, bucket (local) or cache."""
+        item = getattr(self, section)[name]
+        return item.server or self.app_servers()[0]
+
+    def users_of(self, section: str, name: str) -> list[str]:
+        """Apps using a database / bucket / cache, sorted."""
+        attr = {"databases": "databases", "buckets": "buckets", "caches": "caches"}[section]
+        out = []
+        for app_name, app in self.apps.items():
+            for use in getattr(app, attr):
+                if use.use.split(".")[0] == name:
+                    out.append(app_name)
+        return sorted(set(out))
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def _pydantic_issues(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if p not in ("GeneratedSecret", "ConfigSecret"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling against the README's config reference"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] in ("model_type", "model_attributes_type") and _is_secret_path(e["loc"]):
+            msg = (
+                "a secret must not be written in plain text; use {generate: LENGTH} or store it with "
+                "`pulumi config set --secret --path 'socle:secrets.NAME' VALUE` and write {config: NAME}"
+            )
+        elif "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {json.dumps(e['input'], default=str)})"
+        out.append((_loc(loc), msg))
+    # A plain-text secret fails both union members; report it once.
+    seen, unique = set(), []
+    for item in out:
+        if item not in seen:
+            seen.add(item)
+            unique.append(item)
+    return unique
+
+
+def _is_secret_path(loc: tuple) -> bool:
+    return len(loc) >= 3 and loc[0] == "apps" and loc[2] == "secrets"
+
+
+def _known(kind: str, names) -> str:
+    return f"(known {kind}: {', '.join(sorted(names)) or 'none'})"
+
+
+def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
+    issues: list[tuple[str, str]] = []
+    add = lambda path, msg: issues.append((path, msg))  # noqa: E731
+
+    if cfg.target == "ovh":
+        if cfg.ovh is None:
+            add("ovh", "required on target ovh: set projectId, region and backupRegion")
+        elif cfg.ovh.backup_region[:3] == cfg.ovh.region[:3]:
+            add(
+                "ovh.backupRegion",
+                f"'{cfg.ovh.backup_region}' is in the same location as region '{cfg.ovh.region}'; "
+                "off-site copies need another one (e.g. SBG5 for GRA11)",
+            )
+        if cfg.dns.provider == "none":
+            add("dns.provider", "target ovh needs a DNS provider for the app hostnames: gandi or ovh")
+        zone = cfg.dns_zone()
+        if not (cfg.domain == zone or cfg.domain.endswith("." + zone)):
+            add("dns.zone", f"'{zone}' does not contain the domain '{cfg.domain}'; use the domain or a parent of it")
+        if not cfg.proxy.acme_email:
+            add("proxy.acmeEmail", "required on target ovh: Let's Encrypt needs a contact address")
+        if not cfg.access.admin_ssh_keys:
+            add("access.adminSshKeys", "required on target ovh: without a key nobody can log in")
+        if not cfg.access.admin_cidrs:
+            add("access.adminCidrs", "required on target ovh: SSH is only opened to these blocks")
+        for name, srv in cfg.servers.items():
+            if not srv.flavor:
+                add(f"servers.{name}.flavor", "required on target ovh, e.g. b3-8")
+    else:
+        if len(cfg.servers) != 1:
+            add(
+                "servers",
+                f"target local runs everything on the one local Docker engine: declare exactly one "
+                f"server (got {len(cfg.servers)}: {', '.join(cfg.servers)})",
+            )
+        if cfg.dns.provider != "none":
+            add("dns.provider", f"'{cfg.dns.provider}' is not used on target local; set it to none")
+        if not cfg.domain.endswith("localhost"):
+            add("domain", f"'{cfg.domain}' on target local must end in .localhost, e.g. socle.localhost")
+        for name, db in cfg.databases.items():
+            if db.hosting == "managed":
+                add(f"databases.{name}.hosting", "managed databases exist only on target ovh; use container")
+
+    app_servers = cfg.app_servers()
+    if not app_servers:
+        add("servers", "at least one server must have role app")
+
+    def check_server(path: str, server: str | None, must_be_app: bool = True):
+        if server is None:
+            if len(app_servers) > 1:
+                add(path, f"several app servers exist; say which one {_known('servers', app_servers)}")
+            return
+        if server not in cfg.servers:
+            add(path, f"unknown server '{server}' {_known('servers', cfg.servers)}")
+        elif must_be_app and cfg.servers[server].role != "app":
+            add(path, f"server '{server}' has role {cfg.servers[server].role}; containers run on app servers")
+
+    for name, db in cfg.databases.items():
+        if cfg.database_hosting(name) == "container":
+            check_server(f"databases.{name}.server", db.server)
+            if db.nodes != 1:
+                add(f"databases.{name}.nodes", "a container database has exactly one node")
+        elif db.plan == "essential" and db.nodes != 1:
+            add(f"databases.{name}.nodes", f"plan essential has one node (got {db.nodes}); use plan business")
+        elif db.plan != "essential" and db.nodes < 2:
+            add(f"databases.{name}.nodes", f"plan {db.plan} is multi-node; set nodes to 2 or 3")
+    for name, b in cfg.buckets.items():
+        if cfg.target == "local":
+            check_server(f"buckets.{name}.server", b.server)
+        if b.object_lock and not b.versioning:
+            add(f"buckets.{name}.versioning", "object lock needs versioning; set versioning: true")
+    for name, c in cfg.caches.items():
+        check_server(f"caches.{name}.server", c.server)
+
+    hostnames: dict[str, str] = {}
+    shared_lengths: dict[str, tuple[int, str]] = {}
+    for name, app in cfg.apps.items():
+        p = f"apps.{name}"
+        check_server(f"{p}.server", app.server)
+        if app.hostname is not None:
+            h = app.hostname
+            labels = h.split(".")
+            if not all(_HOST_LABEL_RE.match(lbl) for lbl in labels):
+                add(f"{p}.hostname", f"'{h}' is not a valid hostname")
+            elif not (h == cfg.domain or h.endswith("." + cfg.domain)):
+                add(f"{p}.hostname", f"'{h}' is outside the stack's domain '{cfg.domain}'; use NAME.{cfg.domain}")
+            if h in hostnames:
+                add(f"{p}.hostname", f"'{h}' is already served by app '{hostnames[h]}'; one hostname, one app")
+            else:
+                hostnames[h] = name
+            if app.port is None:
+                add(f"{p}.port", "required with hostname: the port the app listens on in its container")
+        for i, use in enumerate(app.databases):
+            db_name, logical = use.use.split(".")
+            if db_name not in cfg.databases:
+                add(f"{p}.databases.{i}.use", f"unknown database '{db_name}' {_known('databases', cfg.databases)}")
+                continue
+            db = cfg.databases[db_name]
+            if logical not in db.databases:
+                add(
+                    f"{p}.databases.{i}.use",
+                    f"database '{db_name}' has no logical database '{logical}' "
+                    f"(known: {', '.join(db.databases)}); add it to databases.{db_name}.databases",
+                )
+            if cfg.database_hosting(db_name) == "container" and app.server in cfg.servers:
+                host = cfg.host_of("databases", db_name) if (db.server or len(app_servers) == 1) else None
+                if host and host != app.server:
+                    add(
+                        f"{p}.databases.{i}.use",
+                        f"database '{db_name}' runs as a container on server '{host}', but the app runs on "
+                        f"'{app.server}'; containers reach each other only on one server",
+                    )
+        for i, use in enumerate(app.buckets):
+            if use.use not in cfg.buckets:
+                add(f"{p}.buckets.{i}.use", f"unknown bucket '{use.use}' {_known('buckets', cfg.buckets)}")
+        for i, use in enumerate(app.caches):
+            if use.use not in cfg.caches:
+                add(f"{p}.caches.{i}.use", f"unknown cache '{use.use}' {_known('caches', cfg.caches)}")
+            elif app.server in cfg.servers and (cfg.caches[use.use].server or len(app_servers) == 1):
+                host = cfg.host_of("caches", use.use)
+                if host != app.server:
+                    add(
+                        f"{p}.caches.{i}.use",
+                        f"cache '{use.use}' runs on server '{host}', but the app runs on '{app.server}'",
+                    )
+        for var, src in app.secrets.items():
+            if isinstance(src, GeneratedSecret) and src.shared:
+                first = shared_lengths.setdefault(src.shared, (src.generate, f"{p}.secrets.{var}"))
+                if first[0] != src.generate:
+                    add(f"{p}.secrets.{var}.generate",
+                        f"shared secret '{src.shared}' has length {first[0]} at {first[1]}; use the same length")
+        clash = set(app.env) & set(app.secrets)
+        for var in sorted(clash):
+            add(f"{p}.env.{var}", "also set in secrets; keep it in one place")
+    for name in cfg.apps:
+        if name in cfg.databases or name in cfg.caches or (cfg.target == "local" and name in cfg.buckets):
+            add(f"apps.{name}", f"'{name}' is also a database, cache or bucket name; container names must differ")
+    return issues
+
+
+def load(values: dict[str, Any], secret_keys: set[str] | frozenset = frozenset()) -> tuple[StackConfig, dict]:
+    """Build the model from the `socle:*` config values (key without namespace -> value).
+
+    `secret_keys` names the keys Pulumi holds as secrets. Returns the model and the `secrets` map
+    (values referenced by {config: KEY}), which must itself be a secret config key.
+    """
+    values = dict(values)
+    secrets = values.pop("secrets", None) or {}
+    issues: list[tuple[str, str]] = []
+    if secrets and "secrets" not in secret_keys:
+        issues.append(
+            ("secrets", "holds plain text; set each entry with `pulumi config set --secret --path 'socle:secrets.NAME'`")
+        )
+    if not isinstance(secrets, dict):
+        issues.append(("secrets", "must be a map of NAME: VALUE"))
+        secrets = {}
+    try:
+        cfg = StackConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(issues + _pydantic_issues(err)) from None
+    issues += _cross_check(cfg)
+    for name, app in cfg.apps.items():
+        for var, src in app.secrets.items():
+            if isinstance(src, ConfigSecret) and src.config not in secrets:
+                issues.append(
+                    (
+                        f"apps.{name}.secrets.{var}.config",
+                        f"'{src.config}' is not set in socle:secrets; run "
+                        f"`pulumi config set --secret --path 'socle:secrets.{src.config}' VALUE`",
+                    )
+                )
+    if issues:
+        raise ConfigError(issues)
+    return cfg, secrets
+
+
+def decode(raw: Any) -> Any:
+    """Pulumi passes structured config values as JSON strings; plain strings stay strings."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw

@@ -1,0 +1,151 @@
+"""ContainerStack: on one server, the Caddy HTTPS proxy and the app containers behind it.
+
+Only the proxy publishes host ports (80, which only redirects, and 443). Apps sit on the server's
+private Docker network and are reached through the proxy by their network alias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_docker as docker
+
+from .render.caddyfile import Route, render_caddyfile
+
+
+@dataclass
+class AppSpec:
+    name: str
+    image: str
+    physical_name: str
+    command: list[str] | None = None
+    env: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    secret_env: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)        # volume name -> mount path
+    stateful_volumes: set[str] = field(default_factory=set)
+    hostname: str | None = None
+    port: int | None = None
+    maintenance: bool = False
+    healthcheck: dict | None = None
+    restart: str = "unless-stopped"
+    user: str | None = None
+    role: str = "app"                                              # app | cache
+
+
+@dataclass
+class ProxySettings:
+    image: str
+    internal_ca: bool
+    acme_email: str | None
+    hsts_max_age: int
+    http_port: int = 80
+    https_port: int = 443
+
+
+@dataclass
+class ContainerStackArgs:
+    physical_name: str
+    docker: docker.Provider
+    network_name: pulumi.Input[str]
+    proxy: ProxySettings
+    apps: list[AppSpec] = field(default_factory=list)
+
+
+def routes_for(apps: list[AppSpec]) -> list[Route]:
+    return [Route(a.hostname, f"{a.name}:{a.port}", a.maintenance) for a in apps if a.hostname]
+
+
+class ContainerStack(pulumi.ComponentResource):
+    caddyfile: str
+    urls: dict[str, str]
+    volumes: dict[str, docker.Volume]
+
+    def __init__(self, name: str, args: ContainerStackArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("socle:containers:ContainerStack", name, None, opts)
+        on_host = pulumi.ResourceOptions(parent=self, provider=args.docker)
+        self.volumes = {}
+        images: dict[str, docker.RemoteImage] = {}
+
+        def image(ref: str) -> pulumi.Output[str]:
+            if ref not in images:
+                key = ref.replace("/", "-").replace(":", "-").replace(".", "-")
+                images[ref] = docker.RemoteImage(f"{name}-image-{key}", name=ref, keep_locally=True, opts=on_host)
+            return images[ref].image_id
+
+        routes = routes_for(args.apps)
+        self.caddyfile = render_caddyfile(
+            routes,
+            acme_email=args.proxy.acme_email,
+            internal_ca=args.proxy.internal_ca,
+            hsts_max_age=args.proxy.hsts_max_age,
+            public_https_port=args.proxy.https_port,
+        )
+        suffix = "" if args.proxy.https_port == 443 else f":{args.proxy.https_port}"
+        self.urls = {r.hostname: f"https://{r.hostname}{suffix}" for r in routes}
+
+        app_containers = []
+        for app in args.apps:
+            mounts = []
+            for vol, path in app.volumes.items():
+                v = docker.Volume(
+                    f"{name}-{app.name}-{vol}",
+                    name=f"{app.physical_name}-{vol}",
+                    labels=[
+                        {"label": "socle.app", "value": app.name},
+                        {"label": "socle.stateful", "value": str(vol in app.stateful_volumes).lower()},
+                    ],
+                    opts=on_host,
+                )
+                self.volumes[f"{app.name}/{vol}"] = v
+                mounts.append({"volume_name": v.name, "container_path": path})
+            envs: pulumi.Input[list] = [f"{k}={v}" for k, v in sorted(app.env.items()) if isinstance(v, str)]
+            dynamic = [pulumi.Output.concat(k, "=", v) for k, v in sorted(app.env.items()) if not isinstance(v, str)]
+            secret = [pulumi.Output.concat(k, "=", v) for k, v in sorted(app.secret_env.items())]
+            if secret:
+                envs = pulumi.Output.secret(pulumi.Output.all(*envs, *dynamic, *secret))
+            elif dynamic:
+                envs = pulumi.Output.all(*envs, *dynamic)
+            hc = None
+            if app.healthcheck:
+                hc = {"tests": app.healthcheck["test"], "interval": app.healthcheck.get("interval", "30s"),
+                      "retries": app.healthcheck.get("retries", 3),
+                      "start_period": app.healthcheck.get("start_period", "60s"), "timeout": "10s"}
+            app_containers.append(docker.Container(
+                f"{name}-{app.name}",
+                name=app.physical_name,
+                image=image(app.image),
+                command=app.command,
+                envs=envs,
+                user=app.user,
+                networks_advanced=[{"name": args.network_name, "aliases": [app.name]}],
+                volumes=mounts,
+                healthcheck=hc,
+                restart=app.restart,
+                labels=[{"label": "socle.app", "value": app.name}, {"label": "socle.role", "value": app.role}],
+                log_opts={"max-size": "10m", "max-file": "3"},
+                opts=on_host,
+            ))
+
+        proxy_data = docker.Volume(
+            f"{name}-proxy-data", name=f"{args.physical_name}-proxy-data",
+            # Certificates and ACME account: re-issued if lost, so not backed up.
+            labels=[{"label": "socle.stateful", "value": "false"}], opts=on_host,
+        )
+        self.proxy = docker.Container(
+            f"{name}-proxy",
+            name=f"{args.physical_name}-proxy",
+            image=image(args.proxy.image),
+            ports=[
+                {"internal": 80, "external": args.proxy.http_port},
+                {"internal": 443, "external": args.proxy.https_port},
+            ],
+            networks_advanced=[{"name": args.network_name, "aliases": ["proxy"]}],
+            volumes=[{"volume_name": proxy_data.name, "container_path": "/data"}],
+            uploads=[{"file": "/etc/caddy/Caddyfile", "content": self.caddyfile}],
+            restart="unless-stopped",
+            labels=[{"label": "socle.role", "value": "proxy"}],
+            log_opts={"max-size": "10m", "max-file": "3"},
+            opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=app_containers),
+        )
+        self.register_outputs({"urls": self.urls})

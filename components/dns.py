@@ -1,0 +1,63 @@
+"""DnsRecords: Gandi LiveDNS (or OVH zone) records for one zone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+
+
+@dataclass
+class Record:
+    name: str                              # relative to the zone, "@" for the apex
+    type: str
+    values: list[pulumi.Input[str]]
+    ttl: int
+
+
+@dataclass
+class DnsRecordsArgs:
+    provider: str                          # "gandi" | "ovh"
+    zone: str
+    records: list[Record] = field(default_factory=list)
+
+
+def relative_name(hostname: str, zone: str) -> str:
+    return "@" if hostname == zone else hostname[: -(len(zone) + 1)]
+
+
+def caa_values(issuers: list[str], contact: str | None) -> list[str]:
+    """Only these CAs may issue for the zone; wildcard issuance is refused."""
+    values = [f'0 issue "{ca}"' for ca in issuers] + ['0 issuewild ";"']
+    if contact:
+        values.append(f'0 iodef "mailto:{contact}"')
+    return values
+
+
+class DnsRecords(pulumi.ComponentResource):
+    fqdns: list[str]
+
+    def __init__(self, name: str, args: DnsRecordsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("socle:dns:DnsRecords", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.fqdns = []
+        for rec in args.records:
+            key = f"{name}-{rec.type.lower()}-{rec.name.replace('@', 'apex').replace('.', '-')}"
+            fqdn = args.zone if rec.name == "@" else f"{rec.name}.{args.zone}"
+            self.fqdns.append(fqdn)
+            if args.provider == "gandi":
+                import pulumiverse_gandi as gandi
+
+                gandi.livedns.Record(key, zone=args.zone, name=rec.name, type=rec.type, ttl=rec.ttl,
+                                     values=rec.values, opts=child)
+            elif args.provider == "ovh":
+                import pulumi_ovh as ovh
+
+                # OVH holds one record per value.
+                for i, value in enumerate(rec.values):
+                    ovh.domain.ZoneRecord(f"{key}-{i}", zone=args.zone,
+                                          subdomain="" if rec.name == "@" else rec.name,
+                                          fieldtype=rec.type, target=value, ttl=rec.ttl, opts=child)
+            else:
+                raise ValueError(f"unknown DNS provider {args.provider!r}")
+        self.register_outputs({"fqdns": self.fqdns})

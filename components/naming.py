@@ -1,0 +1,18 @@
+"""The one naming helper for physical names: <project>-<stack>-<name>."""
+
+from __future__ import annotations
+
+
+def physical_name(project: str, stack: str, *parts: str) -> str:
+    return "-".join([project, stack, *parts])
+
+
+def ovh_location(region: str) -> str:
+    """OVH database and object-storage regions are locations (GRA); instance regions are numbered
+    (GRA11)."""
+    letters = ""
+    for ch in region:
+        if not ch.isalpha():
+            break
+        letters += ch
+    return (letters or region).upper()

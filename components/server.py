@@ -1,0 +1,191 @@
+"""Server: an OVH Public Cloud instance driven over SSH, or the local Docker engine."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_docker as docker
+
+from .render.cloudinit import render_cloud_init
+
+
+@dataclass
+class ServerArgs:
+    target: str                      # "ovh" | "local"
+    physical_name: str
+    role: str = "app"                # "app" | "backup"
+    deploy_user: str = "deploy"
+    admin_keys: list[str] = field(default_factory=list)
+    admin_cidrs: list[str] = field(default_factory=list)
+    ssh_port: int = 22
+    # ovh only
+    project_id: str | None = None
+    region: str | None = None
+    flavor: str | None = None
+    image: str = "Debian 12"
+    auto_backup_cron: str | None = None
+    auto_backup_rotation: int | None = None
+    # Extra ingress sources for SSH (e.g. app servers pushing to a backup server).
+    ssh_clients: list[pulumi.Input[str]] = field(default_factory=list)
+
+
+def _pick(kind: str, wanted: str, region: str):
+    def pick(items):
+        for item in items or []:
+            name = item["name"] if isinstance(item, dict) else item.name
+            if name == wanted:
+                return item["id"] if isinstance(item, dict) else item.id
+        names = sorted({(i["name"] if isinstance(i, dict) else i.name) for i in items or []})
+        raise ValueError(
+            f"{kind} '{wanted}' is not offered in region {region} (offered: {', '.join(names[:30]) or 'none'}); "
+            f"fix socle:servers.*.{kind}"
+        )
+
+    return pick
+
+
+_PRIVATE_V4 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                  "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16")]
+
+
+def _public_ipv4(state) -> str | None:
+    """The instance's public IPv4: the first IPv4 address, on any interface, outside the private,
+    carrier-grade NAT, loopback and link-local ranges."""
+    for net in (state or {}).get("networks") or []:
+        for addr in net.get("addresses") or []:
+            ip = addr.get("ip")
+            if addr.get("version") == 4 and ip and not any(ipaddress.ip_address(ip) in n for n in _PRIVATE_V4):
+                return ip
+    return None
+
+
+def _security_rules(args: ServerArgs) -> list[dict]:
+    rules: list[dict] = []
+    if args.role == "app":
+        for port in (80, 443):
+            for eth, anywhere in (("IPV4", "0.0.0.0/0"), ("IPV6", "::/0")):
+                rules.append(
+                    {"direction": "INGRESS", "ethernet_type": eth, "protocol": "TCP", "port_range_min": port,
+                     "port_range_max": port, "remote_ip_prefix": anywhere, "description": f"https proxy {port}"}
+                )
+    for cidr in args.admin_cidrs:
+        rules.append(
+            {"direction": "INGRESS", "ethernet_type": "IPV6" if ":" in cidr else "IPV4", "protocol": "TCP",
+             "port_range_min": args.ssh_port, "port_range_max": args.ssh_port, "remote_ip_prefix": cidr,
+             "description": "ssh from admin network"}
+        )
+    for client in args.ssh_clients:
+        rules.append(
+            {"direction": "INGRESS", "ethernet_type": "IPV4", "protocol": "TCP", "port_range_min": args.ssh_port,
+             "port_range_max": args.ssh_port, "remote_ip_prefix": pulumi.Output.concat(client, "/32"),
+             "description": "ssh from a socle server"}
+        )
+    return rules
+
+
+class Server(pulumi.ComponentResource):
+    """`address`: public IPv4 (127.0.0.1 on local). `docker`: a Docker provider for this host,
+    usable only once cloud-init has finished. `network`: the host's private Docker network."""
+
+    address: pulumi.Output[str]
+    docker: docker.Provider | None
+    network: docker.Network | None
+    network_name: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: ServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("socle:compute:Server", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.docker = None
+        self.network = None
+        self.network_name = None
+        if args.target == "ovh":
+            self._ovh(name, args, child)
+        else:
+            self.address = pulumi.Output.from_input("127.0.0.1")
+            self.docker = docker.Provider(f"{name}-docker", host="unix:///var/run/docker.sock", opts=child)
+        if args.role == "app":
+            self.network = docker.Network(
+                f"{name}-net",
+                name=f"{args.physical_name}-net",
+                driver="bridge",
+                attachable=False,
+                labels=[{"label": "managed-by", "value": "socle"}],
+                opts=pulumi.ResourceOptions(parent=self, provider=self.docker),
+            )
+            self.network_name = self.network.name
+        self.register_outputs({"address": self.address})
+
+    def _ovh(self, name: str, args: ServerArgs, child: pulumi.ResourceOptions) -> None:
+        import pulumi_command as command
+        import pulumi_ovh as ovh
+
+        flavors = ovh.get_cloud_instance_flavors_output(region=args.region, service_name=args.project_id)
+        images = ovh.get_cloud_instance_images_output(region=args.region, service_name=args.project_id)
+        flavor_id = flavors.flavors.apply(_pick("flavor", args.flavor, args.region))
+        image_id = images.images.apply(_pick("image", args.image, args.region))
+
+        sg = ovh.CloudSecurityGroup(
+            f"{name}-sg",
+            service_name=args.project_id,
+            region=args.region,
+            name=f"{args.physical_name}-sg",
+            description=f"socle {args.role} server: " + ("80/443 open, " if args.role == "app" else "")
+            + f"SSH {args.ssh_port} from admin networks only",
+            rules=_security_rules(args),
+            opts=child,
+        )
+        user_data = render_cloud_init(
+            hostname=args.physical_name,
+            role=args.role,
+            deploy_user=args.deploy_user,
+            admin_keys=args.admin_keys,
+            ssh_port=args.ssh_port,
+        )
+        instance = ovh.CloudInstance(
+            f"{name}-vm",
+            service_name=args.project_id,
+            region=args.region,
+            name=args.physical_name,
+            flavor_id=flavor_id,
+            image_id=image_id,
+            networks=[{"auto_assign_public_ip": True}],
+            security_group_ids=[sg.id],
+            user_data=user_data,
+            # Flavor changes resize in place; image or user data changes rebuild the disk, so the
+            # backup settings (which change more often) are deliberately kept out of user data.
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.instance = instance
+        self.address = instance.current_state.apply(lambda s: _public_ipv4(s) or "")
+        if args.auto_backup_cron and args.auto_backup_rotation:
+            ovh.cloudproject.WorkflowBackup(
+                f"{name}-autobackup",
+                service_name=args.project_id,
+                region_name=args.region,
+                instance_id=instance.id,
+                name=f"{args.physical_name}-snapshots",
+                cron=args.auto_backup_cron,
+                rotation=args.auto_backup_rotation,
+                opts=child,
+            )
+        if args.role != "app":
+            return
+        # Docker over SSH only once cloud-init has installed Docker and hardened sshd; the key is
+        # taken from the SSH agent of whoever runs `pulumi up`, so no private key enters the state.
+        ready = command.remote.Command(
+            f"{name}-cloud-init",
+            connection=command.remote.ConnectionArgs(
+                host=self.address, port=args.ssh_port, user=args.deploy_user, dial_error_limit=60
+            ),
+            create="cloud-init status --wait >/dev/null && docker info --format '{{.ServerVersion}}'",
+            triggers=[instance.id],
+            opts=child,
+        )
+        self.docker = docker.Provider(
+            f"{name}-docker",
+            host=pulumi.Output.concat("ssh://", args.deploy_user, "@", self.address, ":", str(args.ssh_port)),
+            ssh_opts=["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ready]),
+        )

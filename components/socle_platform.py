@@ -1,0 +1,171 @@
+"""Platform: assembles one organisation's platform from the validated stack config.
+
+(Named socle_platform, not platform, so that it never shadows the standard library's module.)
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+
+from .bucket import Bucket, BucketArgs
+from .config import ConfigSecret, StackConfig
+from .container_stack import AppSpec, ContainerStack, ContainerStackArgs, ProxySettings
+from .database import Database, DatabaseArgs
+from .dns import DnsRecords, DnsRecordsArgs, Record, caa_values, relative_name
+from .naming import ovh_location, physical_name
+from .server import Server, ServerArgs
+
+_CACHE_IMAGES = {"redis": "redis:{v}-alpine", "valkey": "valkey/valkey:{v}-alpine"}
+
+
+class Platform(pulumi.ComponentResource):
+    servers: dict[str, Server]
+    databases: dict[str, Database]
+    buckets: dict[str, Bucket]
+    stacks: dict[str, ContainerStack]
+    urls: dict[str, str]
+
+    def __init__(self, name: str, cfg: StackConfig, secrets: dict[str, str],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("socle:platform:Platform", name, None, opts)
+        self.cfg = cfg
+        self._secrets = secrets
+        self._generated: dict[str, random.RandomPassword] = {}
+        project, stack = pulumi.get_project(), pulumi.get_stack()
+        self.pname = lambda *parts: physical_name(project, stack, *parts)
+        child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=cfg.protect)
+        ovh = cfg.ovh
+
+        self.servers = {}
+        for sname, srv in cfg.servers.items():
+            self.servers[sname] = Server(sname, ServerArgs(
+                target=cfg.target, physical_name=self.pname(sname), role=srv.role,
+                deploy_user=cfg.access.deploy_user, admin_keys=list(cfg.access.admin_ssh_keys),
+                admin_cidrs=list(cfg.access.admin_cidrs), ssh_port=cfg.access.ssh_port,
+                project_id=ovh.project_id if ovh else None, region=ovh.region if ovh else None,
+                flavor=srv.flavor, image=srv.image,
+                auto_backup_cron=srv.auto_backup.cron if srv.auto_backup else None,
+                auto_backup_rotation=srv.auto_backup.rotation if srv.auto_backup else None,
+            ), opts=stateful)
+
+        self.databases = {}
+        for dname, db in cfg.databases.items():
+            hosting = cfg.database_hosting(dname)
+            host = self.servers[cfg.host_of("databases", dname)] if hosting == "container" else None
+            users = sorted({cfg.apps[a].server for a in cfg.users_of("databases", dname)})
+            self.databases[dname] = Database(dname, DatabaseArgs(
+                engine=db.engine, version=db.version, hosting=hosting, physical_name=self.pname(dname),
+                databases=list(db.databases),
+                project_id=ovh.project_id if ovh else None, region=ovh.region if ovh else None,
+                backup_region=ovh.backup_region if ovh else None, plan=db.plan, flavor=db.flavor,
+                nodes=db.nodes, disk_gb=db.disk_gb, backup_time=db.backup_time,
+                deletion_protection=db.deletion_protection,
+                allowed=[(s, self.servers[s].address) for s in users],
+                docker=host.docker if host else None, network_name=host.network_name if host else None,
+            ), opts=stateful)
+
+        self.buckets = {}
+        for bname, b in cfg.buckets.items():
+            host = self.servers[cfg.host_of("buckets", bname)] if cfg.target == "local" else None
+            self.buckets[bname] = Bucket(bname, BucketArgs(
+                target=cfg.target, physical_name=self.pname(bname),
+                region=b.region or (ovh_location(ovh.region) if ovh else None), project_id=ovh.project_id if ovh else None,
+                versioning=b.versioning, encryption=b.encryption,
+                object_lock_mode=b.object_lock.mode if b.object_lock else None,
+                object_lock_days=b.object_lock.days if b.object_lock else None,
+                lifecycle=[r.model_dump() for r in b.lifecycle],
+                docker=host.docker if host else None, network_name=host.network_name if host else None,
+            ), opts=stateful)
+
+        specs: dict[str, list[AppSpec]] = {s: [] for s in cfg.servers}
+        cache_conn = {}
+        for cname, cache in cfg.caches.items():
+            pw = random.RandomPassword(f"{cname}-password", length=32, special=False, opts=child)
+            spec = AppSpec(
+                name=cname, image=_CACHE_IMAGES[cache.engine].format(v=cache.version),
+                physical_name=self.pname(cname), role="cache",
+                # The password travels in the environment, not on the command line (`ps` shows that).
+                command=["sh", "-c", 'exec redis-server --requirepass "$CACHE_PASSWORD" --save "" '
+                         f'--appendonly no --maxmemory {cache.max_memory_mb}mb --maxmemory-policy allkeys-lru'],
+                secret_env={"CACHE_PASSWORD": pw.result},
+                healthcheck={"test": ["CMD-SHELL", 'REDISCLI_AUTH="$CACHE_PASSWORD" redis-cli ping | grep -q PONG'],
+                             "interval": "10s"},
+            )
+            specs[cfg.host_of("caches", cname)].append(spec)
+            secret_pw = pulumi.Output.secret(pw.result)
+            cache_conn[cname] = {
+                "host": cname, "port": "6379", "password": secret_pw,
+                "url": pulumi.Output.secret(pulumi.Output.concat("redis://:", secret_pw, "@", cname, ":6379/0")),
+            }
+
+        for aname, app in cfg.apps.items():
+            specs[app.server].append(self._app_spec(aname, app, cache_conn))
+
+        self.stacks = {}
+        self.urls = {}
+        for sname, apps in specs.items():
+            if not apps:
+                continue
+            srv = self.servers[sname]
+            st = ContainerStack(f"{sname}-containers", ContainerStackArgs(
+                physical_name=self.pname(sname), docker=srv.docker, network_name=srv.network_name,
+                proxy=ProxySettings(
+                    image=cfg.proxy.image, internal_ca=cfg.target == "local", acme_email=cfg.proxy.acme_email,
+                    hsts_max_age=cfg.proxy.hsts_max_age, http_port=cfg.proxy.http_port,
+                    https_port=cfg.proxy.https_port,
+                ),
+                apps=apps,
+            ), opts=child)
+            self.stacks[sname] = st
+            self.urls.update(st.urls)
+
+        self.dns = None
+        if cfg.dns.provider != "none":
+            records = [
+                Record(relative_name(app.hostname, cfg.dns_zone()), "A", [self.servers[app.server].address], cfg.dns.ttl)
+                for app in cfg.apps.values() if app.hostname
+            ]
+            records += [Record(r.name, r.type, list(r.values), r.ttl or cfg.dns.ttl) for r in cfg.dns.records]
+            if not any(r.type == "CAA" and r.name == "@" for r in cfg.dns.records):
+                records.append(Record("@", "CAA", caa_values(cfg.dns.caa_issuers, cfg.proxy.acme_email), cfg.dns.ttl))
+            self.dns = DnsRecords("dns", DnsRecordsArgs(provider=cfg.dns.provider, zone=cfg.dns_zone(),
+                                                        records=records), opts=child)
+
+        self.register_outputs({"urls": self.urls})
+
+    def _app_spec(self, aname: str, app, cache_conn: dict) -> AppSpec:
+        env: dict = dict(app.env)
+        secret_env: dict = {}
+        for var, src in app.secrets.items():
+            if isinstance(src, ConfigSecret):
+                secret_env[var] = pulumi.Output.secret(self._secrets[src.config])
+            else:
+                key = f"shared-{src.shared}" if src.shared else f"{aname}-{var.lower().replace('_', '-')}"
+                if key not in self._generated:
+                    self._generated[key] = random.RandomPassword(
+                        key, length=src.generate, special=False, opts=pulumi.ResourceOptions(parent=self))
+                secret_env[var] = self._generated[key].result
+        for use in app.databases:
+            dname, logical = use.use.split(".")
+            conn = self.databases[dname].connections[logical]
+            for fld, var in use.env.items():
+                (secret_env if fld in ("password", "url") else env)[var] = getattr(conn, fld)
+        for use in app.buckets:
+            b = self.buckets[use.use]
+            for fld, var in use.env.items():
+                (secret_env if fld in ("access_key", "secret_key") else env)[var] = getattr(b, fld)
+        for use in app.caches:
+            c = cache_conn[use.use]
+            for fld, var in use.env.items():
+                (secret_env if fld in ("password", "url") else env)[var] = c[fld]
+        return AppSpec(
+            name=aname, image=app.image, physical_name=self.pname(aname), command=app.command,
+            env=env, secret_env=secret_env,
+            volumes={v: spec.path for v, spec in app.volumes.items()},
+            stateful_volumes={v for v, spec in app.volumes.items() if spec.stateful},
+            hostname=app.hostname, port=app.port, maintenance=app.maintenance,
+            healthcheck=app.healthcheck.model_dump() if app.healthcheck else None,
+            restart=app.restart, user=app.user,
+        )

@@ -1,0 +1,247 @@
+"""Run the real socle program in-process under Pulumi mocks and record the resource graph.
+
+Used by the tests, the offline plan and the benchmarks: no Pulumi CLI, Docker engine or cloud
+account is involved. The program's config comes from a real `Pulumi.<stack>.yaml`, fed through the
+same config API the engine uses. Values the stack file holds encrypted (`secure:`) cannot be
+decrypted without the stack's passphrase, so they are replaced by placeholders that stay secret.
+
+Each recorded resource keeps its inputs exactly as the engine (and so CrossGuard) would see them:
+camelCase property names, with secret values wrapped in Pulumi's secret signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "socle"
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+# Flavors and images the fake OVH catalog offers (real OVH names).
+FLAVORS = ["d2-2", "d2-4", "d2-8", "b3-8", "b3-16", "b3-32", "c3-4", "c3-8", "r3-16"]
+IMAGES = ["Debian 12", "Debian 11", "Ubuntu 24.04"]
+
+
+@dataclass
+class Resource:
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    inputs: dict            # as the engine sees them: camelCase, secrets wrapped
+    plain: dict             # the same with secrets unwrapped
+    dependencies: list[str]
+    custom: bool
+    provider: str | None
+    outputs: dict = field(default_factory=dict)
+
+    def secret_paths(self) -> set[str]:
+        out: set[str] = set()
+
+        def walk(v, path):
+            if isinstance(v, dict):
+                if v.get(SECRET_SIG_KEY) == SECRET_SIG:
+                    out.add(path)
+                    return
+                for k, x in v.items():
+                    walk(x, f"{path}.{k}" if path else k)
+            elif isinstance(v, list):
+                for i, x in enumerate(v):
+                    walk(x, f"{path}[{i}]")
+
+        walk(self.inputs, "")
+        return out
+
+
+@dataclass
+class Run:
+    stack: str
+    resources: list[Resource]
+    exports: dict
+    export_secrets: set[str]
+    secret_values: set[str]          # every secret value the mocks handed out or the config held
+
+    def of_type(self, suffix: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == suffix or r.type.endswith(suffix)]
+
+    def by_urn(self) -> dict[str, Resource]:
+        return {r.urn: r for r in self.resources}
+
+
+def unwrap(v: Any) -> Any:
+    if isinstance(v, dict):
+        if v.get(SECRET_SIG_KEY) == SECRET_SIG:
+            return unwrap(v.get("value"))
+        return {k: unwrap(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [unwrap(x) for x in v]
+    return v
+
+
+def _fake(kind: str, name: str, n: int = 12) -> str:
+    return f"{kind}-" + hashlib.sha256(f"{kind}/{name}".encode()).hexdigest()[:n]
+
+
+def stack_config(path: Path) -> tuple[dict[str, str], list[str]]:
+    """A stack file's `config:` as the engine passes it: 'ns:key' -> string (JSON for objects)."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    config, secret_keys = {}, []
+    for key, value in (doc.get("config") or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        has_secret = False
+
+        def strip(v):
+            nonlocal has_secret
+            if isinstance(v, dict) and set(v) == {"secure"}:
+                has_secret = True
+                return "placeholder-" + hashlib.sha256(str(v["secure"]).encode()).hexdigest()[:16]
+            if isinstance(v, dict):
+                return {k: strip(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [strip(x) for x in v]
+            return v
+
+        value = strip(value)
+        if has_secret:
+            secret_keys.append(full)
+        config[full] = value if isinstance(value, str) else json.dumps(value)
+    return config, secret_keys
+
+
+def run_program(stack: str = "dev", config_file: Path | None = None,
+                config: dict[str, str] | None = None, secret_keys: list[str] | None = None) -> Run:
+    """Evaluate __main__.py for `stack` and return every registered resource.
+
+    Raises the program's error (pulumi.RunError for invalid config) if it fails."""
+    import pulumi
+    from google.protobuf import json_format
+    from pulumi.runtime import mocks as pmocks
+    from pulumi.runtime import settings as psettings
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    if config is None:
+        path = config_file or ROOT / f"Pulumi.{stack}.yaml"
+        config, secret_keys = stack_config(Path(path))
+    secret_values: set[str] = set()
+    for k in secret_keys or []:
+        secret_values.update(_leaves(config[k]))
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            outs = dict(args.inputs)
+            t, n = args.typ, args.name
+            if t.endswith("RandomPassword"):
+                outs["result"] = _fake("secret", n, 24)
+                secret_values.add(outs["result"])
+            elif t.endswith("CloudInstance"):
+                octet = int(hashlib.sha256(n.encode()).hexdigest()[:2], 16) % 250 + 2
+                outs["currentState"] = {"networks": [
+                    {"id": "ext-net", "addresses": [{"ip": f"203.0.113.{octet}", "version": 4, "type": "FIXED"},
+                                                    {"ip": "2001:db8::1", "version": 6, "type": "FIXED"}]},
+                ]}
+            elif t.endswith("/database:Database"):
+                outs["endpoints"] = [{"component": "postgresql", "domain": f"{n}.database.cloud.ovh.net",
+                                      "port": 20184, "ssl": True, "sslMode": "require", "scheme": "postgresql",
+                                      "path": "", "uri": ""}]
+            elif t.endswith("PostgresSqlUser") or t.endswith("/user:User") and "Database" in t:
+                outs["password"] = _fake("secret", n, 24)
+                secret_values.add(outs["password"])
+            elif t.endswith("S3Credential"):
+                outs["accessKeyId"] = _fake("AK", n).upper()
+                outs["secretAccessKey"] = _fake("secret", n, 32)
+                secret_values.add(outs["secretAccessKey"])
+            elif t.endswith("RemoteImage"):
+                outs["imageId"] = "sha256:" + hashlib.sha256(str(args.inputs.get("name")).encode()).hexdigest()
+            elif t.endswith("remote:Command"):
+                outs["stdout"] = "24.0.7"
+            return _fake("id", n), outs
+
+        def call(self, args: pulumi.runtime.MockCallArgs):
+            if args.token.endswith("getCloudInstanceFlavors"):
+                return {"flavors": [{"id": f"flavor-{f}", "name": f} for f in FLAVORS]}
+            if args.token.endswith("getCloudInstanceImages"):
+                return {"images": [{"id": f"image-{i.replace(' ', '-')}", "name": i} for i in IMAGES]}
+            return {}
+
+    recorded: list[Resource] = []
+
+    class Monitor(pmocks.MockMonitor):
+        def RegisterResource(self, request):
+            resp = super().RegisterResource(request)
+            raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
+            recorded.append(Resource(
+                urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
+                inputs=raw, plain=unwrap(raw), dependencies=list(request.dependencies),
+                custom=bool(request.custom), provider=request.provider or None,
+                outputs=unwrap(json_format.MessageToDict(resp.object)) if resp.object else {},
+            ))
+            return resp
+
+    exports: dict[str, Any] = {}
+    psettings.reset_options(project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config, secret_keys or [])
+    pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=False, monitor=Monitor(Mocks()))
+    real_export = pulumi.export
+    pulumi.export = lambda k, v: exports.__setitem__(k, v)
+    cwd = os.getcwd()
+    sys.path.insert(0, str(ROOT))
+    try:
+        os.chdir(ROOT)
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+        resolved, secret_exports = _resolve_exports(exports)
+    finally:
+        pulumi.export = real_export
+        os.chdir(cwd)
+        sys.path.remove(str(ROOT))
+    # A Monitor instance is built twice above (set_mocks needs one); keep the recording of the used one.
+    return Run(stack, recorded, resolved, secret_exports, secret_values)
+
+
+def _leaves(raw: str) -> set[str]:
+    try:
+        v = json.loads(raw)
+    except ValueError:
+        return {raw}
+    out: set[str] = set()
+
+    def walk(x):
+        if isinstance(x, dict):
+            for y in x.values():
+                walk(y)
+        elif isinstance(x, list):
+            for y in x:
+                walk(y)
+        elif isinstance(x, str):
+            out.add(x)
+
+    walk(v)
+    return out
+
+
+def _resolve_exports(exports: dict) -> tuple[dict, set[str]]:
+    import pulumi
+    from pulumi.runtime.sync_await import _sync_await
+
+    resolved, secret = {}, set()
+
+    async def one(v):
+        o = pulumi.Output.from_input(v)
+        return await o.future(), await o.is_secret()
+
+    for k, v in exports.items():
+        value, is_secret = _sync_await(one(v))
+        resolved[k] = value
+        if is_secret:
+            secret.add(k)
+    return resolved, secret
