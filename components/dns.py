@@ -9,6 +9,7 @@ import pulumi
 
 @dataclass
 class Record:
+    key: str                               # stable logical name: the same in every stack
     name: str                              # relative to the zone, "@" for the apex
     type: str
     values: list[pulumi.Input[str]]
@@ -42,7 +43,7 @@ class DnsRecords(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.fqdns = []
         for rec in args.records:
-            key = f"{name}-{rec.type.lower()}-{rec.name.replace('@', 'apex').replace('.', '-')}"
+            key = f"{name}-{rec.key}"
             fqdn = args.zone if rec.name == "@" else f"{rec.name}.{args.zone}"
             self.fqdns.append(fqdn)
             if args.provider == "gandi":

@@ -123,13 +123,20 @@ class Platform(pulumi.ComponentResource):
 
         self.dns = None
         if cfg.dns.provider != "none":
+            zone = cfg.dns_zone()
             records = [
-                Record(relative_name(app.hostname, cfg.dns_zone()), "A", [self.servers[app.server].address], cfg.dns.ttl)
-                for app in cfg.apps.values() if app.hostname
+                Record(f"app-{aname}", relative_name(app.hostname, zone), "A",
+                       [self.servers[app.server].address], cfg.dns.ttl)
+                for aname, app in cfg.apps.items() if app.hostname
             ]
-            records += [Record(r.name, r.type, list(r.values), r.ttl or cfg.dns.ttl) for r in cfg.dns.records]
-            if not any(r.type == "CAA" and r.name == "@" for r in cfg.dns.records):
-                records.append(Record("@", "CAA", caa_values(cfg.dns.caa_issuers, cfg.proxy.acme_email), cfg.dns.ttl))
+            records += [Record(f"{r.type.lower()}-{i}", r.name, r.type, list(r.values), r.ttl or cfg.dns.ttl)
+                        for i, r in enumerate(cfg.dns.records)]
+            # CAA at the stack's domain, not the zone apex: a lookup climbs from the hostname, so this
+            # covers every app, and a staging stack in a shared zone never owns (or destroys) prod's.
+            at = relative_name(cfg.domain, zone)
+            if not any(r.type == "CAA" and r.name == at for r in cfg.dns.records):
+                records.append(Record("caa", at, "CAA", caa_values(cfg.dns.caa_issuers, cfg.proxy.acme_email),
+                                      cfg.dns.ttl))
             self.dns = DnsRecords("dns", DnsRecordsArgs(provider=cfg.dns.provider, zone=cfg.dns_zone(),
                                                         records=records), opts=child)
 

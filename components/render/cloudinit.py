@@ -55,19 +55,19 @@ def render_cloud_init(
 ) -> str:
     """#cloud-config for an `app` server (Docker, driven over SSH by the deploy user) or a `backup`
     server (no Docker, no HTTP: SSH only)."""
-    users: list = [
-        {
-            "name": deploy_user,
-            "gecos": "socle deploy user",
-            "shell": "/bin/bash",
-            "lock_passwd": True,
-            # Docker group membership is root-equivalent; it is what lets `pulumi up` drive the
-            # engine over SSH without exposing the Docker API on the network.
-            "groups": ["docker"] if role == "app" else [],
-            "sudo": "ALL=(ALL) NOPASSWD:ALL",
-            "ssh_authorized_keys": list(admin_keys),
-        }
-    ]
+    deploy: dict = {
+        "name": deploy_user,
+        "gecos": "socle deploy user",
+        "shell": "/bin/bash",
+        "lock_passwd": True,
+        "sudo": "ALL=(ALL) NOPASSWD:ALL",
+        "ssh_authorized_keys": list(admin_keys),
+    }
+    if role == "app":
+        # Docker group membership is root-equivalent; it is what lets `pulumi up` drive the
+        # engine over SSH without exposing the Docker API on the network.
+        deploy["groups"] = ["docker"]
+    users: list = [deploy]
     for extra in extra_users or []:
         users.append(extra)
     allow = [u["name"] for u in users]

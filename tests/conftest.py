@@ -1,0 +1,47 @@
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.harness import run_program, stack_config  # noqa: E402
+
+STACKS = ["dev", "staging", "prod"]
+_cache: dict = {}
+
+
+def program(stack: str):
+    """The recorded resource graph of a real stack file (evaluated once per test session)."""
+    if stack not in _cache:
+        _cache[stack] = run_program(stack)
+    return _cache[stack]
+
+
+@pytest.fixture(params=STACKS)
+def run(request):
+    return program(request.param)
+
+
+@pytest.fixture(params=["staging", "prod"])
+def ovh_run(request):
+    return program(request.param)
+
+
+def stack_values(stack: str) -> dict:
+    """The socle: keys of a stack file as plain Python values (namespace stripped)."""
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    return {k.split(":", 1)[1]: copy.deepcopy(v) for k, v in doc["config"].items()}
+
+
+def run_values(values: dict, stack: str = "test", secret_keys: tuple = ()):
+    """Evaluate the program with config given as plain values (namespace added here)."""
+    config = {f"socle:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    return run_program(stack, config=config, secret_keys=[f"socle:{k}" for k in secret_keys])
+
+
+__all__ = ["program", "stack_values", "run_values", "stack_config", "STACKS", "ROOT"]

@@ -1,0 +1,198 @@
+"""Bad config stops the program before any resource exists, naming the key, the value and the fix."""
+
+import pytest
+
+from components.config import ConfigError, StackConfig, load
+from tests.conftest import STACKS, run_values, stack_values
+
+
+def errors_of(values: dict, secret_keys=frozenset()) -> str:
+    with pytest.raises(ConfigError) as exc:
+        load(values, secret_keys)
+    return str(exc.value)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_real_stack_file_is_valid(stack):
+    cfg, _ = load(stack_values(stack))
+    assert isinstance(cfg, StackConfig)
+
+
+def dev():
+    return stack_values("dev")
+
+
+def prod():
+    return stack_values("prod")
+
+
+def test_unknown_server_referenced_by_an_app_is_named_with_the_known_ones():
+    v = prod()
+    v["apps"]["nextcloud"]["server"] = "wbe"
+    msg = errors_of(v)
+    assert "socle:apps.nextcloud.server: unknown server 'wbe' (known servers: backup, web)" in msg, msg
+
+
+def test_two_apps_on_one_hostname_are_refused():
+    v = prod()
+    v["apps"]["etherpad"]["hostname"] = "cloud.example.org"
+    msg = errors_of(v)
+    assert "socle:apps.etherpad.hostname: 'cloud.example.org' is already served by app 'nextcloud'" in msg, msg
+
+
+def test_hostname_outside_the_domain_is_refused_with_the_fix():
+    v = prod()
+    v["apps"]["etherpad"]["hostname"] = "pad.example.net"
+    msg = errors_of(v)
+    assert "socle:apps.etherpad.hostname: 'pad.example.net' is outside the stack's domain 'example.org'" in msg, msg
+    assert "NAME.example.org" in msg
+
+
+def test_unknown_engine_lists_the_allowed_ones():
+    v = prod()
+    v["databases"]["main"]["engine"] = "mongodb"
+    msg = errors_of(v)
+    assert "socle:databases.main.engine:" in msg and "'postgresql' or 'mysql'" in msg and '"mongodb"' in msg, msg
+
+
+def test_malformed_cidr_is_refused():
+    v = prod()
+    v["access"]["adminCidrs"] = ["203.0.113.7/24"]
+    msg = errors_of(v)
+    assert "socle:access.adminCidrs.0: '203.0.113.7/24' is not a CIDR block" in msg, msg
+
+
+def test_malformed_cron_is_refused():
+    v = prod()
+    v["servers"]["web"]["autoBackup"]["cron"] = "every night"
+    msg = errors_of(v)
+    assert "socle:servers.web.autoBackup.cron: 'every night' is not a 5-field cron expression" in msg, msg
+
+
+def test_plain_text_secret_is_refused_and_the_message_says_how_to_store_it():
+    v = prod()
+    v["apps"]["web"]["secrets"]["SECRET_KEY"] = "hunter2"
+    msg = errors_of(v)
+    assert "socle:apps.web.secrets.SECRET_KEY: a secret must not be written in plain text" in msg, msg
+    assert "pulumi config set --secret" in msg
+    assert msg.count("apps.web.secrets.SECRET_KEY") == 1, f"reported more than once:\n{msg}"
+
+
+def test_secret_reference_must_exist_in_the_secret_map():
+    v = prod()
+    v["apps"]["web"]["secrets"]["SMTP_PASSWORD"] = {"config": "smtpPassword"}
+    msg = errors_of(v)
+    assert "socle:apps.web.secrets.SMTP_PASSWORD.config: 'smtpPassword' is not set in socle:secrets" in msg, msg
+
+
+def test_secret_map_must_be_a_secret_config_key():
+    v = prod()
+    v["secrets"] = {"smtpPassword": "hunter2"}
+    v["apps"]["web"]["secrets"]["SMTP_PASSWORD"] = {"config": "smtpPassword"}
+    msg = errors_of(v, secret_keys=frozenset())
+    assert "socle:secrets: holds plain text" in msg, msg
+    cfg, secrets = load(v, secret_keys={"secrets"})
+    assert secrets == {"smtpPassword": "hunter2"}
+
+
+def test_unknown_key_is_refused():
+    v = prod()
+    v["databases"]["main"]["backuptime"] = "03:00:00"
+    msg = errors_of(v)
+    assert "socle:databases.main.backuptime: unknown key" in msg, msg
+
+
+def test_unknown_top_level_key_is_refused():
+    v = prod()
+    v["serverz"] = {}
+    assert "socle:serverz: unknown key" in errors_of(v)
+
+
+def test_target_ovh_requires_its_settings():
+    v = prod()
+    del v["ovh"]
+    del v["proxy"]["acmeEmail"]
+    msg = errors_of(v)
+    assert "socle:ovh: required on target ovh" in msg, msg
+    assert "socle:proxy.acmeEmail: required on target ovh" in msg, msg
+
+
+def test_backup_region_must_be_another_location():
+    v = prod()
+    v["ovh"]["backupRegion"] = "GRA9"
+    assert "socle:ovh.backupRegion: 'GRA9' is in the same location as region 'GRA11'" in errors_of(v)
+
+
+def test_unknown_database_and_logical_database_are_named():
+    v = prod()
+    v["apps"]["web"]["databases"] = [{"use": "mian.app"}]
+    v["apps"]["worker"]["databases"] = [{"use": "main.ap"}]
+    msg = errors_of(v)
+    assert "socle:apps.web.databases.0.use: unknown database 'mian' (known databases: main)" in msg, msg
+    assert "socle:apps.worker.databases.0.use: database 'main' has no logical database 'ap'" in msg, msg
+
+
+def test_multi_node_plan_needs_several_nodes():
+    v = prod()
+    v["databases"]["main"]["nodes"] = 1
+    assert "socle:databases.main.nodes: plan business is multi-node" in errors_of(v)
+
+
+def test_app_with_hostname_needs_a_port():
+    v = dev()
+    del v["apps"]["web"]["port"]
+    assert "socle:apps.web.port: required with hostname" in errors_of(v)
+
+
+def test_local_target_runs_on_one_server():
+    v = dev()
+    v["servers"]["other"] = {}
+    assert "socle:servers: target local runs everything on the one local Docker engine" in errors_of(v)
+
+
+def test_shared_generated_secret_needs_one_length():
+    v = dev()
+    v["apps"]["worker"]["secrets"]["SECRET_KEY"] = {"generate": 40, "shared": "app-secret-key"}
+    assert "socle:apps.worker.secrets.SECRET_KEY.generate: shared secret 'app-secret-key' has length 50" in errors_of(v)
+
+
+def test_all_problems_are_reported_at_once():
+    v = prod()
+    v["apps"]["nextcloud"]["server"] = "nope"
+    v["apps"]["etherpad"]["hostname"] = "pad.example.net"
+    err = None
+    try:
+        load(v)
+    except ConfigError as e:
+        err = e
+    assert err is not None and len(err.issues) == 2, err
+
+
+def test_defaults_are_the_secure_ones():
+    cfg, _ = load({"domain": "socle.localhost", "servers": {"local": {}},
+                   "buckets": {"b": {}}, "apps": {"a": {"image": "x:1", "server": "local"}}})
+    assert cfg.target == "local"
+    assert cfg.buckets["b"].versioning and cfg.buckets["b"].encryption
+    assert cfg.access.deploy_user == "deploy"
+    assert cfg.dns.caa_issuers == ["letsencrypt.org"]
+    assert cfg.proxy.hsts_max_age >= 31536000
+
+
+def test_bad_config_stops_the_program_before_any_resource_is_registered():
+    import pulumi
+
+    v = dev()
+    v["apps"]["web"]["server"] = "nowhere"
+    from tools import harness
+
+    recorded = []
+    real = harness.Resource
+    # The root Stack always exists; nothing else may.
+    harness.Resource = lambda *a, **k: (k["type"] != "pulumi:pulumi:Stack" and recorded.append(k)) or real(*a, **k)
+    try:
+        with pytest.raises(pulumi.RunError) as exc:
+            run_values(v)
+    finally:
+        harness.Resource = real
+    assert "socle:apps.web.server: unknown server 'nowhere'" in str(exc.value)
+    assert not recorded, f"resources registered before the config error: {[r['name'] for r in recorded]}"
