@@ -300,13 +300,13 @@ class DatabaseUse(_Model):
 class BucketUse(_Model):
     use: Name
     """Bucket name."""
-    env: dict[Literal["endpoint", "bucket", "region", "access_key", "secret_key"], EnvName] = Field(
+    env: dict[Literal["endpoint", "bucket", "region", "accessKey", "secretKey"], EnvName] = Field(
         default_factory=lambda: {
             "endpoint": "S3_ENDPOINT",
             "bucket": "S3_BUCKET",
             "region": "S3_REGION",
-            "access_key": "S3_ACCESS_KEY",
-            "secret_key": "S3_SECRET_KEY",
+            "accessKey": "S3_ACCESS_KEY",
+            "secretKey": "S3_SECRET_KEY",
         }
     )
     """Which fields to pass, under which variable names."""

@@ -161,8 +161,10 @@ class Platform(pulumi.ComponentResource):
                 (secret_env if fld in ("password", "url") else env)[var] = getattr(conn, fld)
         for use in app.buckets:
             b = self.buckets[use.use]
+            fields = {"endpoint": b.endpoint, "bucket": b.bucket, "region": b.region,
+                      "accessKey": b.access_key, "secretKey": b.secret_key}
             for fld, var in use.env.items():
-                (secret_env if fld in ("access_key", "secret_key") else env)[var] = getattr(b, fld)
+                (secret_env if fld in ("accessKey", "secretKey") else env)[var] = fields[fld]
         for use in app.caches:
             c = cache_conn[use.use]
             for fld, var in use.env.items():

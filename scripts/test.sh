@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (Debian packages, a virtualenv with the pinned requirements)
+# and runs the whole suite. Extra arguments go to pytest. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real tools the tests run: caddy (validate + live HTTPS), cloud-init (schema), sshd (-t),
+# and shellcheck; python3-venv for the virtualenv on a bare Debian.
+PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck python3-venv ca-certificates)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "socle: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x venv/bin/python ]; then
+  python3 -m venv venv
+fi
+venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+set +e
+venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "socle: pytest collected no test; a run that tests nothing is a failure" >&2
+  exit 1
+fi
+exit "$rc"

@@ -1,0 +1,45 @@
+"""How long the program takes to evaluate under mocks, imports included (target for prod: < 2 s).
+
+Each run is a fresh Python process, so the figure includes interpreter start-up, importing Pulumi
+and the provider SDKs, validating the config and registering every resource.
+
+    python -m tools.bench_eval [STACK ...] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = "from tools.harness import run_program; r = run_program({stack!r}); print(len(r.resources))"
+
+
+def measure(stack: str, runs: int) -> tuple[list[float], int]:
+    times, count = [], 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", CHILD.format(stack=stack)], cwd=ROOT, check=True,
+                             capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        count = int(out.stdout.strip().splitlines()[-1])
+    return times, count
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stacks", nargs="*", default=["dev", "staging", "prod"])
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    print(f"{'stack':<10}{'resources':>10}{'min s':>9}{'median s':>10}{'max s':>8}   (fresh process each, {args.runs} runs)")
+    for stack in args.stacks:
+        times, count = measure(stack, args.runs)
+        print(f"{stack:<10}{count:>10}{min(times):>9.2f}{statistics.median(times):>10.2f}{max(times):>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
