@@ -25,6 +25,7 @@ class BucketArgs:
     object_lock_mode: str | None = None
     object_lock_days: int | None = None
     lifecycle: list[dict] = field(default_factory=list)  # {prefix, expire_days, noncurrent_expire_days}
+    purpose: str = "data"                                 # "data" | "backup" (tagged, for the policy pack)
     docker: docker.Provider | None = None                 # local
     network_name: pulumi.Input[str] | None = None         # local
 
@@ -67,6 +68,7 @@ class Bucket(pulumi.ComponentResource):
             versioning={"status": "enabled" if args.versioning else "disabled"},
             encryption={"sse_algorithm": "AES256" if args.encryption else "plaintext"},
             object_lock=lock,
+            tags={"socle-purpose": args.purpose},
             hide_objects=True,
             opts=child,
         )
@@ -147,6 +149,7 @@ class Bucket(pulumi.ComponentResource):
             envs=creds_env,
             networks_advanced=[{"name": args.network_name}],
             attach=True, must_run=False, logs=True, restart="no",
+            labels=[{"label": "socle.role", "value": "bucket-create"}],
             opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=[server]),
         )
         self.bucket = pulumi.Output.from_input(args.physical_name)

@@ -328,6 +328,8 @@ class Volume(_Model):
     """Holds data that must be backed up (uploads, app data)."""
     exclude: list[str] = Field(default_factory=list)
     """Backup exclude patterns (restic syntax), e.g. cache/."""
+    backup: bool = True
+    """Include it in the server's backup job; false on a stateful volume is refused by the policy pack."""
 
 
 class Healthcheck(_Model):
@@ -374,8 +376,49 @@ class App(_Model):
     """Restart policy."""
     maintenance: bool = False
     """Serve a 503 maintenance page instead of the app (the site on/off switch)."""
+    publish: list[Port] = Field(default_factory=list)
+    """Host ports published directly, bypassing the HTTPS proxy (e.g. 25 for SMTP); the policy pack refuses them unless its allowedPorts lists them for this container."""
     user: str | None = None
     """Run as this uid[:gid] inside the container."""
+
+
+class Retention(_Model):
+    daily: int = Field(default=7, ge=0)
+    """Keep the last snapshot of this many days."""
+    weekly: int = Field(default=4, ge=0)
+    """... of this many weeks."""
+    monthly: int = Field(default=12, ge=0)
+    """... of this many months."""
+    yearly: int = Field(default=0, ge=0)
+    """... of this many years (prod: 5, i.e. 1825 days covered)."""
+
+
+class BackupTargets(_Model):
+    bucket: Name | None = None
+    """A socle bucket for the restic repository (on ovh: in ovh.backupRegion, with objectLock)."""
+    server: Name | None = None
+    """A server with role backup: restic over SFTP on access.sshPort, key-only, its own restic user."""
+    local_path: str | None = Field(default=None, pattern=r"^/")
+    """Target local only: a repository in a Docker volume mounted at this path in the backup container."""
+
+
+class Backup(_Model):
+    enabled: bool = True
+    """Back up every server that holds state (volumes, databases)."""
+    schedule: Cron = "0 3 * * *"
+    """Nightly backup: dumps, then a restic snapshot, then forget --prune (cron, UTC)."""
+    retention: Retention = Field(default_factory=Retention)
+    """restic forget --keep-* policy."""
+    check_schedule: Cron = "30 5 * * 0"
+    """Weekly `restic check --read-data-subset`."""
+    check_subset: str = Field(default="5%", pattern=r"^([1-9][0-9]?(\.[0-9]+)?%|[0-9]+/[0-9]+)$")
+    """Share of the data read back by each check, e.g. 5% or 1/10."""
+    drill_schedule: Cron = "0 6 1 * *"
+    """Monthly restore drill: restore the latest snapshot, load the dumps, compare with the source."""
+    ping_url: Union[str, ConfigSecret, None] = None
+    """Healthchecks-style URL pinged on success (URL/fail on failure); {config: KEY} keeps it secret."""
+    targets: BackupTargets = Field(default_factory=BackupTargets)
+    """Where the restic repositories live (one or both)."""
 
 
 class StackConfig(_Model):
@@ -405,11 +448,16 @@ class StackConfig(_Model):
     """Caches (Redis/Valkey containers) by name."""
     apps: dict[Name, App] = Field(default_factory=dict)
     """Apps (containers) by name."""
+    backup: Backup = Field(default_factory=Backup)
+    """Backups of every server holding state."""
 
     # ------------------------------------------------------------------ derived, used by components
 
     def dns_zone(self) -> str:
         return self.dns.zone or self.domain
+
+    def backup_bucket(self) -> str | None:
+        return self.backup.targets.bucket if self.backup.enabled else None
 
     def app_servers(self) -> list[str]:
         return [n for n, s in self.servers.items() if s.role == "app"]
@@ -482,12 +530,8 @@ def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
     if cfg.target == "ovh":
         if cfg.ovh is None:
             add("ovh", "required on target ovh: set projectId, region and backupRegion")
-        elif cfg.ovh.backup_region[:3] == cfg.ovh.region[:3]:
-            add(
-                "ovh.backupRegion",
-                f"'{cfg.ovh.backup_region}' is in the same location as region '{cfg.ovh.region}'; "
-                "off-site copies need another one (e.g. SBG5 for GRA11)",
-            )
+        # A backupRegion in the same location as region is well-formed but not off-site: the
+        # policy pack (database-backups-offsite) refuses it, where the organisation's rules live.
         if cfg.dns.provider == "none":
             add("dns.provider", "target ovh needs a DNS provider for the app hostnames: gandi or ovh")
         zone = cfg.dns_zone()
@@ -608,6 +652,27 @@ def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
         clash = set(app.env) & set(app.secrets)
         for var in sorted(clash):
             add(f"{p}.env.{var}", "also set in secrets; keep it in one place")
+    b = cfg.backup
+    if b.enabled:
+        t = b.targets
+        if not (t.bucket or t.server or t.local_path):
+            add("backup.targets", "set at least one target: bucket, server (role backup) or localPath (target local)")
+        if t.bucket and t.bucket not in cfg.buckets:
+            add("backup.targets.bucket", f"unknown bucket '{t.bucket}' {_known('buckets', cfg.buckets)}")
+        if t.server and t.server not in cfg.servers:
+            add("backup.targets.server", f"unknown server '{t.server}' {_known('servers', cfg.servers)}")
+        elif t.server and cfg.servers[t.server].role != "backup":
+            add("backup.targets.server", f"server '{t.server}' has role {cfg.servers[t.server].role}; "
+                "the backup target must be a server with role backup")
+        if t.local_path and cfg.target != "local":
+            add("backup.targets.localPath", "only on target local; use bucket or server on ovh")
+        if t.bucket and t.bucket in cfg.buckets:
+            used = [a for a in cfg.apps if t.bucket in {u.use for u in cfg.apps[a].buckets}]
+            if used:
+                add("backup.targets.bucket", f"bucket '{t.bucket}' is also used by apps {', '.join(used)}; "
+                    "backups need a bucket of their own")
+    if isinstance(b.ping_url, str) and not re.match(r"^https://", b.ping_url):
+        add("backup.pingUrl", f"'{b.ping_url}' is not an https:// URL")
     for name in cfg.apps:
         if name in cfg.databases or name in cfg.caches or (cfg.target == "local" and name in cfg.buckets):
             add(f"apps.{name}", f"'{name}' is also a database, cache or bucket name; container names must differ")
@@ -635,16 +700,12 @@ def load(values: dict[str, Any], secret_keys: set[str] | frozenset = frozenset()
     except ValidationError as err:
         raise ConfigError(issues + _pydantic_issues(err)) from None
     issues += _cross_check(cfg)
-    for name, app in cfg.apps.items():
-        for var, src in app.secrets.items():
-            if isinstance(src, ConfigSecret) and src.config not in secrets:
-                issues.append(
-                    (
-                        f"apps.{name}.secrets.{var}.config",
-                        f"'{src.config}' is not set in socle:secrets; run "
-                        f"`pulumi config set --secret --path 'socle:secrets.{src.config}' VALUE`",
-                    )
-                )
+    refs = [(f"apps.{n}.secrets.{v}.config", s_) for n, a in cfg.apps.items() for v, s_ in a.secrets.items()]
+    refs.append(("backup.pingUrl.config", cfg.backup.ping_url))
+    for path, src in refs:
+        if isinstance(src, ConfigSecret) and src.config not in secrets:
+            issues.append((path, f"'{src.config}' is not set in socle:secrets; run "
+                                 f"`pulumi config set --secret --path 'socle:secrets.{src.config}' VALUE`"))
     if issues:
         raise ConfigError(issues)
     return cfg, secrets

@@ -31,6 +31,7 @@ class AppSpec:
     restart: str = "unless-stopped"
     user: str | None = None
     role: str = "app"                                              # app | cache
+    publish: list[int] = field(default_factory=list)               # host ports, bypassing the proxy
 
 
 @dataclass
@@ -121,6 +122,7 @@ class ContainerStack(pulumi.ComponentResource):
                 networks_advanced=[{"name": args.network_name, "aliases": [app.name]}],
                 volumes=mounts,
                 healthcheck=hc,
+                ports=[{"internal": p, "external": p} for p in app.publish] or None,
                 restart=app.restart,
                 labels=[{"label": "socle.app", "value": app.name}, {"label": "socle.role", "value": app.role}],
                 log_opts={"max-size": "10m", "max-file": "3"},

@@ -63,10 +63,15 @@ class Database(pulumi.ComponentResource):
     host: pulumi.Output[str]
     port: pulumi.Output[str]
     connections: dict[str, Connection]
+    # Container hosting only: the engine's superuser, used by backups and restore drills.
+    admin_user: str | None
+    admin_password: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("socle:data:Database", name, None, opts)
         self.connections = {}
+        self.admin_user = None
+        self.admin_password = None
         if args.hosting == "managed":
             self._managed(name, args)
         else:
@@ -134,7 +139,10 @@ class Database(pulumi.ComponentResource):
         }
         volume = docker.Volume(
             f"{name}-data", name=f"{args.physical_name}-data",
-            labels=[{"label": "socle.stateful", "value": "true"}, {"label": "socle.database", "value": name}],
+            # The live data directory is not copied (a running engine's files are inconsistent):
+            # the backup job dumps the databases instead, which the policy pack checks.
+            labels=[{"label": "socle.stateful", "value": "false"}, {"label": "socle.backup", "value": "dump"},
+                    {"label": "socle.database", "value": name}],
             opts=on_host,
         )
         image = docker.RemoteImage(
@@ -162,11 +170,15 @@ class Database(pulumi.ComponentResource):
             }],
             healthcheck={"tests": health, "interval": "10s", "retries": 5, "start_period": "30s"},
             restart="unless-stopped",
-            labels=[{"label": "socle.role", "value": "database"}],
+            labels=[{"label": "socle.role", "value": "database"},
+                    {"label": "socle.database", "value": args.physical_name},
+                    {"label": "socle.databases", "value": ",".join(args.databases)}],
             log_opts={"max-size": "10m", "max-file": "3"},
             opts=on_host,
         )
         self.volume = volume
+        self.admin_user = "postgres" if args.engine == "postgresql" else "root"
+        self.admin_password = pulumi.Output.secret(admin.result)
         self.host = pulumi.Output.from_input(name)
         self.port = pulumi.Output.from_input(str(_PORTS[args.engine]))
         for db, pw in passwords.items():

@@ -8,12 +8,16 @@ from __future__ import annotations
 import pulumi
 import pulumi_random as random
 
+import pulumi_docker as docker
+
+from .backup_job import BackupJob, BackupJobArgs
 from .bucket import Bucket, BucketArgs
 from .config import ConfigSecret, StackConfig
 from .container_stack import AppSpec, ContainerStack, ContainerStackArgs, ProxySettings
 from .database import Database, DatabaseArgs
 from .dns import DnsRecords, DnsRecordsArgs, Record, caa_values, relative_name
 from .naming import ovh_location, physical_name
+from .render.backup import render_restic_access
 from .server import Server, ServerArgs
 
 _CACHE_IMAGES = {"redis": "redis:{v}-alpine", "valkey": "valkey/valkey:{v}-alpine"}
@@ -32,6 +36,7 @@ class Platform(pulumi.ComponentResource):
         self.cfg = cfg
         self._secrets = secrets
         self._generated: dict[str, random.RandomPassword] = {}
+        self._restic_keys: dict[str, list] = {}
         project, stack = pulumi.get_project(), pulumi.get_stack()
         self.pname = lambda *parts: physical_name(project, stack, *parts)
         child = pulumi.ResourceOptions(parent=self)
@@ -39,7 +44,9 @@ class Platform(pulumi.ComponentResource):
         ovh = cfg.ovh
 
         self.servers = {}
-        for sname, srv in cfg.servers.items():
+        # App servers first: backup servers open SSH to their addresses.
+        for sname, srv in sorted(cfg.servers.items(), key=lambda kv: kv[1].role != "app"):
+            clients = [self.servers[a].address for a in cfg.app_servers()] if srv.role == "backup" else []
             self.servers[sname] = Server(sname, ServerArgs(
                 target=cfg.target, physical_name=self.pname(sname), role=srv.role,
                 deploy_user=cfg.access.deploy_user, admin_keys=list(cfg.access.admin_ssh_keys),
@@ -48,6 +55,7 @@ class Platform(pulumi.ComponentResource):
                 flavor=srv.flavor, image=srv.image,
                 auto_backup_cron=srv.auto_backup.cron if srv.auto_backup else None,
                 auto_backup_rotation=srv.auto_backup.rotation if srv.auto_backup else None,
+                ssh_clients=clients,
             ), opts=stateful)
 
         self.databases = {}
@@ -69,13 +77,20 @@ class Platform(pulumi.ComponentResource):
         self.buckets = {}
         for bname, b in cfg.buckets.items():
             host = self.servers[cfg.host_of("buckets", bname)] if cfg.target == "local" else None
+            is_backup = bname == cfg.backup_bucket()
+            lifecycle = [r.model_dump() for r in b.lifecycle]
+            if is_backup and b.object_lock:
+                # Versions that restic's prune deleted stay locked for objectLock.days, then go.
+                lifecycle.append({"prefix": "", "expire_days": None, "noncurrent_expire_days": b.object_lock.days + 1})
+            default_region = (ovh.backup_region if is_backup else ovh.region) if ovh else None
             self.buckets[bname] = Bucket(bname, BucketArgs(
                 target=cfg.target, physical_name=self.pname(bname),
-                region=b.region or (ovh_location(ovh.region) if ovh else None), project_id=ovh.project_id if ovh else None,
+                region=b.region or (ovh_location(default_region) if ovh else None),
+                project_id=ovh.project_id if ovh else None,
                 versioning=b.versioning, encryption=b.encryption,
                 object_lock_mode=b.object_lock.mode if b.object_lock else None,
                 object_lock_days=b.object_lock.days if b.object_lock else None,
-                lifecycle=[r.model_dump() for r in b.lifecycle],
+                lifecycle=lifecycle, purpose="backup" if is_backup else "data",
                 docker=host.docker if host else None, network_name=host.network_name if host else None,
             ), opts=stateful)
 
@@ -121,6 +136,10 @@ class Platform(pulumi.ComponentResource):
             self.stacks[sname] = st
             self.urls.update(st.urls)
 
+        self.backups: dict[str, BackupJob] = {}
+        if cfg.backup.enabled:
+            self._backup_jobs()
+
         self.dns = None
         if cfg.dns.provider != "none":
             zone = cfg.dns_zone()
@@ -141,6 +160,131 @@ class Platform(pulumi.ComponentResource):
                                                         records=records), opts=child)
 
         self.register_outputs({"urls": self.urls})
+
+    def _backup_jobs(self) -> None:
+        """One BackupJob per app server holding state: its stateful volumes, the databases it runs
+        as containers, and the managed databases its apps use (dumped by the first such server)."""
+        cfg, ovh = self.cfg, self.cfg.ovh
+        local = cfg.target == "local"
+        b = cfg.backup
+        volumes: dict[str, list[dict]] = {s: [] for s in cfg.app_servers()}
+        databases: dict[str, list[dict]] = {s: [] for s in cfg.app_servers()}
+        passwords: dict[str, dict[str, pulumi.Input[str]]] = {s: {} for s in cfg.app_servers()}
+
+        def vol_path(name: str) -> str:
+            return f"/volumes/{name}" if local else f"/var/lib/docker/volumes/{name}/_data"
+
+        for aname, app in cfg.apps.items():
+            for v, spec in app.volumes.items():
+                if spec.stateful and spec.backup:
+                    name = f"{self.pname(aname)}-{v}"
+                    volumes[app.server].append({"name": name, "path": vol_path(name), "exclude": list(spec.exclude)})
+        if local:
+            for bname in cfg.buckets:
+                name = f"{self.pname(bname)}-data"
+                volumes[cfg.host_of("buckets", bname)].append({"name": name, "path": vol_path(name), "exclude": []})
+        for dname, db in cfg.databases.items():
+            comp = self.databases[dname]
+            if cfg.database_hosting(dname) == "container":
+                server = cfg.host_of("databases", dname)
+                user, password, tls = comp.admin_user, comp.admin_password, False
+            else:
+                users = sorted({cfg.apps[a].server for a in cfg.users_of("databases", dname)}) or cfg.app_servers()
+                server, tls = users[0], True
+            for logical in db.databases:
+                env = f"SOCLE_DB_PASSWORD_{dname}_{logical}".upper().replace("-", "_")
+                entry = {"cluster": self.pname(dname), "database": logical, "engine": db.engine,
+                         "host": comp.host, "port": comp.port, "tls": tls, "passwordEnv": env}
+                if cfg.database_hosting(dname) == "container":
+                    entry.update({"user": user, "container": self.pname(dname),
+                                  "mode": "tcp" if local else "exec", "host": dname,
+                                  "port": "5432" if db.engine == "postgresql" else "3306"})
+                    passwords[server][env] = password
+                else:
+                    conn = comp.connections[logical]
+                    entry.update({"user": conn.user, "mode": "tcp"})
+                    passwords[server][env] = conn.password
+                databases[server].append(entry)
+
+        schedules = {"run": b.schedule, "check": b.check_schedule, "drill": b.drill_schedule}
+        for sname in cfg.app_servers():
+            if not volumes[sname] and not databases[sname]:
+                continue
+            srv = self.servers[sname]
+            secret_env: dict = {"RESTIC_PASSWORD": random.RandomPassword(
+                f"{sname}-restic-password", length=40, special=False,
+                opts=pulumi.ResourceOptions(parent=self)).result}
+            secret_env.update(passwords[sname])
+            if b.ping_url is not None:
+                secret_env["SOCLE_PING_URL"] = (pulumi.Output.secret(self._secrets[b.ping_url.config])
+                                                if isinstance(b.ping_url, ConfigSecret) else b.ping_url)
+            targets: list = []
+            mounts = [(v["name"], v["path"]) for v in volumes[sname]]
+            ssh_key = None
+            if b.targets.bucket:
+                bk = self.buckets[b.targets.bucket]
+                targets.append(pulumi.Output.all(bk.endpoint, bk.bucket).apply(lambda eb, s=sname: {
+                    "name": "bucket", "kind": "s3", "repository": f"s3:{eb[0]}/{eb[1]}/{s}",
+                    "env": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]}))
+                secret_env.update({"AWS_ACCESS_KEY_ID": bk.access_key, "AWS_SECRET_ACCESS_KEY": bk.secret_key,
+                                   "AWS_DEFAULT_REGION": bk.region})
+            if b.targets.server:
+                import pulumi_tls as tls
+
+                key = tls.PrivateKey(f"{sname}-backup-ssh-key", algorithm="ED25519",
+                                     opts=pulumi.ResourceOptions(parent=self))
+                ssh_key = key.private_key_openssh
+                self._restic_keys.setdefault(b.targets.server, []).append((sname, key.public_key_openssh))
+                port = cfg.access.ssh_port
+                targets.append(self.servers[b.targets.server].address.apply(lambda ip, s=sname, p=port: {
+                    "name": "backup-server", "kind": "sftp", "repository": f"sftp:restic@{ip}:/srv/restic/{s}",
+                    "sshHost": f"restic@{ip}", "port": p,
+                    "sshOptions": ["-i", "/etc/socle/backup_ssh_key", "-o", "BatchMode=yes",
+                                   "-o", "StrictHostKeyChecking=accept-new",
+                                   "-o", "UserKnownHostsFile=/var/lib/socle-backup/known_hosts"]}))
+            if b.targets.local_path:
+                repo = docker.Volume(f"{sname}-backup-repo", name=f"{self.pname(sname)}-backup-repo",
+                                     labels=[{"label": "socle.stateful", "value": "false"},
+                                             {"label": "socle.backup", "value": "repository"}],
+                                     opts=pulumi.ResourceOptions(parent=self, provider=srv.docker))
+                mounts.append((repo.name, b.targets.local_path))
+                targets.append({"name": "local", "kind": "local",
+                                "repository": f"{b.targets.local_path}/{sname}"})
+            manifest = {
+                "version": 1, "stack": pulumi.get_stack(), "host": sname, "schedule": b.schedule,
+                "retention": b.retention.model_dump(), "volumes": volumes[sname],
+                "check": {"schedule": b.check_schedule, "subset": b.check_subset},
+                "drill": {"schedule": b.drill_schedule, "scratch": {"kind": "same" if local else "docker"}},
+                "databases": databases[sname],  # hosts and ports may be outputs: resolved by the job
+            }
+            self.backups[sname] = BackupJob(sname, BackupJobArgs(
+                target=cfg.target, host=sname, physical_name=self.pname(sname),
+                manifest=manifest, targets=targets, secret_env=secret_env, schedules=schedules,
+                ssh_key=ssh_key, address=srv.address, ssh_port=cfg.access.ssh_port,
+                deploy_user=cfg.access.deploy_user, docker=srv.docker, network_name=srv.network_name,
+                volume_mounts=mounts,
+                depends_on=[st for st in [self.stacks.get(sname)] if st is not None],
+            ), opts=pulumi.ResourceOptions(parent=self))
+        for backup_server, keys in self._restic_keys.items():
+            self._restic_access(backup_server, keys)
+
+    def _restic_access(self, server: str, keys: list) -> None:
+        """Authorise each app server's backup key for the restic user of the backup server, over SSH
+        (not in its user data, so adding an app server never replaces the backup server)."""
+        import pulumi_command as command
+
+        srv = self.servers[server]
+        authorized = pulumi.Output.all(*[k for _, k in keys]).apply(
+            lambda pubs: "".join(f"restrict {p.strip()} socle-backup\n" for p in pubs))
+        command.remote.Command(
+            f"{server}-restic-access",
+            connection=command.remote.ConnectionArgs(host=srv.address, port=self.cfg.access.ssh_port,
+                                                     user=self.cfg.access.deploy_user, dial_error_limit=60),
+            create=render_restic_access(),
+            update=render_restic_access(),
+            stdin=authorized,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _app_spec(self, aname: str, app, cache_conn: dict) -> AppSpec:
         env: dict = dict(app.env)
@@ -176,5 +320,5 @@ class Platform(pulumi.ComponentResource):
             stateful_volumes={v for v, spec in app.volumes.items() if spec.stateful},
             hostname=app.hostname, port=app.port, maintenance=app.maintenance,
             healthcheck=app.healthcheck.model_dump() if app.healthcheck else None,
-            restart=app.restart, user=app.user,
+            restart=app.restart, user=app.user, publish=list(app.publish),
         )

@@ -117,12 +117,6 @@ def test_target_ovh_requires_its_settings():
     assert "socle:proxy.acmeEmail: required on target ovh" in msg, msg
 
 
-def test_backup_region_must_be_another_location():
-    v = prod()
-    v["ovh"]["backupRegion"] = "GRA9"
-    assert "socle:ovh.backupRegion: 'GRA9' is in the same location as region 'GRA11'" in errors_of(v)
-
-
 def test_unknown_database_and_logical_database_are_named():
     v = prod()
     v["apps"]["web"]["databases"] = [{"use": "mian.app"}]
@@ -169,13 +163,42 @@ def test_all_problems_are_reported_at_once():
 
 
 def test_defaults_are_the_secure_ones():
-    cfg, _ = load({"domain": "socle.localhost", "servers": {"local": {}},
+    cfg, _ = load({"domain": "socle.localhost", "servers": {"local": {}}, "backup": {"targets": {"localPath": "/repo"}},
                    "buckets": {"b": {}}, "apps": {"a": {"image": "x:1", "server": "local"}}})
     assert cfg.target == "local"
     assert cfg.buckets["b"].versioning and cfg.buckets["b"].encryption
     assert cfg.access.deploy_user == "deploy"
     assert cfg.dns.caa_issuers == ["letsencrypt.org"]
     assert cfg.proxy.hsts_max_age >= 31536000
+    assert cfg.backup.enabled and cfg.backup.schedule == "0 3 * * *", "backups are on, nightly at 03:00, by default"
+
+
+def test_backups_are_on_by_default_and_need_a_target():
+    v = dev()
+    del v["backup"]
+    assert "socle:backup.targets: set at least one target" in errors_of(v)
+    v["backup"] = {"enabled": False}
+    load(v)
+
+
+def test_backup_targets_must_exist_and_have_the_right_role():
+    v = prod()
+    v["backup"]["targets"] = {"bucket": "backup", "server": "web"}
+    msg = errors_of(v)
+    assert "socle:backup.targets.bucket: unknown bucket 'backup' (known buckets: backups, documents)" in msg, msg
+    assert "socle:backup.targets.server: server 'web' has role app" in msg, msg
+
+
+def test_backup_bucket_cannot_be_shared_with_apps():
+    v = prod()
+    v["backup"]["targets"]["bucket"] = "documents"
+    assert "socle:backup.targets.bucket: bucket 'documents' is also used by apps web, worker" in errors_of(v)
+
+
+def test_backup_schedule_must_be_cron():
+    v = prod()
+    v["backup"]["schedule"] = "nightly"
+    assert "socle:backup.schedule: 'nightly' is not a 5-field cron expression" in errors_of(v)
 
 
 def test_bad_config_stops_the_program_before_any_resource_is_registered():

@@ -181,13 +181,15 @@ def test_staging_and_prod_share_one_shape():
 
 def test_ssh_is_open_only_to_admin_cidrs_and_https_only_on_app_servers(ovh_run):
     cfg, _ = load(stack_values(ovh_run.stack))
+    app_ips = {f"{ovh_run.exports['servers'][s]}/32" for s in cfg.app_servers()}
     for sg in ovh_run.of_type("cloudSecurityGroup:CloudSecurityGroup"):
         server = sg.name.removesuffix("-sg")
         for rule in sg.plain["rules"]:
             port = int(rule["portRangeMin"])
             assert int(rule["portRangeMax"]) == port, f"{sg.urn} opens a port range {rule}"
             if port == cfg.access.ssh_port:
-                assert rule["remoteIpPrefix"] in cfg.access.admin_cidrs, f"{sg.urn} opens SSH to {rule['remoteIpPrefix']}"
+                allowed = set(cfg.access.admin_cidrs) | (app_ips if cfg.servers[server].role == "backup" else set())
+                assert rule["remoteIpPrefix"] in allowed, f"{sg.urn} opens SSH to {rule['remoteIpPrefix']}"
             else:
                 assert port in (80, 443) and cfg.servers[server].role == "app", f"{sg.urn} opens {port} on {server}"
 

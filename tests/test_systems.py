@@ -20,8 +20,12 @@ BASE = {
 
 
 def system(**parts):
+    """A sketch on OVH, backed up to a locked bucket in the second region unless it says otherwise."""
     v = copy.deepcopy(BASE)
     v.update(parts)
+    if "backup" not in v:
+        v.setdefault("buckets", {})["backups"] = {"objectLock": {"mode": "compliance", "days": 30}}
+        v["backup"] = {"targets": {"bucket": "backups"}}
     return v
 
 
@@ -57,6 +61,9 @@ HISTOLOGE = system(
 
 SKILLS_HUB = system(
     domain="skills.example.org",
+    # Nightly 03:00, kept 1825 days, pushed over SSH (port 4660, key-only) to an isolated server.
+    backup={"schedule": "0 3 * * *", "retention": {"daily": 7, "weekly": 4, "monthly": 12, "yearly": 5},
+            "targets": {"server": "backup"}},
     servers={"prod": {"flavor": "b3-16"}, "backup": {"role": "backup", "flavor": "d2-4"}},
     databases={"main": {"engine": "postgresql", "version": "16", "hosting": "container", "server": "prod",
                         "databases": ["app", "keycloak", "odoo", "mattermost"]}},

@@ -163,6 +163,11 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
                 secret_values.add(outs["secretAccessKey"])
             elif t.endswith("RemoteImage"):
                 outs["imageId"] = "sha256:" + hashlib.sha256(str(args.inputs.get("name")).encode()).hexdigest()
+            elif t.endswith("PrivateKey"):
+                outs["privateKeyOpenssh"] = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + _fake("secret", n, 40) + "\n"
+                outs["privateKeyPem"] = outs["privateKeyOpenssh"]
+                secret_values.add(outs["privateKeyOpenssh"].split("\n")[1])
+                outs["publicKeyOpenssh"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5" + _fake("pub", n, 40) + "\n"
             elif t.endswith("remote:Command"):
                 outs["stdout"] = "24.0.7"
             return _fake("id", n), outs

@@ -10,7 +10,7 @@ _APP_PACKAGES = ["docker.io", "unattended-upgrades", "apt-listchanges", "ca-cert
 _BACKUP_PACKAGES = ["restic", "unattended-upgrades", "apt-listchanges", "ca-certificates"]
 
 
-def render_sshd_config(*, port: int, allow_users: list[str]) -> str:
+def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[str] | None = None) -> str:
     """sshd drop-in. sshd keeps the first value it reads for a keyword and Debian includes
     sshd_config.d/*.conf at the top of sshd_config, so this file (10-) wins over later ones,
     cloud-init's own 50-cloud-init.conf included."""
@@ -28,6 +28,15 @@ def render_sshd_config(*, port: int, allow_users: list[str]) -> str:
             "MaxAuthTries 3",
             "LoginGraceTime 30",
             f"AllowUsers {' '.join(allow_users)}",
+            # A Match block inside an included file ends with that file.
+            *[line for u in sftp_users or [] for line in (
+                f"Match User {u}",
+                "\tForceCommand internal-sftp",
+                "\tAllowTcpForwarding no",
+                "\tAllowAgentForwarding no",
+                "\tPermitTTY no",
+                "\tX11Forwarding no",
+            )],
             "",
         ]
     )
@@ -68,6 +77,13 @@ def render_cloud_init(
         # engine over SSH without exposing the Docker API on the network.
         deploy["groups"] = ["docker"]
     users: list = [deploy]
+    sftp_users = []
+    if role == "backup":
+        # restic's own user: SFTP only, no shell; the app servers' backup keys are added by their
+        # BackupJob over SSH, so adding a server never changes this user data.
+        users.append({"name": "restic", "gecos": "socle restic repositories", "homedir": "/srv/restic",
+                      "shell": "/usr/sbin/nologin", "lock_passwd": True, "system": True})
+        sftp_users.append("restic")
     for extra in extra_users or []:
         users.append(extra)
     allow = [u["name"] for u in users]
@@ -91,7 +107,7 @@ def render_cloud_init(
             {
                 "path": "/etc/ssh/sshd_config.d/10-socle.conf",
                 "permissions": "0644",
-                "content": render_sshd_config(port=ssh_port, allow_users=allow),
+                "content": render_sshd_config(port=ssh_port, allow_users=allow, sftp_users=sftp_users),
             },
             {"path": "/etc/apt/apt.conf.d/20auto-upgrades", "permissions": "0644", "content": _AUTO_UPGRADES},
             {"path": "/etc/apt/apt.conf.d/52socle-unattended", "permissions": "0644", "content": _UNATTENDED},

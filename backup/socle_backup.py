@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""socle-backup: dumps, restic snapshots, retention, checks, restore drills and restores.
+
+Installed on each server that holds state (or in its backup container on target local) by the
+BackupJob component, with two files beside it:
+
+- /etc/socle/backup.json  the manifest (no secret): what to dump and snapshot, where, for how long.
+  The policy pack reads the very same manifest from the resource graph.
+- /etc/socle/backup.env   the secrets (mode 0600): RESTIC_PASSWORD, per-target credentials,
+  SOCLE_DB_PASSWORD_<n>, SOCLE_PING_URL.
+
+Exit status is 0 only when everything asked for succeeded. A failed dump stops the run before
+any snapshot is taken, so a partial dump is never presented as a good backup; the failure is
+signalled to the ping URL (URL/fail) and recorded by the scheduler through the exit status.
+
+Standard library only: it runs on a bare Debian 12 server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+MANIFEST = Path(os.environ.get("SOCLE_BACKUP_MANIFEST", "/etc/socle/backup.json"))
+ENV_FILE = Path(os.environ.get("SOCLE_BACKUP_ENV", "/etc/socle/backup.env"))
+WORK = Path(os.environ.get("SOCLE_BACKUP_WORK", "/var/lib/socle-backup"))
+DUMP_TAIL = {"postgresql": b"-- PostgreSQL database dump complete", "mysql": b"-- Dump completed"}
+
+
+class BackupError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} socle-backup: {msg}", flush=True)
+
+
+def load_env(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if not path.exists():
+        return env
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        env[key.strip()] = shlex.split(value)[0] if value.strip() else ""
+    return env
+
+
+class Job:
+    def __init__(self, manifest: dict, secrets: dict[str, str], dry_run: bool = False):
+        self.m = manifest
+        self.secrets = secrets
+        self.dry_run = dry_run
+        self.work = Path(manifest.get("workDir") or WORK)
+
+    # ------------------------------------------------------------------ process helpers
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({k: v for k, v in self.secrets.items() if not k.startswith("SOCLE_")})
+        env.update(extra or {})
+        return env
+
+    def sh(self, cmd: list[str], *, env: dict | None = None, stdout=None, stdin=None, check: bool = True,
+           capture: bool = False, mutating: bool = True) -> subprocess.CompletedProcess:
+        shown = " ".join(shlex.quote(c) for c in cmd)
+        if self.dry_run and mutating:
+            log(f"[dry-run] would run: {shown}")
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        res = subprocess.run(cmd, env=self._env(env), stdout=stdout if stdout is not None else
+                             (subprocess.PIPE if capture else None), stdin=stdin, stderr=subprocess.PIPE,
+                             text=stdout is None)
+        if check and res.returncode != 0:
+            err = res.stderr if isinstance(res.stderr, str) else res.stderr.decode(errors="replace")
+            raise BackupError(f"{cmd[0]} failed with status {res.returncode}: {err.strip()[-800:]}")
+        return res
+
+    def restic(self, target: dict, *args: str, capture: bool = False, mutating: bool = True,
+               check: bool = True) -> subprocess.CompletedProcess:
+        env = {"RESTIC_REPOSITORY": target["repository"]}
+        for key in target.get("env", []):
+            env[key] = self.secrets.get(key, "")
+        extra = []
+        if target.get("kind") == "sftp":
+            opts = target.get("sshOptions") or []
+            ssh = ["ssh", *opts, "-p", str(target.get("port", 22)), target["sshHost"], "-s", "sftp"]
+            extra = ["-o", "sftp.command=" + " ".join(shlex.quote(p) for p in ssh)]
+        return self.sh(["restic", *extra, *args], env=env, capture=capture, mutating=mutating, check=check)
+
+    # ------------------------------------------------------------------ databases
+
+    def _db_password(self, db: dict) -> str:
+        return self.secrets.get(db["passwordEnv"], "")
+
+    def _db_cmd(self, db: dict, tool: str, *args: str) -> tuple[list[str], dict]:
+        """A client command for `db`: over TCP (managed: TLS required), or docker exec into its container."""
+        engine = db["engine"]
+        if engine == "postgresql":
+            env = {"PGPASSWORD": self._db_password(db), "PGSSLMODE": "require" if db.get("tls") else "disable",
+                   "PGCONNECT_TIMEOUT": "10"}
+            conn = ["-h", db["host"], "-p", str(db["port"]), "-U", db["user"]]
+        else:
+            env = {"MYSQL_PWD": self._db_password(db)}
+            conn = ["-h", db["host"], "-P", str(db["port"]), "-u", db["user"], "--protocol=TCP",
+                    "--connect-timeout=10"]
+            if db.get("tls"):
+                conn.append("--ssl-verify-server-cert" if db.get("verifyCert") else "--ssl")
+        if db.get("mode") == "exec":
+            envs = [f"--env={k}" for k in env]
+            return ["docker", "exec", "-i", *envs, db["container"], tool, *conn, *args], env
+        return [tool, *conn, *args], env
+
+    def dump(self, db: dict, dest: Path) -> dict:
+        """Dump one logical database to `dest` (plain SQL: deduplicates well night after night) and
+        return its per-table row counts. Raises if the dump is incomplete in any way."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_suffix(".partial")
+        if db["engine"] == "postgresql":
+            cmd, env = self._db_cmd(db, "pg_dump", "--no-owner", "--no-privileges", "--clean", "--if-exists",
+                                    db["database"])
+        else:
+            cmd, env = self._db_cmd(db, "mysqldump", "--single-transaction", "--routines", "--triggers",
+                                    "--no-tablespaces", db["database"])
+        if self.dry_run:
+            log(f"[dry-run] would dump {db['cluster']}/{db['database']} with {cmd[0] if cmd[0] != 'docker' else 'docker exec'}")
+            return {}
+        with open(partial, "wb") as out:
+            res = subprocess.run(cmd, env=self._env(env), stdout=out, stderr=subprocess.PIPE)
+        if res.returncode != 0:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"dump of {db['cluster']}/{db['database']} failed ({cmd[0]} status {res.returncode}): "
+                              f"{res.stderr.decode(errors='replace').strip()[-500:]}")
+        with open(partial, "rb") as f:
+            f.seek(max(0, partial.stat().st_size - 4096))
+            tail = f.read()
+        if DUMP_TAIL[db["engine"]] not in tail:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"dump of {db['cluster']}/{db['database']} is incomplete (no end marker)")
+        counts = self.row_counts(db, db["database"])
+        os.replace(partial, dest)
+        return counts
+
+    def sql(self, db: dict, database: str, query: str, *, mutating: bool = False) -> str:
+        if db["engine"] == "postgresql":
+            cmd, env = self._db_cmd(db, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", query)
+        else:
+            cmd, env = self._db_cmd(db, "mysql", "-N", "-B", "-e", query, database)
+        if self.dry_run and mutating:
+            log(f"[dry-run] would run on {db['cluster']}/{database}: {query}")
+            return ""
+        res = subprocess.run(cmd, env=self._env(env), capture_output=True, text=True)
+        if res.returncode != 0:
+            raise BackupError(f"{cmd[0]} on {db['cluster']}/{database} failed: {res.stderr.strip()[-500:]}")
+        return res.stdout
+
+    def row_counts(self, db: dict, database: str) -> dict[str, int]:
+        if db["engine"] == "postgresql":
+            tables = self.sql(db, database, "SELECT quote_ident(schemaname)||'.'||quote_ident(tablename) FROM pg_tables "
+                                            "WHERE schemaname NOT IN ('pg_catalog','information_schema') ORDER BY 1")
+        else:
+            tables = self.sql(db, database, "SELECT CONCAT('`',table_name,'`') FROM information_schema.tables "
+                                            "WHERE table_schema = DATABASE() AND table_type='BASE TABLE' ORDER BY 1")
+        names = [t for t in tables.split() if t]
+        if not names:
+            return {}
+        query = " UNION ALL ".join(f"SELECT '{n.replace(chr(39), '')}', COUNT(*) FROM {n}" for n in names)
+        out = self.sql(db, database, query)
+        counts = {}
+        for line in out.splitlines():
+            if line.strip():
+                name, _, n = line.replace("|", "\t").partition("\t")
+                counts[name] = int(n)
+        return counts
+
+    def load(self, db: dict, database: str, dump: Path) -> None:
+        """Load a dump into `database` (created empty first; dropped if it exists)."""
+        admin_db = "postgres" if db["engine"] == "postgresql" else "mysql"
+        if db["engine"] == "postgresql":
+            self.sql(db, admin_db, f'DROP DATABASE IF EXISTS "{database}"', mutating=True)
+            self.sql(db, admin_db, f'CREATE DATABASE "{database}"', mutating=True)
+            cmd, env = self._db_cmd(db, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database)
+        else:
+            self.sql(db, admin_db, f"DROP DATABASE IF EXISTS `{database}`", mutating=True)
+            self.sql(db, admin_db, f"CREATE DATABASE `{database}`", mutating=True)
+            cmd, env = self._db_cmd(db, "mysql", database)
+        if self.dry_run:
+            log(f"[dry-run] would load {dump.name} into {db['cluster']}/{database}")
+            return
+        with open(dump, "rb") as f:
+            res = subprocess.run(cmd, env=self._env(env), stdin=f, capture_output=True)
+        if res.returncode != 0:
+            raise BackupError(f"loading {dump.name} into {database} failed: {res.stderr.decode(errors='replace')[-500:]}")
+
+    # ------------------------------------------------------------------ commands
+
+    def dump_dir(self) -> Path:
+        return self.work / "dumps"
+
+    def run(self, targets: list[dict] | None = None, at: str | None = None) -> None:
+        """Nightly: dump every database, then snapshot dumps + volumes to every target, then prune."""
+        targets = targets or self.m["targets"]
+        if not targets:
+            raise BackupError("no backup target in the manifest")
+        dumps = self.dump_dir()
+        if dumps.exists() and not self.dry_run:
+            shutil.rmtree(dumps)
+        counts: dict[str, dict] = {}
+        for db in self.m.get("databases", []):
+            key = f"{db['cluster']}/{db['database']}"
+            log(f"dumping {key}")
+            counts[key] = self.dump(db, dumps / db["cluster"] / f"{db['database']}.sql")
+        if not self.dry_run:
+            dumps.mkdir(parents=True, exist_ok=True)
+            (dumps / "row-counts.json").write_text(json.dumps(counts, indent=1, sort_keys=True))
+        paths = [str(dumps)] + [v["path"] for v in self.m.get("volumes", [])]
+        excludes = [x for v in self.m.get("volumes", []) for x in
+                    (f"--exclude={os.path.join(v['path'], e)}" for e in v.get("exclude", []))]
+        failures = []
+        for t in targets:
+            try:
+                self._init_if_needed(t)
+                args = ["backup", "--host", self.m["host"], "--tag", "socle", *excludes, *paths]
+                if at:
+                    args[1:1] = ["--time", at]
+                log(f"snapshot to {t['name']}")
+                self.restic(t, *args)
+                r = self.m["retention"]
+                log(f"forget --prune on {t['name']} (keep {r})")
+                self.restic(t, "forget", "--host", self.m["host"], "--prune",
+                            *[f"--keep-{k}={r[k]}" for k in ("daily", "weekly", "monthly", "yearly") if r.get(k)])
+            except BackupError as e:
+                failures.append(f"{t['name']}: {e}")
+                log(f"target {t['name']} FAILED: {e}")
+        if failures:
+            raise BackupError("; ".join(failures))
+
+    def _init_if_needed(self, t: dict) -> None:
+        res = self.restic(t, "cat", "config", capture=True, mutating=False, check=False)
+        if res.returncode == 0:
+            return
+        err = (res.stderr or "").lower()
+        if "wrong password" in err or "no key found" in err:
+            raise BackupError(f"repository {t['name']} refuses the password; check RESTIC_PASSWORD in {ENV_FILE}")
+        if not any(s in err for s in ("does not exist", "is there a repository", "no such file", "not found",
+                                      "unable to open config file")):
+            raise BackupError(f"repository {t['name']} is unreachable: {err.strip()[-300:]}")
+        log(f"initialising repository {t['name']}")
+        self.restic(t, "init")
+
+    def check(self) -> None:
+        subset = self.m.get("check", {}).get("subset", "5%")
+        for t in self.m["targets"]:
+            log(f"restic check --read-data-subset={subset} on {t['name']}")
+            self.restic(t, "check", f"--read-data-subset={subset}", mutating=False)
+
+    def snapshots(self, target: dict) -> list[dict]:
+        out = self.restic(target, "snapshots", "--json", "--host", self.m["host"], capture=True, mutating=False).stdout
+        return sorted(json.loads(out or "[]"), key=lambda s: s["time"])
+
+    def pick_snapshot(self, target: dict, at: str | None) -> dict:
+        snaps = self.snapshots(target)
+        if at:
+            day_end = at if "T" in at or " " in at else f"{at}T23:59:59"
+            snaps = [s for s in snaps if s["time"][:19] <= day_end.replace(" ", "T")[:19]]
+        if not snaps:
+            raise BackupError(f"no snapshot of {self.m['host']} on {target['name']}" + (f" on or before {at}" if at else ""))
+        return snaps[-1]
+
+    def restore_to(self, target: dict, snap: dict, dest: Path, includes: list[str] | None = None) -> None:
+        args = ["restore", snap["id"], "--target", str(dest)]
+        for inc in includes or []:
+            args += ["--include", inc]
+        self.restic(target, *args, mutating=False)
+
+    def drill(self) -> dict:
+        """Restore the latest snapshot into a scratch directory, load each dump into a scratch
+        database and compare row counts with those recorded when the dump was taken."""
+        t = self.m["targets"][0]
+        snap = self.pick_snapshot(t, None)
+        report = {"snapshot": snap["id"], "time": snap["time"], "databases": {}, "files": 0}
+        with tempfile.TemporaryDirectory(prefix="socle-drill-", dir=self.work if self.work.exists() else None) as tmp:
+            self.restore_to(t, snap, Path(tmp))
+            restored_dumps = Path(tmp) / str(self.dump_dir()).lstrip("/")
+            recorded = json.loads((restored_dumps / "row-counts.json").read_text())
+            for db in self.m.get("databases", []):
+                key = f"{db['cluster']}/{db['database']}"
+                scratch = f"{db['database']}_socle_drill"
+                self.load(db, scratch, restored_dumps / db["cluster"] / f"{db['database']}.sql")
+                try:
+                    got = self.row_counts(db, scratch)
+                finally:
+                    self.sql(db, "postgres" if db["engine"] == "postgresql" else "mysql",
+                             f'DROP DATABASE IF EXISTS "{scratch}"' if db["engine"] == "postgresql"
+                             else f"DROP DATABASE IF EXISTS `{scratch}`", mutating=True)
+                if got != recorded.get(key):
+                    raise BackupError(f"drill: {key} restored with row counts {got}, dump recorded {recorded.get(key)}")
+                report["databases"][key] = sum(got.values())
+            report["files"] = sum(len(f) for _, _, f in os.walk(tmp))
+        log(f"drill OK: snapshot {snap['id'][:8]} of {snap['time'][:19]}, {report['files']} files, "
+            f"databases {report['databases']}")
+        return report
+
+    def restore(self, *, volume: str | None, database: str | None, at: str | None, target_name: str | None) -> None:
+        """Scenario A (human error): put one volume or one database back as it was on a given day."""
+        targets = [t for t in self.m["targets"] if target_name in (None, t["name"])]
+        if not targets:
+            raise BackupError(f"no target named {target_name} (known: {', '.join(t['name'] for t in self.m['targets'])})")
+        t = targets[0]
+        snap = self.pick_snapshot(t, at)
+        log(f"using snapshot {snap['id'][:8]} of {snap['time'][:19]} from {t['name']}")
+        with tempfile.TemporaryDirectory(prefix="socle-restore-") as tmp:
+            if volume:
+                vols = {v["name"]: v for v in self.m.get("volumes", [])}
+                if volume not in vols:
+                    raise BackupError(f"unknown volume {volume} (known: {', '.join(vols)})")
+                path = vols[volume]["path"]
+                self.restore_to(t, snap, Path(tmp), [path])
+                src = Path(tmp) / path.lstrip("/")
+                log(f"restoring volume {volume} into {path}")
+                self.sh(["rsync", "-a", "--delete", f"{src}/", f"{path}/"])
+            if database:
+                dbs = {f"{d['cluster']}/{d['database']}": d for d in self.m.get("databases", [])}
+                if database not in dbs:
+                    raise BackupError(f"unknown database {database} (known: {', '.join(dbs)})")
+                db = dbs[database]
+                dump_path = str(self.dump_dir() / db["cluster"] / f"{db['database']}.sql")
+                self.restore_to(t, snap, Path(tmp), [dump_path])
+                log(f"loading {database} from the dump of {snap['time'][:19]}")
+                self.load(db, db["database"], Path(tmp) / dump_path.lstrip("/"))
+
+
+def ping(url: str | None, ok: bool, message: str) -> None:
+    if not url:
+        return
+    try:
+        req = urllib.request.Request(url if ok else url.rstrip("/") + "/fail", data=message[-10000:].encode(),
+                                     method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+    except OSError as e:  # a monitoring outage must not hide the backup's own status
+        log(f"could not ping the healthcheck URL: {e}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="socle-backup", description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
+    ap.add_argument("--env-file", type=Path, default=ENV_FILE)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="dump, snapshot, prune (the nightly job)")
+    p_run.add_argument("--time", help=argparse.SUPPRESS)  # snapshot time, for retention tests
+    sub.add_parser("check", help="restic check --read-data-subset")
+    sub.add_parser("drill", help="restore the latest snapshot and the dumps into scratch, compare")
+    p_snap = sub.add_parser("snapshots", help="list snapshots per target")
+    p_snap.add_argument("--target")
+    p_res = sub.add_parser("restore", help="scenario A: put a volume or a database back as of a day")
+    p_res.add_argument("--volume")
+    p_res.add_argument("--database", help="CLUSTER/DATABASE")
+    p_res.add_argument("--at", help="YYYY-MM-DD (the last snapshot of that day) or a full timestamp; default: latest")
+    p_res.add_argument("--target", help="repository to restore from (default: the first)")
+    args = ap.parse_args(argv)
+
+    manifest = json.loads(args.manifest.read_text())
+    secrets = load_env(args.env_file)
+    job = Job(manifest, secrets, dry_run=args.dry_run)
+    started = time.monotonic()
+    try:
+        if args.command == "run":
+            job.run(at=args.time)
+        elif args.command == "check":
+            job.check()
+        elif args.command == "drill":
+            job.drill()
+        elif args.command == "snapshots":
+            for t in manifest["targets"]:
+                if args.target in (None, t["name"]):
+                    for s in job.snapshots(t):
+                        print(f"{t['name']}\t{s['id'][:8]}\t{s['time'][:19]}\t{' '.join(s.get('paths', []))}")
+        elif args.command == "restore":
+            if not (args.volume or args.database):
+                ap.error("restore needs --volume NAME or --database CLUSTER/DATABASE")
+            job.restore(volume=args.volume, database=args.database, at=args.at, target_name=args.target)
+    except BackupError as e:
+        log(f"FAILED {args.command}: {e}")
+        if args.command in ("run", "check", "drill") and not args.dry_run:
+            ping(secrets.get("SOCLE_PING_URL"), False, f"{args.command} failed: {e}")
+        return 1
+    took = time.monotonic() - started
+    log(f"{args.command} OK in {took:.1f} s")
+    if args.command in ("run", "check", "drill") and not args.dry_run:
+        ping(secrets.get("SOCLE_PING_URL"), True, f"{args.command} OK in {took:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Files of a backup job: schedules (systemd timers on servers, crontab in the local container),
+the installer run over SSH, and the secrets env file. Pure functions."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+RUNNER_PATH = "/usr/local/lib/socle/socle_backup.py"
+MANIFEST_PATH = "/etc/socle/backup.json"
+ENV_PATH = "/etc/socle/backup.env"
+SSH_KEY_PATH = "/etc/socle/backup_ssh_key"
+PACKAGES = ["restic", "postgresql-client", "mariadb-client", "rsync", "python3"]
+
+_DOW = {"0": "Sun", "1": "Mon", "2": "Tue", "3": "Wed", "4": "Thu", "5": "Fri", "6": "Sat", "7": "Sun"}
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+def _field(value: str, what: str, dow: bool = False) -> str:
+    """One cron field as a systemd calendar component: *, N, N,M, N-M, */S, N-M/S."""
+    parts = []
+    for item in value.split(","):
+        step = None
+        if "/" in item:
+            item, step = item.split("/", 1)
+            if not step.isdigit():
+                raise ScheduleError(f"cannot convert {what} step '{step}'")
+        if item == "*":
+            parts.append("*" if step is None else f"0/{step}" if not dow else f"*/{step}")
+            continue
+        lo, _, hi = item.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ScheduleError(f"cannot convert {what} '{item}'")
+        if dow:
+            if step:
+                raise ScheduleError("weekday steps are not supported")
+            parts.append(_DOW[lo] + (f"..{_DOW[hi]}" if hi else ""))
+        else:
+            parts.append(lo + (f"..{hi}" if hi else "") + (f"/{step}" if step else ""))
+    return ",".join(parts)
+
+
+def cron_to_oncalendar(cron: str) -> str:
+    """A 5-field cron expression as a systemd OnCalendar= value (UTC)."""
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ScheduleError(f"'{cron}' is not a 5-field cron expression")
+    minute, hour, dom, month, dow = fields
+    if dom != "*" and dow != "*":
+        # cron ORs the two; systemd ANDs them. Refuse rather than change the meaning.
+        raise ScheduleError(f"'{cron}' sets both day-of-month and day-of-week; set only one")
+    date = f"*-{_field(month, 'month')}-{_field(dom, 'day of month')}"
+    time = f"{_field(hour, 'hour')}:{_field(minute, 'minute')}:00"
+    prefix = "" if dow == "*" else _field(dow, "day of week", dow=True) + " "
+    return f"{prefix}{date} {time} UTC"
+
+
+def render_systemd_units(schedules: dict[str, str]) -> dict[str, str]:
+    """socle-backup{,-check,-drill}.service/.timer. systemd records each run's exit status
+    (`systemctl status`, `systemctl --failed`, the journal)."""
+    units = {}
+    for job, cron in schedules.items():
+        name = "socle-backup" if job == "run" else f"socle-backup-{job}"
+        units[f"/etc/systemd/system/{name}.service"] = "\n".join([
+            "[Unit]",
+            f"Description=socle backup: {job}",
+            "Wants=network-online.target",
+            "After=network-online.target docker.service",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            f"ExecStart=/usr/bin/python3 {RUNNER_PATH} {job}",
+            "Nice=10",
+            "IOSchedulingClass=idle",
+            "TimeoutStartSec=6h",
+            "",
+        ])
+        units[f"/etc/systemd/system/{name}.timer"] = "\n".join([
+            "[Unit]",
+            f"Description=socle backup schedule: {job}",
+            "",
+            "[Timer]",
+            f"OnCalendar={cron_to_oncalendar(cron)}",
+            "Persistent=true",
+            "RandomizedDelaySec=300",
+            "",
+            "[Install]",
+            "WantedBy=timers.target",
+            "",
+        ])
+    return units
+
+
+def render_crontab(schedules: dict[str, str]) -> str:
+    """Crontab of the local backup container (busybox crond, UTC)."""
+    lines = ["# socle backup jobs (UTC); output goes to the container log"]
+    for job, cron in schedules.items():
+        lines.append(f"{cron} python3 {RUNNER_PATH} {job} >/proc/1/fd/1 2>&1")
+    return "\n".join(lines) + "\n"
+
+
+def render_env(values: dict[str, str]) -> str:
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(values.items()))
+
+
+def render_bundle(manifest: dict, runner: str, units: dict[str, str]) -> str:
+    """What the installer reads on stdin: the manifest and the files to write (no secret)."""
+    files = {RUNNER_PATH: {"mode": "0755", "content": runner}}
+    files.update({p: {"mode": "0644", "content": c} for p, c in units.items()})
+    return json.dumps({"manifest": manifest, "files": files}, sort_keys=True)
+
+
+def render_installer(timers: list[str]) -> str:
+    """Run over SSH (as the deploy user, with sudo) with the bundle on stdin. Idempotent: running
+    it again with a new bundle updates the job in place."""
+    enable = " ".join(f"{t}.timer" for t in timers)
+    return f"""set -eu
+bundle=$(mktemp)
+trap 'rm -f "$bundle"' EXIT
+cat > "$bundle"
+sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q {" ".join(PACKAGES)} >/dev/null
+sudo install -d -m 0755 /usr/local/lib/socle /var/lib/socle-backup
+sudo install -d -m 0700 /etc/socle
+sudo python3 - "$bundle" <<'PY'
+import json, os, sys
+bundle = json.load(open(sys.argv[1]))
+with open("{MANIFEST_PATH}", "w") as f:
+    json.dump(bundle["manifest"], f, indent=1, sort_keys=True)
+for path, spec in bundle["files"].items():
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(spec["content"])
+    os.chmod(path, int(spec["mode"], 8))
+PY
+sudo systemctl daemon-reload
+sudo systemctl enable --now {enable}
+echo "socle-backup installed: $(systemctl list-timers --no-legend 'socle-backup*' | wc -l) timers"
+"""
+
+
+def render_secrets_installer() -> str:
+    """Writes the env file (and the SSH key, if any) from stdin, readable by root only."""
+    return f"""set -eu
+umask 077
+sudo install -d -m 0700 /etc/socle
+sudo python3 -c '
+import json, os, sys
+data = json.load(sys.stdin)
+for path, content in data.items():
+    with open(path, "w") as f:
+        f.write(content)
+    os.chmod(path, 0o600)
+'
+echo "socle-backup secrets installed"
+"""
+
+
+def secrets_bundle(env_text: str, ssh_key: str | None) -> str:
+    data = {ENV_PATH: env_text}
+    if ssh_key:
+        data[SSH_KEY_PATH] = ssh_key
+    return json.dumps(data, sort_keys=True)
+
+
+def render_restic_access() -> str:
+    """On the backup server: install the authorized keys of the app servers' backup jobs (stdin)
+    for the SFTP-only restic user; each server gets its own directory under /srv/restic."""
+    return """set -eu
+keys=$(mktemp)
+trap 'rm -f "$keys"' EXIT
+cat > "$keys"
+sudo install -d -o restic -g restic -m 0700 /srv/restic /srv/restic/.ssh
+sudo install -o restic -g restic -m 0600 "$keys" /srv/restic/.ssh/authorized_keys
+echo "restic access: $(wc -l < "$keys") keys"
+"""

@@ -1,0 +1,600 @@
+"""socle's policy rules: HTTPS everywhere, backups that exist.
+
+Pure Python, no `pulumi_policy` import: the CrossGuard pack (policy/__main__.py), the tests and the
+offline plan (tools/plan.py) all run these same functions over resources as the engine sends them
+(type token, name, URN, camelCase properties with secrets already unwrapped).
+
+A property not known at preview time arrives as one of the engine's "unknown" sentinels. A rule
+that needs such a value reports an `unknown` finding (no verdict yet; the rule runs again on
+`pulumi up`, when the value is known) instead of crashing or failing a good resource.
+
+Every violation message is a sentence that names the resource and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+# The engine's sentinels for values unknown during preview (pulumi_policy.proxy has the same ones;
+# a test keeps the two in step).
+UNKNOWN_SENTINELS = frozenset({
+    "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7",  # boolean
+    "3eeb2bf0-c639-47a8-9e75-3b44932eb421",  # number
+    "04da6b54-80e4-46f7-96ec-b56ff0331ba9",  # string
+    "6a19a0b0-7e62-4c92-b797-7f8e31da9cc2",  # array
+    "030794c1-ac77-496b-92df-f27374a8bd58",  # asset
+    "e48ece36-62e2-4504-bad9-02848725956a",  # archive
+    "dd056dcd-154b-4c76-9bd3-c8f88648b5ff",  # object
+})
+
+T_CONTAINER = "docker:index/container:Container"
+T_VOLUME = "docker:index/volume:Volume"
+T_DOCKER_PROVIDER = "pulumi:providers:docker"
+T_OVH_DATABASE = "ovh:CloudProject/database:Database"
+T_OVH_STORAGE = "ovh:CloudProject/storage:Storage"
+T_OVH_INSTANCE = "ovh:index/cloudInstance:CloudInstance"
+T_OVH_WORKFLOW_BACKUP = "ovh:CloudProject/workflowBackup:WorkflowBackup"
+T_OVH_ZONE_RECORD = "ovh:Domain/zoneRecord:ZoneRecord"
+T_GANDI_RECORD = "gandi:livedns/record:Record"
+T_LB = "ovh:index/cloudLoadbalancer:CloudLoadbalancer"
+T_LB_LISTENER = "ovh:index/cloudLoadbalancerListener:CloudLoadbalancerListener"
+T_LB_L7POLICY = "ovh:index/cloudLoadbalancerL7policy:CloudLoadbalancerL7policy"
+T_REMOTE_COMMAND = "command:remote:Command"
+
+BACKUP_MANIFEST_PATH = "/etc/socle/backup.json"
+
+
+class Unknown(Exception):
+    """Raised inside a rule when a value it needs is not known yet."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def is_unknown(value: Any) -> bool:
+    return isinstance(value, str) and value in UNKNOWN_SENTINELS
+
+
+def known(value: Any, what: str) -> Any:
+    """The value, or raise Unknown naming it; checks nested lists and dicts too."""
+    if is_unknown(value):
+        raise Unknown(what)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            known(v, f"{what}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            known(v, f"{what}[{i}]")
+    return value
+
+
+@dataclass
+class Res:
+    type: str
+    name: str
+    urn: str
+    props: dict
+    parent: str | None = None
+    dependencies: list[str] = field(default_factory=list)
+    provider: str | None = None  # URN of the provider resource, if any
+
+    def label(self, key: str) -> Any:
+        labels = self.props.get("labels")
+        if is_unknown(labels):
+            raise Unknown(f"labels of {self.name}")
+        for lbl in labels or []:
+            if lbl.get("label") == key:
+                return lbl.get("value")
+        return None
+
+
+@dataclass
+class Finding:
+    policy: str
+    resource: str          # the resource's name ("" for the stack as a whole)
+    message: str
+    unknown: bool = False  # True: no verdict yet, the value is unknown at preview
+
+
+@dataclass
+class Rule:
+    name: str
+    description: str
+    kind: str                                   # "resource" | "stack"
+    check: Callable[..., Iterable[str]]         # resource: (res, cfg); stack: (resources, cfg)
+    types: tuple[str, ...] = ()                 # resource rules: the types they look at
+    config: dict = field(default_factory=dict)  # defaults of the rule's config keys
+
+
+RULES: list[Rule] = []
+
+
+def rule(name: str, description: str, kind: str = "resource", types: tuple[str, ...] = (), **config):
+    def register(fn):
+        RULES.append(Rule(name, description, kind, fn, types, config))
+        return fn
+    return register
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _role(res: Res) -> str | None:
+    return res.label("socle.role")
+
+
+def _ports(res: Res) -> list[int]:
+    ports = known(res.props.get("ports") or [], f"ports of {res.name}")
+    return sorted(int(p.get("external") or p.get("internal")) for p in ports)
+
+
+def _uploads(res: Res) -> dict[str, str]:
+    uploads = known(res.props.get("uploads") or [], f"uploads of {res.name}")
+    return {u.get("file"): u.get("content", "") for u in uploads}
+
+
+def _location(region: str) -> str:
+    m = re.match(r"[A-Za-z]+", region or "")
+    return m.group(0).upper() if m else (region or "").upper()
+
+
+def _days_of_iso_period(period: str) -> int | None:
+    m = re.fullmatch(r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?", period or "")
+    if not m or not any(m.groups()):
+        return None
+    y, mo, d = (int(g or 0) for g in m.groups())
+    return 365 * y + 30 * mo + d
+
+
+def retention_days(retention: dict) -> int:
+    """How far back the oldest kept snapshot reaches under restic's --keep-* policy (days)."""
+    spans = [
+        int(retention.get("daily") or 0),
+        7 * int(retention.get("weekly") or 0),
+        30 * int(retention.get("monthly") or 0),
+        365 * int(retention.get("yearly") or 0),
+    ]
+    return max(spans)
+
+
+# ---------------------------------------------------------------------------- Caddyfile reading
+
+
+@dataclass
+class _Block:
+    head: str
+    body: list[str]
+
+
+def _blocks(text: str) -> list[_Block]:
+    """Top-level blocks of a Caddyfile: their head line and their body lines (nested kept flat)."""
+    blocks, depth, cur = [], 0, None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip() if not raw.strip().startswith('"') else raw.strip()
+        if not line:
+            continue
+        if depth == 0:
+            if line.endswith("{"):
+                cur = _Block(line[:-1].strip(), [])
+                depth = 1
+            continue
+        opens, closes = line.count("{"), line.count("}")
+        if line == "}" and depth == 1:
+            blocks.append(cur)
+            depth = 0
+            continue
+        cur.body.append(line)
+        depth += opens - closes
+    return blocks
+
+
+def caddy_sites(text: str) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """(global option lines, snippets by name, site bodies by address) with imports expanded."""
+    glob, snippets, sites = [], {}, {}
+    for b in _blocks(text):
+        if b.head == "":
+            glob = b.body
+        elif b.head.startswith("(") and b.head.endswith(")"):
+            snippets[b.head[1:-1]] = b.body
+        else:
+            for addr in re.split(r"[,\s]+", b.head):
+                if addr:
+                    sites[addr] = b.body
+    for addr, body in sites.items():
+        expanded = []
+        for line in body:
+            m = re.match(r"import\s+(\S+)", line)
+            expanded += snippets.get(m.group(1), []) if m else [line]
+        sites[addr] = expanded
+    return glob, snippets, sites
+
+
+# ---------------------------------------------------------------------------- HTTPS rules
+
+
+@rule("only-proxy-publishes-ports",
+      "No container but the HTTPS reverse proxy publishes a host port; the proxy publishes only 80 and 443.",
+      types=(T_CONTAINER,), allowedPorts={})
+def only_proxy_publishes_ports(res: Res, cfg: dict) -> Iterable[str]:
+    ports = _ports(res)
+    if known(res.props.get("publishAllPorts"), f"publishAllPorts of {res.name}"):
+        yield (f"Container '{res.name}' publishes all its ports on the host; remove publish_all_ports and "
+               "let the HTTPS proxy route to it by hostname.")
+    if known(res.props.get("networkMode"), f"networkMode of {res.name}") == "host":
+        yield (f"Container '{res.name}' uses the host network, which exposes every port it listens on; "
+               "put it on the server's private network instead.")
+    if _role(res) == "proxy":
+        extra = [p for p in ports if p not in (80, 443)]
+        if extra or sorted(set(ports)) != [80, 443]:
+            yield (f"Reverse proxy '{res.name}' publishes {ports or 'no port'}; it must publish exactly 80 "
+                   "(redirect) and 443 (HTTPS): set socle:proxy.httpPort/httpsPort back to 80/443.")
+        return
+    allowed = set((cfg.get("allowedPorts") or {}).get(res.name, []))
+    bad = [p for p in ports if p not in allowed]
+    if bad:
+        yield (f"Container '{res.name}' publishes host port{'s' if len(bad) > 1 else ''} "
+               f"{', '.join(map(str, bad))}, bypassing the HTTPS proxy; remove it from `publish` and give the app "
+               "a hostname, or allow it explicitly in this policy's allowedPorts if it is not HTTP (e.g. SMTP).")
+
+
+@rule("proxy-serves-https-only",
+      "Every hostname the proxy serves redirects HTTP to HTTPS, sends HSTS, allows TLS 1.2+ only and has an "
+      "ACME contact (or the internal CA where allowed).",
+      types=(T_CONTAINER,), minHstsMaxAge=31536000, allowInternalCa=False)
+def proxy_serves_https_only(res: Res, cfg: dict) -> Iterable[str]:
+    if _role(res) != "proxy":
+        return
+    caddyfile = _uploads(res).get("/etc/caddy/Caddyfile")
+    if caddyfile is None:
+        yield f"Reverse proxy '{res.name}' has no /etc/caddy/Caddyfile; socle renders one: do not override uploads."
+        return
+    glob, _, sites = caddy_sites(caddyfile)
+    g = " ".join(glob)
+    auto_redirects = not re.search(r"auto_https\s+(off|disable_redirects)", g)
+    global_email = re.search(r"(^|\s)email\s+\S+@\S+", g)
+    global_internal = re.search(r"(^|\s)local_certs(\s|$)", g)
+    min_age = int(cfg.get("minHstsMaxAge", 31536000))
+    https_sites = {a: b for a, b in sites.items() if not a.startswith("http://")}
+    for addr, body in sorted(https_sites.items()):
+        host = addr.removeprefix("https://").split(":")[0]
+        text = "\n".join(body)
+        redirect = sites.get(f"http://{host}")
+        if redirect is not None:
+            if not any(re.match(r"redir\s+https://", line) for line in redirect):
+                yield (f"Proxy '{res.name}': http://{host} does not redirect to HTTPS; make its only "
+                       "directive `redir https://{host}{uri} 308`.")
+        elif not auto_redirects:
+            yield (f"Proxy '{res.name}': {host} has no HTTP-to-HTTPS redirect and automatic redirects are "
+                   "disabled; add an http:// site with `redir https://{host}{uri} 308`.")
+        m = re.search(r"Strict-Transport-Security\s+\"?max-age=(\d+)", text)
+        if not m:
+            yield f"Proxy '{res.name}': {host} sends no Strict-Transport-Security header; add HSTS (max-age={min_age})."
+        elif int(m.group(1)) < min_age:
+            yield (f"Proxy '{res.name}': {host} sends HSTS max-age={m.group(1)}, below the required {min_age}; "
+                   f"raise socle:proxy.hstsMaxAge to {min_age}.")
+        p = re.search(r"protocols\s+tls1\.(\d)", text)
+        if p and int(p.group(1)) < 2:
+            yield (f"Proxy '{res.name}': {host} accepts TLS 1.{p.group(1)}; set `protocols tls1.2 tls1.3`.")
+        site_tls = re.search(r"^tls\s+(\S+)", text, re.M)
+        internal = global_internal or (site_tls and site_tls.group(1) == "internal")
+        acme = global_email or (site_tls and "@" in site_tls.group(1))
+        if internal and not cfg.get("allowInternalCa"):
+            yield (f"Proxy '{res.name}': {host} uses Caddy's internal CA, which visitors do not trust; use "
+                   "Let's Encrypt by setting socle:proxy.acmeEmail on a public target.")
+        elif not internal and not acme:
+            yield (f"Proxy '{res.name}': {host} has no ACME contact; set socle:proxy.acmeEmail so Let's Encrypt "
+                   "can warn about expiring certificates.")
+
+
+def _record_rows(resources: list[Res]) -> list[tuple[Res, str, str, list]]:
+    """(resource, record name, type, values) of every DNS record, Gandi or OVH."""
+    rows = []
+    for r in resources:
+        if r.type == T_GANDI_RECORD:
+            rows.append((r, r.props.get("name"), r.props.get("type"), r.props.get("values")))
+        elif r.type == T_OVH_ZONE_RECORD:
+            rows.append((r, r.props.get("subdomain") or "@", r.props.get("fieldtype"), [r.props.get("target")]))
+    return rows
+
+
+def _host_ip(host: str) -> str | None:
+    """The IP address in a Docker host URL (ssh://user@203.0.113.10:4660), if it is one."""
+    try:
+        hostname = urlsplit(host or "").hostname
+        return str(ipaddress.ip_address(hostname)) if hostname else None
+    except ValueError:
+        return None
+
+
+@rule("dns-points-at-tls-terminator",
+      "Every A/AAAA record points at an address that terminates TLS: a server running the HTTPS proxy, or a "
+      "load balancer.", kind="stack", allowedAddresses=[])
+def dns_points_at_tls_terminator(resources: list[Res], cfg: dict) -> Iterable[str]:
+    by_urn = {r.urn: r for r in resources}
+    terminators: set[str] = set(cfg.get("allowedAddresses") or [])
+    for c in resources:
+        if c.type == T_CONTAINER and _role(c) == "proxy" and c.provider in by_urn:
+            ip = _host_ip(known(by_urn[c.provider].props.get("host"), f"host of {c.provider}"))
+            if ip:
+                terminators.add(ip)
+    for rec, name, rtype, values in _record_rows(resources):
+        if rtype not in ("A", "AAAA"):
+            continue
+        if any(by_urn.get(d) is not None and by_urn[d].type == T_LB for d in rec.dependencies):
+            continue
+        for v in known(values, f"values of DNS record {rec.name}"):
+            if v not in terminators:
+                yield (f"DNS record '{rec.name}' ({name} {rtype}) points at {v}, which runs no HTTPS proxy; "
+                       "point it at the app's server (give the app a hostname in socle:apps) or list the address "
+                       "in this policy's allowedAddresses if it serves no HTTP.")
+
+
+@rule("zone-has-caa",
+      "The DNS zone carries a CAA record, so only the chosen certificate authority can issue for it.",
+      kind="stack")
+def zone_has_caa(resources: list[Res], cfg: dict) -> Iterable[str]:
+    rows = _record_rows(resources)
+    if rows and not any(known(t, f"type of DNS record {r.name}") == "CAA" for r, _, t, _ in rows):
+        yield ("The DNS zone has records but no CAA record; keep socle:dns.caaIssuers non-empty "
+               "(default: letsencrypt.org) so socle creates one.")
+
+
+_DB_URL = re.compile(r"^(postgres(?:ql)?|mysql|mariadb)://(?:[^@/]*@)?([^:/?]+)(?::\d+)?/[^?]*(\?.*)?$")
+_TLS_QUERY = re.compile(r"(sslmode=(require|verify-ca|verify-full))|(ssl-mode=(REQUIRED|VERIFY_CA|VERIFY_IDENTITY))|"
+                        r"(ssl=(true|1))", re.I)
+
+
+@rule("database-connections-use-tls",
+      "Database URLs that leave the server (managed databases) require TLS.", types=(T_CONTAINER,))
+def database_connections_use_tls(res: Res, cfg: dict) -> Iterable[str]:
+    for entry in known(res.props.get("envs") or [], f"envs of {res.name}"):
+        var, _, value = entry.partition("=")
+        m = _DB_URL.match(value)
+        if not m:
+            continue
+        host, query = m.group(2), m.group(3) or ""
+        if "." not in host:
+            continue  # a container alias on the server's private network: never leaves the host
+        if not _TLS_QUERY.search(query):
+            yield (f"Container '{res.name}' connects to database host {host} without TLS ({var}); use the URL socle "
+                   "generates for socle:apps.*.databases (it ends in ?sslmode=require), not a hand-written one.")
+
+
+@rule("load-balancer-listeners-https",
+      "Load-balancer listeners speak HTTPS, or HTTP only to redirect to HTTPS.", kind="stack")
+def load_balancer_listeners_https(resources: list[Res], cfg: dict) -> Iterable[str]:
+    redirects: set[str] = set()
+    for p in resources:
+        if p.type == T_LB_L7POLICY:
+            action = known(p.props.get("action"), f"action of {p.name}")
+            prefix = str(known(p.props.get("redirectPrefix") or p.props.get("redirectUrl") or "", f"redirect of {p.name}"))
+            if action in ("REDIRECT_PREFIX", "REDIRECT_TO_URL") and prefix.startswith("https://"):
+                redirects.update(p.dependencies)
+    for lst in resources:
+        if lst.type != T_LB_LISTENER:
+            continue
+        proto = known(lst.props.get("protocol"), f"protocol of listener {lst.name}")
+        if proto in ("HTTPS", "TERMINATED_HTTPS"):
+            continue
+        if proto == "HTTP" and lst.urn in redirects:
+            continue
+        yield (f"Load-balancer listener '{lst.name}' speaks {proto}; use TERMINATED_HTTPS, or for HTTP add an L7 "
+               "policy REDIRECT_PREFIX to https://.")
+
+
+# ---------------------------------------------------------------------------- backup rules
+
+
+@rule("database-backups-offsite",
+      "Every managed database has a backup time and keeps backups in a region other than its nodes'.",
+      types=(T_OVH_DATABASE,))
+def database_backups_offsite(res: Res, cfg: dict) -> Iterable[str]:
+    label = res.props.get("description") or res.name
+    if not known(res.props.get("backupTime"), f"backupTime of {res.name}"):
+        yield f"Database '{label}' has no backupTime; set socle:databases.*.backupTime (e.g. '02:30:00')."
+    regions = known(res.props.get("backupRegions") or [], f"backupRegions of {res.name}")
+    nodes = {_location(n.get("region", "")) for n in known(res.props.get("nodes") or [], f"nodes of {res.name}")}
+    if not {_location(r) for r in regions} - nodes:
+        kept = ", ".join(regions) or "no region"
+        yield (f"Database '{label}' keeps backups only in {kept}; add a second region to backupRegions "
+               f"(set socle:ovh.backupRegion to another location, e.g. SBG5 for GRA11).")
+
+
+@rule("database-deletion-protection",
+      "Databases have deletion protection (enabled for production stacks).", types=(T_OVH_DATABASE,))
+def database_deletion_protection(res: Res, cfg: dict) -> Iterable[str]:
+    if known(res.props.get("deletionProtection"), f"deletionProtection of {res.name}") is not True:
+        label = res.props.get("description") or res.name
+        yield (f"Database '{label}' can be deleted by a mistaken destroy; set "
+               "socle:databases.*.deletionProtection: true in this stack.")
+
+
+@rule("bucket-versioning", "Every bucket keeps object versions.", types=(T_OVH_STORAGE, T_CONTAINER))
+def bucket_versioning(res: Res, cfg: dict) -> Iterable[str]:
+    if res.type == T_OVH_STORAGE:
+        versioning = known(res.props.get("versioning") or {}, f"versioning of {res.name}")
+        if str(versioning.get("status", "")).lower() != "enabled":
+            yield (f"Bucket '{res.props.get('name') or res.name}' is not versioned, so an overwrite or a delete "
+                   "loses data; set socle:buckets.*.versioning: true.")
+    elif _role(res) == "bucket-create":
+        command = " ".join(known(res.props.get("command") or [], f"command of {res.name}"))
+        if "--with-versioning" not in command and "--with-lock" not in command:
+            yield (f"Bucket created by '{res.name}' is not versioned, so an overwrite or a delete loses data; "
+                   "set socle:buckets.*.versioning: true.")
+
+
+def backup_manifests(resources: list[Res]) -> list[tuple[Res, dict]]:
+    """The backup jobs' manifests: what each job dumps and snapshots, where, and for how long.
+    The backup script reads the very same file, so this is what really runs, not a label."""
+    out = []
+    for r in resources:
+        text = None
+        if r.type == T_CONTAINER and _role(r) == "backup":
+            text = _uploads(r).get(BACKUP_MANIFEST_PATH)
+        elif r.type == T_REMOTE_COMMAND and r.name.endswith("-backup-install"):
+            bundle = known(r.props.get("stdin"), f"stdin of {r.name}")
+            text = json.dumps(json.loads(bundle)["manifest"]) if bundle else None
+        if text:
+            out.append((r, json.loads(text)))
+    return out
+
+
+@rule("backup-bucket-immutable-offsite",
+      "A bucket holding backups has object lock in compliance mode for at least the minimum lock period and "
+      "lives in another region than the data it protects.", kind="stack", minLockDays=30)
+def backup_bucket_immutable_offsite(resources: list[Res], cfg: dict) -> Iterable[str]:
+    data_locations = {_location(known(r.props.get("region"), f"region of {r.name}"))
+                      for r in resources if r.type == T_OVH_INSTANCE}
+    for r in resources:
+        if r.type == T_OVH_DATABASE:
+            data_locations |= {_location(n.get("region")) for n in known(r.props.get("nodes") or [], f"nodes of {r.name}")}
+    min_days = int(cfg.get("minLockDays", 30))
+    for b in resources:
+        if b.type != T_OVH_STORAGE:
+            continue
+        tags = known(b.props.get("tags") or {}, f"tags of {b.name}")
+        if tags.get("socle-purpose") != "backup":
+            continue
+        name = b.props.get("name") or b.name
+        lock = known(b.props.get("objectLock") or {}, f"objectLock of {b.name}")
+        rule_ = lock.get("rule") or {}
+        days = _days_of_iso_period(rule_.get("period", ""))
+        if str(lock.get("status", "")).lower() != "enabled" or str(rule_.get("mode", "")).lower() != "compliance":
+            yield (f"Backup bucket '{name}' has no object lock in compliance mode, so ransomware holding the keys "
+                   f"can delete the backups; set objectLock {{mode: compliance, days: {min_days}}} on it.")
+        elif days is None or days < min_days:
+            yield (f"Backup bucket '{name}' locks objects for {days} days, below the required {min_days}; "
+                   f"raise its objectLock.days to {min_days}.")
+        loc = _location(known(b.props.get("regionName"), f"regionName of {b.name}"))
+        if loc in data_locations:
+            yield (f"Backup bucket '{name}' is in {loc}, where the data it protects lives; put it in "
+                   "socle:ovh.backupRegion (another location).")
+
+
+@rule("stateful-data-backed-up",
+      "Every stateful volume and every database is covered by a backup job whose retention meets the stack's "
+      "minimum.", kind="stack", minRetentionDays=7)
+def stateful_data_backed_up(resources: list[Res], cfg: dict) -> Iterable[str]:
+    manifests = backup_manifests(resources)
+    volumes_covered: set[str] = set()
+    dbs_covered: set[str] = set()
+    min_days = int(cfg.get("minRetentionDays", 7))
+    for job, m in manifests:
+        volumes_covered |= {v["name"] for v in m.get("volumes", [])}
+        dbs_covered |= {f"{d['cluster']}/{d['database']}" for d in m.get("databases", [])}
+        days = retention_days(m.get("retention") or {})
+        if days < min_days:
+            yield (f"Backup job '{job.name}' keeps snapshots for {days} days, below the stack's minimum of "
+                   f"{min_days}; raise socle:backup.retention (e.g. yearly: {max(1, -(-min_days // 365))}).")
+        if not m.get("targets"):
+            yield f"Backup job '{job.name}' has no target; set socle:backup.targets."
+    for v in resources:
+        if v.type == T_VOLUME and v.label("socle.stateful") == "true":
+            name = known(v.props.get("name"), f"name of {v.name}")
+            if name not in volumes_covered:
+                yield (f"Volume '{name}' holds state but no backup job covers it; keep socle:backup enabled for its "
+                       "server and do not set backup: false on the volume.")
+    for c in resources:
+        if c.type == T_OVH_DATABASE or (c.type == T_CONTAINER and _role(c) == "database"):
+            cluster = c.label("socle.database") if c.type == T_CONTAINER else (c.props.get("description") or c.name)
+            wanted = [d for d in (c.label("socle.databases") or "").split(",") if d] if c.type == T_CONTAINER else None
+            covered = {d.split("/", 1)[1] for d in dbs_covered if d.split("/", 1)[0] == cluster}
+            if wanted is None:  # managed cluster: its logical databases are separate resources
+                wanted = sorted({r.props.get("name") for r in resources
+                                 if r.type.endswith("databaseInstance:DatabaseInstance") and r.parent == c.parent})
+            missing = [d for d in wanted if d not in covered]
+            if missing or not covered:
+                yield (f"Database '{cluster}' is not dumped by any backup job ({', '.join(missing) or 'all'} missing); "
+                       "every database an app uses is dumped by the backup job of that app's server.")
+
+
+@rule("instance-backups",
+      "Servers that hold state have OVH instance backups with at least the configured rotation.",
+      kind="stack", minRotation=7)
+def instance_backups(resources: list[Res], cfg: dict) -> Iterable[str]:
+    by_urn = {r.urn: r for r in resources}
+    stateful_parents: set[str] = set()
+    for v in resources:
+        if v.type == T_VOLUME and v.label("socle.stateful") == "true" and v.provider in by_urn:
+            stateful_parents.add(by_urn[v.provider].parent or "")
+    min_rotation = int(cfg.get("minRotation", 7))
+    for vm in resources:
+        if vm.type != T_OVH_INSTANCE or vm.parent not in stateful_parents:
+            continue
+        name = vm.props.get("name") or vm.name
+        flows = [w for w in resources if w.type == T_OVH_WORKFLOW_BACKUP and w.parent == vm.parent]
+        if not flows:
+            yield (f"Server '{name}' holds state but has no instance backup; set socle:servers.*.autoBackup "
+                   f"(rotation: {min_rotation}).")
+            continue
+        rotation = max(int(known(w.props.get("rotation"), f"rotation of {w.name}")) for w in flows)
+        if rotation < min_rotation:
+            yield (f"Server '{name}' keeps {rotation} instance backups, below the required {min_rotation}; "
+                   f"raise socle:servers.*.autoBackup.rotation to {min_rotation}.")
+
+
+# ---------------------------------------------------------------------------- running the rules
+
+
+def rule_config(rule_: Rule, policy_config: dict) -> dict:
+    """A rule's config: its defaults, overridden by its entry in a policy config file."""
+    entry = policy_config.get(rule_.name)
+    merged = dict(rule_.config)
+    if isinstance(entry, dict):
+        merged.update({k: v for k, v in entry.items() if k != "enforcementLevel"})
+    return merged
+
+
+def enforcement(rule_: Rule, policy_config: dict) -> str:
+    entry = policy_config.get(rule_.name)
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and "enforcementLevel" in entry:
+        return entry["enforcementLevel"]
+    return policy_config.get("all", "advisory")
+
+
+def run_resource_rule(rule_: Rule, res: Res, cfg: dict) -> list[Finding]:
+    try:
+        return [Finding(rule_.name, res.name, msg) for msg in rule_.check(res, cfg)]
+    except Unknown as u:
+        return [Finding(rule_.name, res.name, f"cannot check yet: {u.what} is not known until the update; "
+                                              "this rule runs again then.", unknown=True)]
+
+
+def run_stack_rule(rule_: Rule, resources: list[Res], cfg: dict) -> list[Finding]:
+    try:
+        return [Finding(rule_.name, "", msg) for msg in rule_.check(resources, cfg)]
+    except Unknown as u:
+        return [Finding(rule_.name, "", f"cannot check yet: {u.what} is not known until the update; "
+                                        "this rule runs again then.", unknown=True)]
+
+
+@dataclass
+class Verdict:
+    finding: Finding
+    level: str  # advisory | mandatory
+
+
+def evaluate(resources: list[Res], policy_config: dict | None = None) -> list[Verdict]:
+    """Every rule over a resource graph, with the enforcement level the policy config gives it."""
+    policy_config = policy_config or {}
+    out: list[Verdict] = []
+    for r in RULES:
+        level = enforcement(r, policy_config)
+        if level == "disabled":
+            continue
+        cfg = rule_config(r, policy_config)
+        if r.kind == "resource":
+            for res in resources:
+                if res.type in r.types:
+                    out += [Verdict(f, level) for f in run_resource_rule(r, res, cfg)]
+        else:
+            out += [Verdict(f, level) for f in run_stack_rule(r, resources, cfg)]
+    return out

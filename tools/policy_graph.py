@@ -1,0 +1,32 @@
+"""Runs the policy rules over a resource graph recorded by tools.harness, with a stack's policy
+config file: the same verdicts `pulumi preview --policy-pack policy` gives, without the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from policy import rules
+from tools.harness import ROOT, Run
+
+
+def resources(run: Run) -> list[rules.Res]:
+    return [
+        rules.Res(type=r.type, name=r.name, urn=r.urn, props=r.plain, parent=r.parent,
+                  dependencies=list(r.dependencies),
+                  # The engine refers to a provider as "<urn>::<id>"; the rules want the URN.
+                  provider=r.provider.rsplit("::", 1)[0] if r.provider else None)
+        for r in run.resources
+    ]
+
+
+def policy_config(stack: str, path: Path | None = None) -> dict:
+    """The stack's policy config file; a stack without one (e.g. a review stack) gets staging's."""
+    path = path or ROOT / "policy" / "config" / f"{stack}.json"
+    if not path.exists():
+        path = ROOT / "policy" / "config" / "staging.json"
+    return json.loads(path.read_text())
+
+
+def verdicts(run: Run, config: dict | None = None) -> list[rules.Verdict]:
+    return rules.evaluate(resources(run), config if config is not None else policy_config(run.stack))
