@@ -173,7 +173,7 @@ class Dns(_Model):
     records: list[DnsRecord] = Field(default_factory=list)
     """Extra records (MX, TXT, CAA ...) besides the app records socle derives."""
     caa_issuers: list[str] = Field(default_factory=lambda: ["letsencrypt.org"])
-    """Certificate authorities allowed by the zone's CAA record."""
+    """Certificate authorities allowed by the CAA record at the domain (empty: no CAA record, refused by the policy pack)."""
 
 
 class Proxy(_Model):

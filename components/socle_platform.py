@@ -153,7 +153,7 @@ class Platform(pulumi.ComponentResource):
             # CAA at the stack's domain, not the zone apex: a lookup climbs from the hostname, so this
             # covers every app, and a staging stack in a shared zone never owns (or destroys) prod's.
             at = relative_name(cfg.domain, zone)
-            if not any(r.type == "CAA" and r.name == at for r in cfg.dns.records):
+            if cfg.dns.caa_issuers and not any(r.type == "CAA" and r.name == at for r in cfg.dns.records):
                 records.append(Record("caa", at, "CAA", caa_values(cfg.dns.caa_issuers, cfg.proxy.acme_email),
                                       cfg.dns.ttl))
             self.dns = DnsRecords("dns", DnsRecordsArgs(provider=cfg.dns.provider, zone=cfg.dns_zone(),

@@ -125,6 +125,12 @@ def rule(name: str, description: str, kind: str = "resource", types: tuple[str, 
 # ---------------------------------------------------------------------------- helpers
 
 
+def _name(res: Res) -> str:
+    """The name people know a resource by: its physical name when it has one."""
+    n = res.props.get("name")
+    return n if isinstance(n, str) and n and not is_unknown(n) else res.name
+
+
 def _role(res: Res) -> str | None:
     return res.label("socle.role")
 
@@ -223,22 +229,23 @@ def caddy_sites(text: str) -> tuple[list[str], dict[str, list[str]], dict[str, l
       types=(T_CONTAINER,), allowedPorts={})
 def only_proxy_publishes_ports(res: Res, cfg: dict) -> Iterable[str]:
     ports = _ports(res)
+    name = _name(res)
     if known(res.props.get("publishAllPorts"), f"publishAllPorts of {res.name}"):
-        yield (f"Container '{res.name}' publishes all its ports on the host; remove publish_all_ports and "
+        yield (f"Container '{name}' publishes all its ports on the host; remove publish_all_ports and "
                "let the HTTPS proxy route to it by hostname.")
     if known(res.props.get("networkMode"), f"networkMode of {res.name}") == "host":
-        yield (f"Container '{res.name}' uses the host network, which exposes every port it listens on; "
+        yield (f"Container '{name}' uses the host network, which exposes every port it listens on; "
                "put it on the server's private network instead.")
     if _role(res) == "proxy":
         extra = [p for p in ports if p not in (80, 443)]
         if extra or sorted(set(ports)) != [80, 443]:
-            yield (f"Reverse proxy '{res.name}' publishes {ports or 'no port'}; it must publish exactly 80 "
+            yield (f"Reverse proxy '{name}' publishes {ports or 'no port'}; it must publish exactly 80 "
                    "(redirect) and 443 (HTTPS): set socle:proxy.httpPort/httpsPort back to 80/443.")
         return
-    allowed = set((cfg.get("allowedPorts") or {}).get(res.name, []))
+    allowed = set((cfg.get("allowedPorts") or {}).get(name, []))
     bad = [p for p in ports if p not in allowed]
     if bad:
-        yield (f"Container '{res.name}' publishes host port{'s' if len(bad) > 1 else ''} "
+        yield (f"Container '{name}' publishes host port{'s' if len(bad) > 1 else ''} "
                f"{', '.join(map(str, bad))}, bypassing the HTTPS proxy; remove it from `publish` and give the app "
                "a hostname, or allow it explicitly in this policy's allowedPorts if it is not HTTP (e.g. SMTP).")
 
@@ -250,9 +257,10 @@ def only_proxy_publishes_ports(res: Res, cfg: dict) -> Iterable[str]:
 def proxy_serves_https_only(res: Res, cfg: dict) -> Iterable[str]:
     if _role(res) != "proxy":
         return
+    name = _name(res)
     caddyfile = _uploads(res).get("/etc/caddy/Caddyfile")
     if caddyfile is None:
-        yield f"Reverse proxy '{res.name}' has no /etc/caddy/Caddyfile; socle renders one: do not override uploads."
+        yield f"Reverse proxy '{name}' has no /etc/caddy/Caddyfile; socle renders one: do not override uploads."
         return
     glob, _, sites = caddy_sites(caddyfile)
     g = " ".join(glob)
@@ -267,28 +275,28 @@ def proxy_serves_https_only(res: Res, cfg: dict) -> Iterable[str]:
         redirect = sites.get(f"http://{host}")
         if redirect is not None:
             if not any(re.match(r"redir\s+https://", line) for line in redirect):
-                yield (f"Proxy '{res.name}': http://{host} does not redirect to HTTPS; make its only "
+                yield (f"Proxy '{name}': http://{host} does not redirect to HTTPS; make its only "
                        "directive `redir https://{host}{uri} 308`.")
         elif not auto_redirects:
-            yield (f"Proxy '{res.name}': {host} has no HTTP-to-HTTPS redirect and automatic redirects are "
+            yield (f"Proxy '{name}': {host} has no HTTP-to-HTTPS redirect and automatic redirects are "
                    "disabled; add an http:// site with `redir https://{host}{uri} 308`.")
         m = re.search(r"Strict-Transport-Security\s+\"?max-age=(\d+)", text)
         if not m:
-            yield f"Proxy '{res.name}': {host} sends no Strict-Transport-Security header; add HSTS (max-age={min_age})."
+            yield f"Proxy '{name}': {host} sends no Strict-Transport-Security header; add HSTS (max-age={min_age})."
         elif int(m.group(1)) < min_age:
-            yield (f"Proxy '{res.name}': {host} sends HSTS max-age={m.group(1)}, below the required {min_age}; "
+            yield (f"Proxy '{name}': {host} sends HSTS max-age={m.group(1)}, below the required {min_age}; "
                    f"raise socle:proxy.hstsMaxAge to {min_age}.")
         p = re.search(r"protocols\s+tls1\.(\d)", text)
         if p and int(p.group(1)) < 2:
-            yield (f"Proxy '{res.name}': {host} accepts TLS 1.{p.group(1)}; set `protocols tls1.2 tls1.3`.")
+            yield (f"Proxy '{name}': {host} accepts TLS 1.{p.group(1)}; set `protocols tls1.2 tls1.3`.")
         site_tls = re.search(r"^tls\s+(\S+)", text, re.M)
         internal = global_internal or (site_tls and site_tls.group(1) == "internal")
         acme = global_email or (site_tls and "@" in site_tls.group(1))
         if internal and not cfg.get("allowInternalCa"):
-            yield (f"Proxy '{res.name}': {host} uses Caddy's internal CA, which visitors do not trust; use "
+            yield (f"Proxy '{name}': {host} uses Caddy's internal CA, which visitors do not trust; use "
                    "Let's Encrypt by setting socle:proxy.acmeEmail on a public target.")
         elif not internal and not acme:
-            yield (f"Proxy '{res.name}': {host} has no ACME contact; set socle:proxy.acmeEmail so Let's Encrypt "
+            yield (f"Proxy '{name}': {host} has no ACME contact; set socle:proxy.acmeEmail so Let's Encrypt "
                    "can warn about expiring certificates.")
 
 
@@ -330,7 +338,7 @@ def dns_points_at_tls_terminator(resources: list[Res], cfg: dict) -> Iterable[st
             continue
         for v in known(values, f"values of DNS record {rec.name}"):
             if v not in terminators:
-                yield (f"DNS record '{rec.name}' ({name} {rtype}) points at {v}, which runs no HTTPS proxy; "
+                yield (f"DNS record {name} {rtype} points at {v}, which runs no HTTPS proxy; "
                        "point it at the app's server (give the app a hostname in socle:apps) or list the address "
                        "in this policy's allowedAddresses if it serves no HTTP.")
 
@@ -362,7 +370,7 @@ def database_connections_use_tls(res: Res, cfg: dict) -> Iterable[str]:
         if "." not in host:
             continue  # a container alias on the server's private network: never leaves the host
         if not _TLS_QUERY.search(query):
-            yield (f"Container '{res.name}' connects to database host {host} without TLS ({var}); use the URL socle "
+            yield (f"Container '{_name(res)}' connects to database host {host} without TLS ({var}); use the URL socle "
                    "generates for socle:apps.*.databases (it ends in ?sslmode=require), not a hand-written one.")
 
 
@@ -425,7 +433,7 @@ def bucket_versioning(res: Res, cfg: dict) -> Iterable[str]:
     elif _role(res) == "bucket-create":
         command = " ".join(known(res.props.get("command") or [], f"command of {res.name}"))
         if "--with-versioning" not in command and "--with-lock" not in command:
-            yield (f"Bucket created by '{res.name}' is not versioned, so an overwrite or a delete loses data; "
+            yield (f"Bucket created by '{_name(res)}' is not versioned, so an overwrite or a delete loses data; "
                    "set socle:buckets.*.versioning: true.")
 
 
@@ -490,10 +498,10 @@ def stateful_data_backed_up(resources: list[Res], cfg: dict) -> Iterable[str]:
         dbs_covered |= {f"{d['cluster']}/{d['database']}" for d in m.get("databases", [])}
         days = retention_days(m.get("retention") or {})
         if days < min_days:
-            yield (f"Backup job '{job.name}' keeps snapshots for {days} days, below the stack's minimum of "
+            yield (f"Backup job of server '{m.get('host', job.name)}' keeps snapshots for {days} days, below the stack's minimum of "
                    f"{min_days}; raise socle:backup.retention (e.g. yearly: {max(1, -(-min_days // 365))}).")
         if not m.get("targets"):
-            yield f"Backup job '{job.name}' has no target; set socle:backup.targets."
+            yield f"Backup job of server '{m.get('host', job.name)}' has no target; set socle:backup.targets."
     for v in resources:
         if v.type == T_VOLUME and v.label("socle.stateful") == "true":
             name = known(v.props.get("name"), f"name of {v.name}")

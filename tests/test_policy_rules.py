@@ -1,0 +1,441 @@
+"""Each policy rule: a passing, a failing and an unknown-at-preview resource (Checkov style),
+asserting the exact verdict and message."""
+
+import json
+
+import pytest
+
+from components.render.caddyfile import Route, render_caddyfile
+from policy import rules
+from policy.rules import RULES, Res
+
+U_STR = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+U_ARR = "6a19a0b0-7e62-4c92-b797-7f8e31da9cc2"
+U_NUM = "3eeb2bf0-c639-47a8-9e75-3b44932eb421"
+U_BOOL = "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7"
+U_OBJ = "dd056dcd-154b-4c76-9bd3-c8f88648b5ff"
+RULE = {r.name: r for r in RULES}
+
+
+def check(name, target, cfg=None):
+    """Findings of one rule as (verdict, message): verdict is 'fail' or 'unknown'; [] is a pass."""
+    r = RULE[name]
+    conf = {**r.config, **(cfg or {})}
+    found = rules.run_resource_rule(r, target, conf) if r.kind == "resource" else rules.run_stack_rule(r, target, conf)
+    return [("unknown" if f.unknown else "fail", f.message) for f in found]
+
+
+def unknown(what):
+    return [("unknown", f"cannot check yet: {what} is not known until the update; this rule runs again then.")]
+
+
+def container(name, role="app", **props):
+    return Res(rules.T_CONTAINER, f"{name}-res", f"urn:{name}", {
+        "name": name, "labels": [{"label": "socle.role", "value": role}], **props})
+
+
+def test_unknown_sentinels_are_the_engines():
+    from pulumi_policy import proxy
+    ours = rules.UNKNOWN_SENTINELS
+    theirs = {v for k, v in vars(proxy).items() if k.startswith("UNKNOWN_") and k.endswith("_VALUE")}
+    assert ours == theirs
+
+
+def test_every_rule_has_a_description_and_a_unique_name():
+    assert len({r.name for r in RULES}) == len(RULES) >= 12
+    assert all(r.description.endswith(".") for r in RULES)
+
+
+# ---------------------------------------------------------------- only-proxy-publishes-ports
+
+def test_ports_pass_app_without_ports_and_proxy_on_80_443():
+    assert check("only-proxy-publishes-ports", container("socle-prod-web")) == []
+    proxy = container("socle-prod-web-proxy", "proxy", ports=[{"internal": 80, "external": 80}, {"internal": 443, "external": 443}])
+    assert check("only-proxy-publishes-ports", proxy) == []
+
+
+def test_ports_fail_app_publishing_8080():
+    app = container("socle-prod-web", ports=[{"internal": 8080, "external": 8080}])
+    assert check("only-proxy-publishes-ports", app) == [("fail",
+        "Container 'socle-prod-web' publishes host port 8080, bypassing the HTTPS proxy; remove it from `publish` "
+        "and give the app a hostname, or allow it explicitly in this policy's allowedPorts if it is not HTTP (e.g. SMTP).")]
+
+
+def test_ports_allowed_explicitly_pass():
+    mail = container("socle-prod-mail", ports=[{"internal": 25, "external": 25}])
+    assert check("only-proxy-publishes-ports", mail, {"allowedPorts": {"socle-prod-mail": [25]}}) == []
+
+
+def test_ports_fail_proxy_publishing_8080():
+    proxy = container("p", "proxy", ports=[{"internal": 80, "external": 8080}, {"internal": 443, "external": 443}])
+    assert check("only-proxy-publishes-ports", proxy) == [("fail",
+        "Reverse proxy 'p' publishes [443, 8080]; it must publish exactly 80 (redirect) and 443 (HTTPS): "
+        "set socle:proxy.httpPort/httpsPort back to 80/443.")]
+
+
+def test_ports_fail_host_network():
+    assert check("only-proxy-publishes-ports", container("c", networkMode="host"))[0][1].startswith(
+        "Container 'c' uses the host network")
+
+
+def test_ports_unknown():
+    assert check("only-proxy-publishes-ports", container("c", ports=U_ARR)) == unknown("ports of c-res")
+
+
+# ---------------------------------------------------------------- proxy-serves-https-only
+
+def proxy_with(caddyfile):
+    return container("socle-prod-web-proxy", "proxy", uploads=[{"file": "/etc/caddy/Caddyfile", "content": caddyfile}])
+
+
+def good_caddyfile(**kw):
+    args = {"acme_email": "admin@example.org", "internal_ca": False, "hsts_max_age": 31536000} | kw
+    return render_caddyfile([Route("cloud.example.org", "nextcloud:80")], **args)
+
+
+def test_https_passes_rendered_caddyfile():
+    assert check("proxy-serves-https-only", proxy_with(good_caddyfile())) == []
+
+
+def test_https_fails_without_redirect():
+    text = good_caddyfile().replace("redir https://{host}{uri} 308", "respond \"hello\" 200")
+    assert check("proxy-serves-https-only", proxy_with(text)) == [("fail",
+        "Proxy 'socle-prod-web-proxy': http://cloud.example.org does not redirect to HTTPS; make its only directive "
+        "`redir https://{host}{uri} 308`.")]
+
+
+def test_https_automatic_redirects_count_when_enabled():
+    text = "{\n\temail a@example.org\n}\ncloud.example.org {\n\theader Strict-Transport-Security \"max-age=31536000\"\n\treverse_proxy x:80\n}\n"
+    assert check("proxy-serves-https-only", proxy_with(text)) == []
+
+
+def test_https_fails_short_hsts_old_tls_and_missing_contact():
+    text = good_caddyfile(hsts_max_age=86400).replace("tls1.2 tls1.3", "tls1.0 tls1.3")
+    text = text.replace("\temail admin@example.org\n", "").replace("tls admin@example.org {", "tls {")
+    assert check("proxy-serves-https-only", proxy_with(text)) == [
+        ("fail", "Proxy 'socle-prod-web-proxy': cloud.example.org sends HSTS max-age=86400, below the required "
+                 "31536000; raise socle:proxy.hstsMaxAge to 31536000."),
+        ("fail", "Proxy 'socle-prod-web-proxy': cloud.example.org accepts TLS 1.0; set `protocols tls1.2 tls1.3`."),
+        ("fail", "Proxy 'socle-prod-web-proxy': cloud.example.org has no ACME contact; set socle:proxy.acmeEmail so "
+                 "Let's Encrypt can warn about expiring certificates."),
+    ]
+
+
+def test_https_internal_ca_only_where_allowed():
+    text = render_caddyfile([Route("app.socle.localhost", "web:80")], acme_email=None, internal_ca=True, hsts_max_age=86400)
+    assert check("proxy-serves-https-only", proxy_with(text), {"allowInternalCa": True, "minHstsMaxAge": 86400}) == []
+    assert check("proxy-serves-https-only", proxy_with(text), {"minHstsMaxAge": 86400}) == [("fail",
+        "Proxy 'socle-prod-web-proxy': app.socle.localhost uses Caddy's internal CA, which visitors do not trust; "
+        "use Let's Encrypt by setting socle:proxy.acmeEmail on a public target.")]
+
+
+def test_https_fails_without_hsts():
+    text = good_caddyfile().replace('\t\tStrict-Transport-Security "max-age=31536000"\n', "")
+    assert check("proxy-serves-https-only", proxy_with(text)) == [("fail",
+        "Proxy 'socle-prod-web-proxy': cloud.example.org sends no Strict-Transport-Security header; add HSTS "
+        "(max-age=31536000).")]
+
+
+def test_https_unknown():
+    assert check("proxy-serves-https-only", container("p", "proxy", uploads=U_ARR)) == unknown("uploads of p-res")
+
+
+def test_https_ignores_non_proxy_containers():
+    assert check("proxy-serves-https-only", container("web", uploads=U_ARR)) == []
+
+
+# ---------------------------------------------------------------- dns-points-at-tls-terminator
+
+def dns_graph(values, proxy_host="ssh://deploy@203.0.113.10:4660", **record):
+    prov = Res(rules.T_DOCKER_PROVIDER, "web-docker", "urn:prov", {"host": proxy_host})
+    proxy = container("socle-prod-web-proxy", "proxy")
+    proxy.provider = "urn:prov"
+    rec = Res(rules.T_GANDI_RECORD, "dns-app-web", "urn:rec", {"name": "app", "type": "A", "values": values, **record})
+    return [prov, proxy, rec]
+
+
+def test_dns_passes_record_to_proxy_server():
+    assert check("dns-points-at-tls-terminator", dns_graph(["203.0.113.10"])) == []
+
+
+def test_dns_fails_record_to_other_address():
+    assert check("dns-points-at-tls-terminator", dns_graph(["198.51.100.7"])) == [("fail",
+        "DNS record app A points at 198.51.100.7, which runs no HTTPS proxy; point it at the app's server (give the "
+        "app a hostname in socle:apps) or list the address in this policy's allowedAddresses if it serves no HTTP.")]
+
+
+def test_dns_allowed_address_and_load_balancer_pass():
+    assert check("dns-points-at-tls-terminator", dns_graph(["198.51.100.7"]), {"allowedAddresses": ["198.51.100.7"]}) == []
+    g = dns_graph(["198.51.100.9"])
+    g.append(Res(rules.T_LB, "lb", "urn:lb", {}))
+    g[2].dependencies = ["urn:lb"]
+    assert check("dns-points-at-tls-terminator", g) == []
+
+
+def test_dns_unknown():
+    assert check("dns-points-at-tls-terminator", dns_graph(U_ARR)) == unknown("values of DNS record dns-app-web")
+
+
+# ---------------------------------------------------------------- zone-has-caa
+
+def rec(t, name="@", values=("x",)):
+    return Res(rules.T_GANDI_RECORD, f"dns-{t}", f"urn:{t}", {"name": name, "type": t, "values": list(values)})
+
+
+def test_caa_passes():
+    assert check("zone-has-caa", [rec("A"), rec("CAA")]) == []
+    assert check("zone-has-caa", []) == [], "no DNS at all (target local) needs no CAA"
+
+
+def test_caa_fails():
+    assert check("zone-has-caa", [rec("A"), rec("MX")]) == [("fail",
+        "The DNS zone has records but no CAA record; keep socle:dns.caaIssuers non-empty (default: letsencrypt.org) "
+        "so socle creates one.")]
+
+
+def test_caa_unknown():
+    r = rec("A")
+    r.props["type"] = U_STR
+    assert check("zone-has-caa", [r]) == unknown("type of DNS record dns-A")
+
+
+# ---------------------------------------------------------------- database-connections-use-tls
+
+def test_db_tls_passes_managed_with_sslmode_and_local_alias():
+    c = container("socle-prod-web", envs=["DATABASE_URL=postgresql://app:pw@main.database.cloud.ovh.net:20184/app?sslmode=require",
+                                          "OTHER=postgresql://app:pw@main:5432/app", "X=1"])
+    assert check("database-connections-use-tls", c) == []
+
+
+def test_db_tls_fails_without_tls_and_never_prints_the_password():
+    c = container("socle-prod-web", envs=["LEGACY_URL=mysql://u:hunter2@db.example.net:3306/legacy"])
+    found = check("database-connections-use-tls", c)
+    assert found == [("fail", "Container 'socle-prod-web' connects to database host db.example.net without TLS "
+                              "(LEGACY_URL); use the URL socle generates for socle:apps.*.databases (it ends in "
+                              "?sslmode=require), not a hand-written one.")]
+    assert "hunter2" not in found[0][1]
+
+
+def test_db_tls_unknown():
+    assert check("database-connections-use-tls", container("c", envs=U_ARR)) == unknown("envs of c-res")
+
+
+# ---------------------------------------------------------------- load-balancer-listeners-https
+
+def lb_graph(protocol, redirect=None):
+    lst = Res(rules.T_LB_LISTENER, "front-80", "urn:l", {"protocol": protocol, "protocolPort": 80})
+    out = [lst]
+    if redirect:
+        out.append(Res(rules.T_LB_L7POLICY, "front-80-redirect", "urn:p",
+                       {"action": "REDIRECT_PREFIX", "redirectPrefix": redirect}, dependencies=["urn:l"]))
+    return out
+
+
+def test_lb_passes_https_and_http_redirecting():
+    assert check("load-balancer-listeners-https", lb_graph("TERMINATED_HTTPS")) == []
+    assert check("load-balancer-listeners-https", lb_graph("HTTP", "https://example.org")) == []
+
+
+def test_lb_fails_plain_http():
+    assert check("load-balancer-listeners-https", lb_graph("HTTP", "http://example.org")) == [("fail",
+        "Load-balancer listener 'front-80' speaks HTTP; use TERMINATED_HTTPS, or for HTTP add an L7 policy "
+        "REDIRECT_PREFIX to https://.")]
+
+
+def test_lb_unknown():
+    assert check("load-balancer-listeners-https", lb_graph(U_STR)) == unknown("protocol of listener front-80")
+
+
+# ---------------------------------------------------------------- database-backups-offsite / deletion protection
+
+def db(**props):
+    base = {"description": "socle-prod-main", "backupTime": "02:30:00", "backupRegions": ["GRA", "SBG"],
+            "nodes": [{"region": "GRA"}, {"region": "GRA"}], "deletionProtection": True}
+    return Res(rules.T_OVH_DATABASE, "main-cluster", "urn:db", {**base, **props})
+
+
+def test_db_backups_pass():
+    assert check("database-backups-offsite", db()) == []
+
+
+def test_db_backups_fail_one_region_and_no_time():
+    assert check("database-backups-offsite", db(backupRegions=["GRA"], backupTime="")) == [
+        ("fail", "Database 'socle-prod-main' has no backupTime; set socle:databases.*.backupTime (e.g. '02:30:00')."),
+        ("fail", "Database 'socle-prod-main' keeps backups only in GRA; add a second region to backupRegions "
+                 "(set socle:ovh.backupRegion to another location, e.g. SBG5 for GRA11)."),
+    ]
+
+
+def test_db_backups_unknown():
+    assert check("database-backups-offsite", db(backupRegions=U_ARR)) == unknown("backupRegions of main-cluster")
+
+
+def test_deletion_protection_pass_fail_unknown():
+    assert check("database-deletion-protection", db()) == []
+    assert check("database-deletion-protection", db(deletionProtection=False)) == [("fail",
+        "Database 'socle-prod-main' can be deleted by a mistaken destroy; set socle:databases.*.deletionProtection: "
+        "true in this stack.")]
+    assert check("database-deletion-protection", db(deletionProtection=U_BOOL)) == unknown("deletionProtection of main-cluster")
+
+
+# ---------------------------------------------------------------- bucket-versioning
+
+def bucket(**props):
+    return Res(rules.T_OVH_STORAGE, "documents-bucket", "urn:b", {"name": "socle-prod-documents", "regionName": "GRA",
+                                                                   "versioning": {"status": "enabled"}, **props})
+
+
+def test_versioning_passes():
+    assert check("bucket-versioning", bucket()) == []
+    job = container("socle-dev-documents-create", "bucket-create", command=["mc mb --with-versioning s3/x"])
+    assert check("bucket-versioning", job) == []
+
+
+def test_versioning_fails():
+    assert check("bucket-versioning", bucket(versioning={"status": "disabled"})) == [("fail",
+        "Bucket 'socle-prod-documents' is not versioned, so an overwrite or a delete loses data; set "
+        "socle:buckets.*.versioning: true.")]
+    job = container("socle-dev-documents-create", "bucket-create", command=["mc mb s3/x"])
+    assert check("bucket-versioning", job)[0][1].startswith("Bucket created by 'socle-dev-documents-create' is not versioned")
+
+
+def test_versioning_unknown():
+    assert check("bucket-versioning", bucket(versioning=U_OBJ)) == unknown("versioning of documents-bucket")
+
+
+# ---------------------------------------------------------------- backup-bucket-immutable-offsite
+
+def backup_bucket(**props):
+    base = {"name": "socle-prod-backups", "regionName": "SBG", "tags": {"socle-purpose": "backup"},
+            "objectLock": {"status": "enabled", "rule": {"mode": "compliance", "period": "P30D"}}}
+    return Res(rules.T_OVH_STORAGE, "backups-bucket", "urn:bb", {**base, **props})
+
+
+VM = Res(rules.T_OVH_INSTANCE, "web-vm", "urn:vm", {"name": "socle-prod-web", "region": "GRA11"})
+
+
+def test_backup_bucket_passes():
+    assert check("backup-bucket-immutable-offsite", [VM, backup_bucket(), bucket(tags={"socle-purpose": "data"})]) == []
+
+
+def test_backup_bucket_fails_unlocked_short_lock_and_same_region():
+    assert check("backup-bucket-immutable-offsite", [VM, backup_bucket(objectLock={})]) == [("fail",
+        "Backup bucket 'socle-prod-backups' has no object lock in compliance mode, so ransomware holding the keys can "
+        "delete the backups; set objectLock {mode: compliance, days: 30} on it.")]
+    short = backup_bucket(objectLock={"status": "enabled", "rule": {"mode": "compliance", "period": "P7D"}})
+    assert check("backup-bucket-immutable-offsite", [VM, short]) == [("fail",
+        "Backup bucket 'socle-prod-backups' locks objects for 7 days, below the required 30; raise its "
+        "objectLock.days to 30.")]
+    assert check("backup-bucket-immutable-offsite", [VM, backup_bucket(regionName="GRA")]) == [("fail",
+        "Backup bucket 'socle-prod-backups' is in GRA, where the data it protects lives; put it in "
+        "socle:ovh.backupRegion (another location).")]
+
+
+def test_backup_bucket_unknown():
+    assert check("backup-bucket-immutable-offsite", [VM, backup_bucket(objectLock=U_OBJ)]) == unknown(
+        "objectLock of backups-bucket")
+
+
+# ---------------------------------------------------------------- stateful-data-backed-up
+
+def manifest(volumes=("socle-prod-nextcloud-data",), dbs=("nextcloud",), retention=None, targets=("bucket",)):
+    return {"host": "web", "volumes": [{"name": v, "path": f"/v/{v}"} for v in volumes],
+            "databases": [{"cluster": "socle-prod-main", "database": d} for d in dbs],
+            "retention": retention or {"daily": 7, "weekly": 4, "monthly": 12, "yearly": 5},
+            "targets": [{"name": t} for t in targets]}
+
+
+def backup_graph(m=None, stdin=None):
+    vol = Res(rules.T_VOLUME, "v", "urn:v", {"name": "socle-prod-nextcloud-data",
+                                            "labels": [{"label": "socle.stateful", "value": "true"}]})
+    cluster = Res(rules.T_OVH_DATABASE, "main-cluster", "urn:c", {"description": "socle-prod-main"}, parent="urn:dbcomp")
+    logical = Res("ovh:CloudProjectDatabase/databaseInstance:DatabaseInstance", "main-nextcloud", "urn:l",
+                  {"name": "nextcloud"}, parent="urn:dbcomp")
+    job = Res(rules.T_REMOTE_COMMAND, "web-backup-install", "urn:j",
+              {"stdin": stdin if stdin is not None else json.dumps({"manifest": m or manifest(), "files": {}})})
+    return [vol, cluster, logical, job]
+
+
+def test_backed_up_passes():
+    assert check("stateful-data-backed-up", backup_graph(), {"minRetentionDays": 1825}) == []
+
+
+def test_backed_up_fails_retention_30_days_in_prod():
+    g = backup_graph(manifest(retention={"daily": 30}))
+    assert check("stateful-data-backed-up", g, {"minRetentionDays": 1825}) == [("fail",
+        "Backup job of server 'web' keeps snapshots for 30 days, below the stack's minimum of 1825; raise "
+        "socle:backup.retention (e.g. yearly: 5).")]
+
+
+def test_backed_up_fails_uncovered_volume_and_database():
+    assert check("stateful-data-backed-up", backup_graph(manifest(volumes=(), dbs=()))) == [
+        ("fail", "Volume 'socle-prod-nextcloud-data' holds state but no backup job covers it; keep socle:backup "
+                 "enabled for its server and do not set backup: false on the volume."),
+        ("fail", "Database 'socle-prod-main' is not dumped by any backup job (nextcloud missing); every database an "
+                 "app uses is dumped by the backup job of that app's server."),
+    ]
+
+
+def test_backed_up_unknown():
+    assert check("stateful-data-backed-up", backup_graph(stdin=U_STR)) == unknown("stdin of web-backup-install")
+
+
+def test_retention_days():
+    assert rules.retention_days({"daily": 7, "weekly": 4, "monthly": 12, "yearly": 5}) == 1825
+    assert rules.retention_days({"daily": 30}) == 30
+    assert rules.retention_days({}) == 0
+
+
+# ---------------------------------------------------------------- instance-backups
+
+def instance_graph(rotation=7, with_flow=True):
+    vm = Res(rules.T_OVH_INSTANCE, "web-vm", "urn:vm", {"name": "socle-prod-web", "region": "GRA11"}, parent="urn:srv")
+    prov = Res(rules.T_DOCKER_PROVIDER, "web-docker", "urn:prov", {"host": "ssh://deploy@203.0.113.10:4660"}, parent="urn:srv")
+    vol = Res(rules.T_VOLUME, "v", "urn:v", {"name": "data", "labels": [{"label": "socle.stateful", "value": "true"}]},
+              provider="urn:prov")
+    out = [vm, prov, vol]
+    if with_flow:
+        out.append(Res(rules.T_OVH_WORKFLOW_BACKUP, "web-autobackup", "urn:wf", {"rotation": rotation}, parent="urn:srv"))
+    return out
+
+
+def test_instance_backups_pass():
+    assert check("instance-backups", instance_graph(14)) == []
+    stateless = [r for r in instance_graph(with_flow=False) if r.type != rules.T_VOLUME]
+    assert check("instance-backups", stateless) == [], "a server without state needs no snapshots"
+
+
+def test_instance_backups_fail():
+    assert check("instance-backups", instance_graph(with_flow=False)) == [("fail",
+        "Server 'socle-prod-web' holds state but has no instance backup; set socle:servers.*.autoBackup (rotation: 7).")]
+    assert check("instance-backups", instance_graph(3)) == [("fail",
+        "Server 'socle-prod-web' keeps 3 instance backups, below the required 7; raise "
+        "socle:servers.*.autoBackup.rotation to 7.")]
+
+
+def test_instance_backups_unknown():
+    assert check("instance-backups", instance_graph(U_NUM)) == unknown("rotation of web-autobackup")
+
+
+# ---------------------------------------------------------------- enforcement
+
+@pytest.mark.parametrize("stack,level", [("dev", "advisory"), ("staging", "mandatory"), ("prod", "mandatory")])
+def test_enforcement_per_stack(stack, level):
+    from tools.policy_graph import policy_config
+    conf = policy_config(stack)
+    levels = {r.name: rules.enforcement(r, conf) for r in RULES}
+    expected = {n: level for n in levels}
+    expected["database-deletion-protection"] = "mandatory" if stack == "prod" else "disabled"
+    assert levels == expected
+
+
+def test_policy_config_files_only_name_known_rules_and_keys():
+    from tools.policy_graph import policy_config
+    for stack in ("dev", "staging", "prod"):
+        for key, value in policy_config(stack).items():
+            if key == "all":
+                continue
+            assert key in RULE, f"policy/config/{stack}.json names unknown rule {key}"
+            if isinstance(value, dict):
+                unknown_keys = set(value) - set(RULE[key].config) - {"enforcementLevel"}
+                assert not unknown_keys, f"policy/config/{stack}.json: {key} has unknown keys {unknown_keys}"
