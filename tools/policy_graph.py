@@ -20,12 +20,16 @@ def resources(run: Run) -> list[rules.Res]:
     ]
 
 
-def policy_config(stack: str, path: Path | None = None) -> dict:
+def policy_config_path(stack: str, path: Path | None = None) -> Path:
     """The stack's policy config file; a stack without one (e.g. a review stack) gets staging's."""
-    path = path or ROOT / "policy" / "config" / f"{stack}.json"
-    if not path.exists():
-        path = ROOT / "policy" / "config" / "staging.json"
-    return json.loads(path.read_text())
+    if path is not None:
+        return path
+    own = ROOT / "policy" / "config" / f"{stack}.json"
+    return own if own.exists() else ROOT / "policy" / "config" / "staging.json"
+
+
+def policy_config(stack: str, path: Path | None = None) -> dict:
+    return json.loads(policy_config_path(stack, path).read_text())
 
 
 def verdicts(run: Run, config: dict | None = None) -> list[rules.Verdict]:

@@ -1,0 +1,110 @@
+"""Broken stack configs: each is a real stack file with one mistake, and the policy verdict it must
+produce. `python -m tests.broken.generate` rewrites the YAML files; a test checks they are current.
+
+Every rule that a stack file can break has a case here. Three cannot be broken from config, by
+construction, and are covered by crafted resources in tests/test_policy_rules.py instead:
+proxy-serves-https-only's redirect/TLS/contact checks (the Caddyfile renderer always writes them),
+load-balancer-listeners-https (socle creates no load balancer yet).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def _set(path: str, value):
+    def patch(c):
+        *parents, last = path.split(".")
+        node = c
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is DELETE:
+            node.pop(last)
+        else:
+            node[last] = value
+    return patch
+
+
+def _append(path: str, value):
+    def patch(c):
+        *parents, last = path.split(".")
+        node = c
+        for p in parents:
+            node = node[p]
+        node.setdefault(last, []).append(value)
+    return patch
+
+
+DELETE = object()
+
+# name: (base stack, what is wrong, patches, policy, start of the expected message — or a tuple of
+# them when the mistake shows in several places, e.g. once per hostname)
+CASES = {
+    "app-publishes-8080": ("prod", "an app container publishes 8080 on the host",
+                           [_set("apps.web.publish", [8080])], "only-proxy-publishes-ports",
+                           "Container 'socle-prod-web' publishes host port 8080"),
+    "proxy-on-8080": ("prod", "the proxy publishes 8080 instead of 80", [_set("proxy.httpPort", 8080)],
+                      "only-proxy-publishes-ports", "Reverse proxy 'socle-prod-web-proxy' publishes [443, 8080]"),
+    "hsts-one-day-in-prod": ("prod", "HSTS max-age of one day in prod", [_set("proxy.hstsMaxAge", 86400)],
+                             "proxy-serves-https-only",
+                             tuple(f"Proxy 'socle-prod-web-proxy': {h}.example.org sends HSTS max-age=86400, below the "
+                                   "required 31536000" for h in ("app", "cloud", "pad"))),
+    "record-to-plain-http-host": ("prod", "an A record to an address that runs no HTTPS proxy",
+                                  [_append("dns.records", {"name": "shop", "type": "A", "values": ["198.51.100.7"]})],
+                                  "dns-points-at-tls-terminator", "DNS record shop A points at 198.51.100.7"),
+    "no-caa": ("prod", "no CAA record", [_set("dns.caaIssuers", [])], "zone-has-caa",
+               "The DNS zone has records but no CAA record"),
+    "database-url-without-tls": ("prod", "a hand-written database URL without TLS",
+                                 [_set("apps.worker.env.LEGACY_DATABASE_URL", "postgresql://legacy@db.example.net:5432/legacy")],
+                                 "database-connections-use-tls",
+                                 "Container 'socle-prod-worker' connects to database host db.example.net without TLS"),
+    "one-backup-region": ("prod", "database backups only in the nodes' region (GRA9 is GRA)",
+                          [_set("ovh.backupRegion", "GRA9"), _set("buckets.backups.region", "SBG")],
+                          "database-backups-offsite", "Database 'socle-prod-main' keeps backups only in GRA"),
+    "no-deletion-protection-in-prod": ("prod", "the prod database can be deleted",
+                                       [_set("databases.main.deletionProtection", False)],
+                                       "database-deletion-protection", "Database 'socle-prod-main' can be deleted"),
+    "unversioned-bucket": ("prod", "a bucket without versioning", [_set("buckets.documents.versioning", False)],
+                           "bucket-versioning", "Bucket 'socle-prod-documents' is not versioned"),
+    "backup-bucket-unlocked": ("prod", "the backup bucket has no object lock", [_set("buckets.backups.objectLock", DELETE)],
+                               "backup-bucket-immutable-offsite",
+                               "Backup bucket 'socle-prod-backups' has no object lock in compliance mode"),
+    "backup-bucket-beside-the-data": ("prod", "the backup bucket is in the data's region",
+                                      [_set("buckets.backups.region", "GRA")], "backup-bucket-immutable-offsite",
+                                      "Backup bucket 'socle-prod-backups' is in GRA, where the data it protects lives"),
+    "retention-30-days-in-prod": ("prod", "backups kept 30 days in prod (minimum 1825)",
+                                  [_set("backup.retention", {"daily": 30, "weekly": 0, "monthly": 0, "yearly": 0})],
+                                  "stateful-data-backed-up", "Backup job of server 'web' keeps snapshots for 30 days"),
+    "volume-left-out-of-backups": ("staging", "a stateful volume excluded from backups",
+                                   [_set("apps.nextcloud.volumes.data.backup", False)], "stateful-data-backed-up",
+                                   "Volume 'socle-staging-nextcloud-data' holds state but no backup job covers it"),
+    "no-instance-backup": ("prod", "a stateful server without instance backups", [_set("servers.web.autoBackup", DELETE)],
+                           "instance-backups", "Server 'socle-prod-web' holds state but has no instance backup"),
+    "instance-backup-rotation-3-in-prod": ("prod", "3 instance backups kept in prod (minimum 7)",
+                                           [_set("servers.web.autoBackup.rotation", 3)], "instance-backups",
+                                           "Server 'socle-prod-web' keeps 3 instance backups"),
+}
+
+
+def render(name: str) -> str:
+    base, what, patches, policy, _ = CASES[name]
+    doc = yaml.safe_load((ROOT / f"Pulumi.{base}.yaml").read_text())
+    cfg = {k.split(":", 1)[1]: v for k, v in doc["config"].items()}
+    cfg = copy.deepcopy(cfg)
+    for p in patches:
+        p(cfg)
+    body = yaml.safe_dump({"config": {f"socle:{k}": v for k, v in cfg.items()}}, sort_keys=False, width=120)
+    return (f"# Broken on purpose ({base} with {what}): the policy pack must refuse it with {policy}.\n"
+            f"# Generated by tests/broken/generate.py from Pulumi.{base}.yaml; do not edit by hand.\n" + body)
+
+
+if __name__ == "__main__":
+    for name in CASES:
+        (HERE / f"{name}.yaml").write_text(render(name))
+    print(f"wrote {len(CASES)} broken stack files to {HERE}")
