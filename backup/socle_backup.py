@@ -113,8 +113,7 @@ class Job:
             conn = ["-h", db["host"], "-p", str(db["port"]), "-U", db["user"]]
         else:
             env = {"MYSQL_PWD": self._db_password(db)}
-            conn = ["-h", db["host"], "-P", str(db["port"]), "-u", db["user"], "--protocol=TCP",
-                    "--connect-timeout=10"]
+            conn = ["-h", db["host"], "-P", str(db["port"]), "-u", db["user"], "--protocol=TCP"]
             if db.get("tls"):
                 conn.append("--ssl-verify-server-cert" if db.get("verifyCert") else "--ssl")
         if db.get("mode") == "exec":
@@ -213,6 +212,7 @@ class Job:
         targets = targets or self.m["targets"]
         if not targets:
             raise BackupError("no backup target in the manifest")
+        self._keep_args()  # refuse a policy that keeps nothing before doing any work
         dumps = self.dump_dir()
         if dumps.exists() and not self.dry_run:
             shutil.rmtree(dumps)
@@ -236,15 +236,28 @@ class Job:
                     args[1:1] = ["--time", at]
                 log(f"snapshot to {t['name']}")
                 self.restic(t, *args)
-                r = self.m["retention"]
-                log(f"forget --prune on {t['name']} (keep {r})")
-                self.restic(t, "forget", "--host", self.m["host"], "--prune",
-                            *[f"--keep-{k}={r[k]}" for k in ("daily", "weekly", "monthly", "yearly") if r.get(k)])
+                self.forget(t)
             except BackupError as e:
                 failures.append(f"{t['name']}: {e}")
                 log(f"target {t['name']} FAILED: {e}")
         if failures:
             raise BackupError("; ".join(failures))
+
+    def forget(self, t: dict) -> None:
+        """Apply the retention policy, then prune. On an object-locked bucket the deleted objects
+        only become delete markers: their locked versions stay until the lock expires."""
+        keep = self._keep_args()
+        log(f"forget --prune on {t['name']} ({' '.join(keep)})")
+        # Group by host only: restic groups by host and paths by default, so a volume added to the
+        # manifest would start a new group and the old one would escape the retention policy.
+        self.restic(t, "forget", "--host", self.m["host"], "--group-by", "host", "--prune", *keep)
+
+    def _keep_args(self) -> list[str]:
+        r = self.m.get("retention") or {}
+        keep = [f"--keep-{k}={r[k]}" for k in ("daily", "weekly", "monthly", "yearly") if r.get(k)]
+        if not keep:
+            raise BackupError("the retention policy keeps nothing; refusing to forget every snapshot")
+        return keep
 
     def _init_if_needed(self, t: dict) -> None:
         res = self.restic(t, "cat", "config", capture=True, mutating=False, check=False)
@@ -284,6 +297,34 @@ class Job:
             args += ["--include", inc]
         self.restic(target, *args, mutating=False)
 
+    def _scratch(self, db: dict) -> tuple[dict, str | None]:
+        """Where a drill loads a dump: the same server under another name ("same": dev, tests), or
+        a throw-away database container on this server ("docker": production data is never touched)."""
+        kind = (self.m.get("drill") or {}).get("scratch", {}).get("kind", "same")
+        if kind == "same":
+            return db, None
+        name = f"socle-drill-{db['engine']}"
+        password = os.urandom(12).hex()
+        self.secrets["SOCLE_DRILL_PASSWORD"] = password
+        if db["engine"] == "postgresql":
+            env, user, ready = ["-e", "POSTGRES_PASSWORD"], "postgres", ["pg_isready", "-U", "postgres", "-h", "127.0.0.1"]
+        else:
+            env, user, ready = ["-e", "MARIADB_ROOT_PASSWORD", "-e", "MYSQL_ROOT_PASSWORD"], "root", \
+                ["sh", "-c", 'mariadb-admin ping -h 127.0.0.1 -uroot -p"$MARIADB_ROOT_PASSWORD" || '
+                             'mysqladmin ping -h 127.0.0.1 -uroot -p"$MYSQL_ROOT_PASSWORD"']
+        self.sh(["docker", "rm", "-f", name], check=False)
+        self.sh(["docker", "run", "-d", "--rm", "--name", name, "--network", "none", *env, db["scratchImage"]],
+                env={"POSTGRES_PASSWORD": password, "MARIADB_ROOT_PASSWORD": password, "MYSQL_ROOT_PASSWORD": password})
+        for _ in range(90):
+            if self.sh(["docker", "exec", name, *ready], check=False, capture=True).returncode == 0:
+                break
+            time.sleep(2)
+        else:
+            raise BackupError(f"drill: the scratch {db['engine']} container did not start")
+        scratch = {**db, "mode": "exec", "container": name, "host": "127.0.0.1", "tls": False, "user": user,
+                   "port": 5432 if db["engine"] == "postgresql" else 3306, "passwordEnv": "SOCLE_DRILL_PASSWORD"}
+        return scratch, name
+
     def drill(self) -> dict:
         """Restore the latest snapshot into a scratch directory, load each dump into a scratch
         database and compare row counts with those recorded when the dump was taken."""
@@ -296,14 +337,21 @@ class Job:
             recorded = json.loads((restored_dumps / "row-counts.json").read_text())
             for db in self.m.get("databases", []):
                 key = f"{db['cluster']}/{db['database']}"
-                scratch = f"{db['database']}_socle_drill"
-                self.load(db, scratch, restored_dumps / db["cluster"] / f"{db['database']}.sql")
+                dump = restored_dumps / db["cluster"] / f"{db['database']}.sql"
+                if key not in recorded or not dump.is_file():
+                    raise BackupError(f"drill: the latest snapshot holds no dump of {key}; was it added after that backup?")
+                scratch_db, container = self._scratch(db)
+                name = f"{db['database']}_socle_drill"
                 try:
-                    got = self.row_counts(db, scratch)
+                    self.load(scratch_db, name, dump)
+                    got = self.row_counts(scratch_db, name)
                 finally:
-                    self.sql(db, "postgres" if db["engine"] == "postgresql" else "mysql",
-                             f'DROP DATABASE IF EXISTS "{scratch}"' if db["engine"] == "postgresql"
-                             else f"DROP DATABASE IF EXISTS `{scratch}`", mutating=True)
+                    if container:
+                        self.sh(["docker", "rm", "-f", container], check=False)
+                    else:
+                        self.sql(db, "postgres" if db["engine"] == "postgresql" else "mysql",
+                                 f'DROP DATABASE IF EXISTS "{name}"' if db["engine"] == "postgresql"
+                                 else f"DROP DATABASE IF EXISTS `{name}`", mutating=True)
                 if got != recorded.get(key):
                     raise BackupError(f"drill: {key} restored with row counts {got}, dump recorded {recorded.get(key)}")
                 report["databases"][key] = sum(got.values())
@@ -312,33 +360,47 @@ class Job:
             f"databases {report['databases']}")
         return report
 
-    def restore(self, *, volume: str | None, database: str | None, at: str | None, target_name: str | None) -> None:
-        """Scenario A (human error): put one volume or one database back as it was on a given day."""
-        targets = [t for t in self.m["targets"] if target_name in (None, t["name"])]
-        if not targets:
-            raise BackupError(f"no target named {target_name} (known: {', '.join(t['name'] for t in self.m['targets'])})")
-        t = targets[0]
+    def restore(self, *, volumes: list[str], databases: list[str], at: str | None, target_name: str | None,
+                from_repo: str | None = None) -> None:
+        """Put volumes and databases back as they were at `at` (default: the latest snapshot).
+        Scenario A restores one of them; B and C restore all (`--all`), B from a recovered copy
+        of the repository (`--from-repo`)."""
+        if from_repo:
+            t = {"name": "recovered", "kind": "local", "repository": from_repo}
+        else:
+            targets = [t for t in self.m["targets"] if target_name in (None, t["name"])]
+            if not targets:
+                raise BackupError(f"no target named {target_name} "
+                                  f"(known: {', '.join(t['name'] for t in self.m['targets'])})")
+            t = targets[0]
+        vols = {v["name"]: v for v in self.m.get("volumes", [])}
+        dbs = {f"{d['cluster']}/{d['database']}": d for d in self.m.get("databases", [])}
+        for v in volumes:
+            if v not in vols:
+                raise BackupError(f"unknown volume {v} (known: {', '.join(vols) or 'none'})")
+        for d in databases:
+            if d not in dbs:
+                raise BackupError(f"unknown database {d} (known: {', '.join(dbs) or 'none'})")
         snap = self.pick_snapshot(t, at)
         log(f"using snapshot {snap['id'][:8]} of {snap['time'][:19]} from {t['name']}")
         with tempfile.TemporaryDirectory(prefix="socle-restore-") as tmp:
-            if volume:
-                vols = {v["name"]: v for v in self.m.get("volumes", [])}
-                if volume not in vols:
-                    raise BackupError(f"unknown volume {volume} (known: {', '.join(vols)})")
-                path = vols[volume]["path"]
+            for v in volumes:
+                path = vols[v]["path"]
                 self.restore_to(t, snap, Path(tmp), [path])
                 src = Path(tmp) / path.lstrip("/")
-                log(f"restoring volume {volume} into {path}")
+                if not src.is_dir():
+                    raise BackupError(f"snapshot {snap['id'][:8]} holds nothing for volume {v}")
+                log(f"restoring volume {v} into {path}")
                 self.sh(["rsync", "-a", "--delete", f"{src}/", f"{path}/"])
-            if database:
-                dbs = {f"{d['cluster']}/{d['database']}": d for d in self.m.get("databases", [])}
-                if database not in dbs:
-                    raise BackupError(f"unknown database {database} (known: {', '.join(dbs)})")
-                db = dbs[database]
+            for d in databases:
+                db = dbs[d]
                 dump_path = str(self.dump_dir() / db["cluster"] / f"{db['database']}.sql")
                 self.restore_to(t, snap, Path(tmp), [dump_path])
-                log(f"loading {database} from the dump of {snap['time'][:19]}")
-                self.load(db, db["database"], Path(tmp) / dump_path.lstrip("/"))
+                dump = Path(tmp) / dump_path.lstrip("/")
+                if not dump.is_file():
+                    raise BackupError(f"snapshot {snap['id'][:8]} holds no dump of {d}")
+                log(f"loading {d} from the dump of {snap['time'][:19]}")
+                self.load(db, db["database"], dump)
 
 
 def ping(url: str | None, ok: bool, message: str) -> None:
@@ -364,9 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("drill", help="restore the latest snapshot and the dumps into scratch, compare")
     p_snap = sub.add_parser("snapshots", help="list snapshots per target")
     p_snap.add_argument("--target")
-    p_res = sub.add_parser("restore", help="scenario A: put a volume or a database back as of a day")
-    p_res.add_argument("--volume")
-    p_res.add_argument("--database", help="CLUSTER/DATABASE")
+    p_res = sub.add_parser("restore", help="put volumes and/or databases back as of a day")
+    p_res.add_argument("--volume", action="append", default=[], help="volume name (repeatable)")
+    p_res.add_argument("--database", action="append", default=[], help="CLUSTER/DATABASE (repeatable)")
+    p_res.add_argument("--all", action="store_true", help="every volume and database of this server")
+    p_res.add_argument("--from-repo", help="a recovered copy of the repository (ransomware scenario)")
     p_res.add_argument("--at", help="YYYY-MM-DD (the last snapshot of that day) or a full timestamp; default: latest")
     p_res.add_argument("--target", help="repository to restore from (default: the first)")
     args = ap.parse_args(argv)
@@ -388,13 +452,21 @@ def main(argv: list[str] | None = None) -> int:
                     for s in job.snapshots(t):
                         print(f"{t['name']}\t{s['id'][:8]}\t{s['time'][:19]}\t{' '.join(s.get('paths', []))}")
         elif args.command == "restore":
-            if not (args.volume or args.database):
-                ap.error("restore needs --volume NAME or --database CLUSTER/DATABASE")
-            job.restore(volume=args.volume, database=args.database, at=args.at, target_name=args.target)
-    except BackupError as e:
-        log(f"FAILED {args.command}: {e}")
+            volumes, databases = args.volume, args.database
+            if args.all:
+                volumes = [v["name"] for v in manifest.get("volumes", [])]
+                databases = [f"{d['cluster']}/{d['database']}" for d in manifest.get("databases", [])]
+            if not (volumes or databases):
+                ap.error("restore needs --volume NAME, --database CLUSTER/DATABASE or --all")
+            job.restore(volumes=volumes, databases=databases, at=args.at, target_name=args.target,
+                        from_repo=args.from_repo)
+    except Exception as e:  # noqa: BLE001 — any failure, expected or not, must be signalled
+        what = str(e) if isinstance(e, BackupError) else f"unexpected {type(e).__name__}: {e}"
+        log(f"FAILED {args.command}: {what}")
         if args.command in ("run", "check", "drill") and not args.dry_run:
-            ping(secrets.get("SOCLE_PING_URL"), False, f"{args.command} failed: {e}")
+            ping(secrets.get("SOCLE_PING_URL"), False, f"{args.command} failed: {what}")
+        if not isinstance(e, BackupError):
+            raise
         return 1
     took = time.monotonic() - started
     log(f"{args.command} OK in {took:.1f} s")

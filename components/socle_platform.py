@@ -193,8 +193,13 @@ class Platform(pulumi.ComponentResource):
                 server, tls = users[0], True
             for logical in db.databases:
                 env = f"SOCLE_DB_PASSWORD_{dname}_{logical}".upper().replace("-", "_")
+                # The drill's throw-away server: the engine the dump came from.
+                scratch_image = (f"postgres:{db.version}-alpine" if db.engine == "postgresql"
+                                 else f"mysql:{db.version}" if cfg.database_hosting(dname) == "managed"
+                                 else f"mariadb:{db.version}")
                 entry = {"cluster": self.pname(dname), "database": logical, "engine": db.engine,
-                         "host": comp.host, "port": comp.port, "tls": tls, "passwordEnv": env}
+                         "host": comp.host, "port": comp.port, "tls": tls, "passwordEnv": env,
+                         "scratchImage": scratch_image}
                 if cfg.database_hosting(dname) == "container":
                     entry.update({"user": user, "container": self.pname(dname),
                                   "mode": "tcp" if local else "exec", "host": dname,

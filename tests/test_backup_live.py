@@ -1,0 +1,422 @@
+"""Backups that restore, for real: PostgreSQL (TLS only) and MariaDB with data, an sshd on
+127.0.0.1:4660 with socle's key-only, SFTP-only hardening, restic over SFTP, and the runner
+(backup/socle_backup.py) driven through its command line exactly as the timers run it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.services import ROOT_USER, MariaDB, PingServer, Postgres, Sshd
+from tests.tools import require
+
+RUNNER = ROOT / "backup" / "socle_backup.py"
+
+
+@pytest.fixture(scope="module")
+def pg():
+    s = Postgres()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def my():
+    s = MariaDB()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd():
+    s = Sshd()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def ping():
+    s = PingServer()
+    yield s
+    s.stop()
+
+
+# ------------------------------------------------------------------------------------ data
+
+def seed(pg: Postgres, my: MariaDB) -> None:
+    pg.psql("DROP DATABASE IF EXISTS app")
+    pg.psql("CREATE DATABASE app")
+    pg.psql("CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text, created timestamptz);"
+            "INSERT INTO customers (name, email, created) SELECT 'client ' || i, 'c' || i || '@example.org', "
+            "timestamptz '2026-01-01' + i * interval '1 hour' FROM generate_series(1, 3000) i;"
+            "CREATE TABLE documents (id int PRIMARY KEY, body bytea);"
+            "INSERT INTO documents SELECT i, decode(repeat(md5(i::text), 20), 'hex') FROM generate_series(1, 800) i;",
+            db="app")
+    my.sql("DROP DATABASE IF EXISTS shop; CREATE DATABASE shop;")
+    my.sql("CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(40), amount DECIMAL(10,2), note TEXT);"
+           "INSERT INTO orders SELECT seq, CONCAT('client ', seq), seq * 1.25, REPEAT('x', seq % 70) FROM seq_1_to_2500;",
+           db="shop")
+
+
+def pg_fingerprint(pg: Postgres) -> dict:
+    return {t: pg.psql(f"SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY id)) FROM {t} t", db="app").strip()
+            for t in ("customers", "documents")}
+
+
+def my_fingerprint(my: MariaDB) -> str:
+    return my.sql("SET SESSION group_concat_max_len = 100000000; SELECT CONCAT(COUNT(*), ':', MD5(GROUP_CONCAT("
+                  "CONCAT_WS(',', id, customer, amount, note) ORDER BY id SEPARATOR '|'))) FROM orders", db="shop").strip()
+
+
+def make_volume(path: Path) -> None:
+    (path / "uploads" / "2026").mkdir(parents=True)
+    (path / "cache").mkdir()
+    for i in range(40):
+        (path / "uploads" / "2026" / f"doc-{i}.bin").write_bytes(os.urandom(2000 + i * 97))
+    (path / "config.php").write_text("<?php $CONFIG = ['instanceid' => 'abc'];\n")
+    (path / "cache" / "thumb.tmp").write_bytes(os.urandom(5000))
+    os.chmod(path / "config.php", 0o640)
+
+
+def tree_fingerprint(path: Path) -> dict:
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(path))] = (hashlib.sha256(p.read_bytes()).hexdigest(), oct(p.stat().st_mode & 0o777))
+    return out
+
+
+class Job:
+    """A manifest + env file pair, as BackupJob installs them, and the runner's command line."""
+
+    def __init__(self, tmp: Path, pg: Postgres | None, my: MariaDB | None, targets: list[dict], ping: PingServer | None,
+                 retention: dict | None = None, password: str = "restic-test-password"):
+        self.tmp = tmp
+        self.volume = tmp / "volume"
+        if not self.volume.exists():
+            self.volume.mkdir()
+            make_volume(self.volume)
+        dbs = []
+        if pg:
+            dbs.append({"cluster": "socle-test-pg", "database": "app", "engine": "postgresql", "mode": "tcp",
+                        "host": "127.0.0.1", "port": pg.port, "user": "postgres", "tls": True,
+                        "passwordEnv": "SOCLE_DB_PASSWORD_PG_APP"})
+        if my:
+            dbs.append({"cluster": "socle-test-my", "database": "shop", "engine": "mysql", "mode": "tcp",
+                        "host": "127.0.0.1", "port": my.port, "user": "root", "tls": False,
+                        "passwordEnv": "SOCLE_DB_PASSWORD_MY_SHOP"})
+        self.manifest = {
+            "version": 1, "host": "web", "stack": "test", "workDir": str(tmp / "work"),
+            "volumes": [{"name": "socle-test-nextcloud-data", "path": str(self.volume), "exclude": ["cache"]}],
+            "databases": dbs, "targets": targets,
+            "retention": retention or {"daily": 7, "weekly": 4, "monthly": 12, "yearly": 5},
+            "check": {"subset": "50%"}, "drill": {"scratch": {"kind": "same"}},
+        }
+        self.env = {"RESTIC_PASSWORD": password}
+        if pg:
+            self.env["SOCLE_DB_PASSWORD_PG_APP"] = pg.password
+        if my:
+            self.env["SOCLE_DB_PASSWORD_MY_SHOP"] = my.password
+        if ping:
+            self.env["SOCLE_PING_URL"] = ping.url
+        self.write()
+
+    def write(self):
+        (self.tmp / "backup.json").write_text(json.dumps(self.manifest))
+        (self.tmp / "backup.env").write_text("".join(f"{k}='{v}'\n" for k, v in self.env.items()))
+
+    def __call__(self, *args: str, path_prefix: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ)
+        if path_prefix:
+            env["PATH"] = f"{path_prefix}:{env['PATH']}"
+        return subprocess.run([sys.executable, str(RUNNER), "--manifest", str(self.tmp / "backup.json"),
+                               "--env-file", str(self.tmp / "backup.env"), *args],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    def snapshots(self, target: dict | None = None, password: str | None = None) -> list[dict]:
+        t = target or self.manifest["targets"][0]
+        env = {**os.environ, "RESTIC_PASSWORD": password or self.env["RESTIC_PASSWORD"], "RESTIC_REPOSITORY": t["repository"]}
+        args = ["restic", "snapshots", "--json"]
+        if t["kind"] == "sftp":
+            ssh = " ".join(["ssh", *t["sshOptions"], "-p", str(t["port"]), t["sshHost"], "-s", "sftp"])
+            args[1:1] = ["-o", f"sftp.command={ssh}"]
+        res = subprocess.run(args, capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout or "[]")
+
+
+def ok(res: subprocess.CompletedProcess, what: str):
+    assert res.returncode == 0, f"{what} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+
+
+def failed(res: subprocess.CompletedProcess, what: str):
+    assert res.returncode != 0, f"{what} should have failed:\n{res.stdout[-2000:]}"
+    return res.stdout + res.stderr
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    # Readable by the SFTP user and the database servers' own users.
+    tmp_path.chmod(0o755)
+    return tmp_path
+
+
+# ------------------------------------------------------------------------------------ round trip
+
+def test_backup_over_sftp_then_restore_after_loss_gives_back_every_row_and_every_byte(tmp, pg, my, sshd, ping):
+    seed(pg, my)
+    job = Job(tmp, pg, my, [sshd.target(path=str(sshd.repo_root / "roundtrip"))], ping)
+    before_pg, before_my, before_files = pg_fingerprint(pg), my_fingerprint(my), tree_fingerprint(job.volume)
+    ok(job("run"), "backup")
+    assert ping.hits == ["/ping/backup"], ping.hits
+    (snap,) = job.snapshots()
+    assert snap["hostname"] == "web"
+
+    # Human error and worse: rows deleted, a table dropped, files deleted and overwritten.
+    pg.psql("DELETE FROM customers WHERE id % 3 = 0; DROP TABLE documents;", db="app")
+    my.sql("UPDATE orders SET amount = 0; DELETE FROM orders WHERE id > 100;", db="shop")
+    shutil.rmtree(job.volume / "uploads" / "2026")
+    (job.volume / "config.php").write_text("ransom note")
+    assert pg_fingerprint is not None and tree_fingerprint(job.volume) != before_files
+
+    ok(job("restore", "--database", "socle-test-pg/app", "--database", "socle-test-my/shop",
+           "--volume", "socle-test-nextcloud-data"), "restore")
+    assert pg_fingerprint(pg) == before_pg, "PostgreSQL rows differ after restore"
+    assert my_fingerprint(my) == before_my, "MariaDB rows differ after restore"
+    restored = tree_fingerprint(job.volume)
+    expected = {k: v for k, v in before_files.items() if not k.startswith("cache/")}
+    assert restored == expected, "files differ after restore (content or mode)"
+    assert not (job.volume / "cache").exists(), "the excluded cache/ came back from the backup"
+
+
+def test_restore_as_of_a_day_picks_that_days_snapshot(tmp, pg, my, sshd):
+    seed(pg, my)
+    job = Job(tmp, pg, None, [sshd.target(path=str(sshd.repo_root / "byday"))], None)
+    ok(job("run", "--time", "2026-11-20 03:00:00"), "backup of the 20th")
+    monday = pg_fingerprint(pg)
+    pg.psql("INSERT INTO customers (name) VALUES ('added on the 21st')", db="app")
+    ok(job("run", "--time", "2026-11-21 03:00:00"), "backup of the 21st")
+    pg.psql("TRUNCATE customers", db="app")
+    ok(job("restore", "--database", "socle-test-pg/app", "--at", "2026-11-20"), "restore as of the 20th")
+    assert pg_fingerprint(pg) == monday
+    out = failed(job("restore", "--database", "socle-test-pg/app", "--at", "2026-11-01"), "restore before any backup")
+    assert "no snapshot of web on backup-server on or before 2026-11-01" in out
+
+
+def test_restore_everything_from_a_recovered_copy_of_the_repository(tmp, pg, my, sshd):
+    """Scenario B's last step: the repository, recovered from the immutable copy, is a plain directory."""
+    seed(pg, my)
+    repo = sshd.repo_root / "recovered-src"
+    job = Job(tmp, pg, my, [sshd.target(path=str(repo))], None)
+    ok(job("run"), "backup")
+    before = (pg_fingerprint(pg), my_fingerprint(my), tree_fingerprint(job.volume))
+    copy = tmp / "recovered"
+    shutil.copytree(repo, copy)
+    pg.psql("DROP TABLE customers", db="app")
+    my.sql("DROP TABLE orders", db="shop")
+    shutil.rmtree(job.volume)
+    job.volume.mkdir()
+    ok(job("restore", "--all", "--from-repo", str(copy)), "restore --all from the copy")
+    assert (pg_fingerprint(pg), my_fingerprint(my)) == before[:2]
+    assert tree_fingerprint(job.volume) == {k: v for k, v in before[2].items() if not k.startswith("cache/")}
+
+
+def test_dry_run_restore_changes_nothing(tmp, pg, my, sshd):
+    seed(pg, my)
+    job = Job(tmp, pg, None, [sshd.target(path=str(sshd.repo_root / "dry"))], None)
+    ok(job("run"), "backup")
+    pg.psql("DELETE FROM customers WHERE id < 10", db="app")
+    after_loss = pg_fingerprint(pg)
+    res = job("--dry-run", "restore", "--database", "socle-test-pg/app")
+    ok(res, "dry-run restore")
+    assert "[dry-run] would load app.sql into socle-test-pg/app" in res.stdout, res.stdout
+    assert pg_fingerprint(pg) == after_loss
+
+
+# ------------------------------------------------------------------------------------ checks and drills
+
+def test_check_and_restore_drill_pass_and_leave_no_scratch_database(tmp, pg, my, sshd, ping):
+    seed(pg, my)
+    job = Job(tmp, pg, my, [sshd.target(path=str(sshd.repo_root / "drill"))], ping)
+    ok(job("run"), "backup")
+    ok(job("check"), "restic check --read-data-subset")
+    res = job("drill")
+    ok(res, "drill")
+    assert "drill OK" in res.stdout and "'socle-test-pg/app': 3800" in res.stdout and "'socle-test-my/shop': 2500" in res.stdout, res.stdout
+    assert "app_socle_drill" not in pg.psql("SELECT datname FROM pg_database")
+    assert "shop_socle_drill" not in my.sql("SHOW DATABASES")
+    assert ping.hits == ["/ping/backup"] * 3
+
+
+def test_drill_fails_when_the_snapshot_lacks_a_database(tmp, pg, my, sshd, ping):
+    seed(pg, my)
+    job = Job(tmp, pg, None, [sshd.target(path=str(sshd.repo_root / "drill-missing"))], ping)
+    ok(job("run"), "backup of PostgreSQL only")
+    job.manifest["databases"].append(Job(tmp, None, my, [], None).manifest["databases"][0])
+    job.env["SOCLE_DB_PASSWORD_MY_SHOP"] = my.password
+    job.write()
+    out = failed(job("drill"), "drill with a database that was never backed up")
+    assert "socle-test-my/shop" in out
+    assert ping.hits[-1] == "/ping/backup/fail"
+
+
+# ------------------------------------------------------------------------------------ faults
+
+def test_unreachable_target_fails_signals_and_keeps_earlier_snapshots(tmp, pg, my, sshd, ping):
+    seed(pg, my)
+    good = sshd.target(path=str(sshd.repo_root / "unreachable"))
+    job = Job(tmp, pg, my, [good], ping)
+    ok(job("run"), "first backup")
+    job.manifest["targets"] = [sshd.target(path=good["repository"].split(":", 2)[2], port=1)]
+    job.write()
+    out = failed(job("run"), "backup to a closed port")
+    assert "unreachable" in out or "FAILED" in out
+    assert ping.hits == ["/ping/backup", "/ping/backup/fail"], ping.hits
+    assert len(job.snapshots(good)) == 1, "the earlier snapshot must still be there, and no new one"
+
+
+def fake_dump(tmp: Path, tool: str, exit_status: int) -> str:
+    """A dump client that stops halfway through the real dump."""
+    bindir = tmp / f"fake-{tool}-{exit_status}"
+    bindir.mkdir()
+    real = shutil.which(tool)
+    script = bindir / tool
+    script.write_text(f"#!/bin/sh\n{real} \"$@\" | head -c 20000\nexit {exit_status}\n")
+    script.chmod(0o755)
+    return str(bindir)
+
+
+@pytest.mark.parametrize("tool,exit_status", [("pg_dump", 1), ("pg_dump", 0), ("mysqldump", 0)])
+def test_a_dump_that_stops_halfway_is_never_a_good_backup(tmp, pg, my, sshd, ping, tool, exit_status):
+    seed(pg, my)
+    job = Job(tmp, pg, my, [sshd.target(path=str(sshd.repo_root / f"halfway-{tool}-{exit_status}"))], ping)
+    ok(job("run"), "first backup")
+    out = failed(job("run", path_prefix=fake_dump(tmp, tool, exit_status)), f"backup with a {tool} cut halfway")
+    cluster = "socle-test-pg/app" if tool == "pg_dump" else "socle-test-my/shop"
+    expected = "failed" if exit_status else "is incomplete (no end marker)"
+    assert f"dump of {cluster} {expected}" in out, out[-1500:]
+    assert ping.hits[-1] == "/ping/backup/fail"
+    assert len(job.snapshots()) == 1, "a snapshot was taken after a failed dump"
+    assert not list((tmp / "work" / "dumps").rglob("*.partial")), "a partial dump was left behind"
+
+
+def test_wrong_repository_password_fails_and_signals(tmp, pg, my, sshd, ping):
+    seed(pg, my)
+    job = Job(tmp, None, None, [sshd.target(path=str(sshd.repo_root / "password"))], ping)
+    ok(job("run"), "first backup")
+    job.env["RESTIC_PASSWORD"] = "not-the-password"
+    job.write()
+    out = failed(job("run"), "backup with a wrong password")
+    assert "refuses the password" in out
+    assert ping.hits[-1] == "/ping/backup/fail"
+    assert len(job.snapshots(password="restic-test-password")) == 1
+
+
+@pytest.fixture
+def tiny_disk(tmp):
+    if not ROOT_USER:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mnt = tmp / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_fails_and_keeps_the_earlier_snapshot_restorable(tmp, tiny_disk, ping):
+    require("restic")
+    target = {"name": "local", "kind": "local", "repository": str(tiny_disk / "repo")}
+    job = Job(tmp, None, None, [target], ping)
+    ok(job("run"), "first backup (fits)")
+    before = tree_fingerprint(job.volume)
+    (job.volume / "uploads" / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    out = failed(job("run"), "backup to a full disk")
+    assert "no space left on device" in out.lower(), out[-1500:]
+    assert ping.hits[-1] == "/ping/backup/fail"
+    assert len(job.snapshots()) == 1
+    (job.volume / "uploads" / "big.bin").unlink()
+    shutil.rmtree(job.volume / "uploads" / "2026")
+    ok(job("restore", "--volume", "socle-test-nextcloud-data"), "restore of the earlier snapshot")
+    assert tree_fingerprint(job.volume) == {k: v for k, v in before.items() if not k.startswith("cache/")}
+
+
+# ------------------------------------------------------------------------------------ retention
+
+def keep_reference(times: list[dt.datetime], policy: dict) -> set[dt.datetime]:
+    """restic's documented --keep-* algorithm, written independently: newest first, for each
+    policy keep a snapshot when its bucket (day, ISO week, month, year) differs from the last kept."""
+    buckets = {"daily": lambda t: t.date(), "weekly": lambda t: t.isocalendar()[:2],
+               "monthly": lambda t: (t.year, t.month), "yearly": lambda t: t.year}
+    kept, last, left = set(), {}, dict(policy)
+    for t in sorted(times, reverse=True):
+        for name, n in policy.items():
+            b = buckets[name](t)
+            if left[name] > 0 and last.get(name) != b:
+                kept.add(t)
+                last[name] = b
+                left[name] -= 1
+    return kept
+
+
+@pytest.mark.parametrize("policy,times", [
+    ({"daily": 7}, [dt.datetime(2026, 11, d, 3) for d in range(1, 13)]),
+    ({"daily": 7, "weekly": 4, "monthly": 12, "yearly": 5},
+     [dt.datetime(y, m, 1, 3) for y in range(2019, 2026) for m in (1, 7)]
+     + [dt.datetime(2026, 9, 1, 3), dt.datetime(2026, 10, 1, 3)]
+     + [dt.datetime(2026, 11, d, 3) for d in (2, 9, 14, 16, 18, 19, 20, 21, 22, 23)]),
+], ids=["7-daily", "prod-1825-days"])
+def test_forget_keeps_exactly_what_the_policy_says(tmp, policy, times):
+    require("restic")
+    target = {"name": "local", "kind": "local", "repository": str(tmp / "repo")}
+    job = Job(tmp, None, None, [target], None, retention=policy)
+    env = {**os.environ, "RESTIC_PASSWORD": job.env["RESTIC_PASSWORD"], "RESTIC_REPOSITORY": target["repository"]}
+    subprocess.run(["restic", "init", "-q"], env=env, check=True)
+    for t in times[:-1]:
+        subprocess.run(["restic", "backup", "-q", "--host", "web", "--time", t.strftime("%Y-%m-%d %H:%M:%S"),
+                        str(job.volume)], env=env, check=True)
+    # The last night goes through the runner, which applies the policy with forget --prune.
+    ok(job("run", "--time", times[-1].strftime("%Y-%m-%d %H:%M:%S")), "nightly run")
+    kept = {dt.datetime.fromisoformat(s["time"][:19]) for s in job.snapshots()}
+    assert kept == keep_reference(times, policy), sorted(kept ^ keep_reference(times, policy))
+    if "yearly" in policy:
+        assert (max(kept) - min(kept)).days >= 5 * 365 - 183, "the prod policy must reach back about five years"
+
+
+def test_a_policy_that_keeps_nothing_is_refused(tmp, ping):
+    target = {"name": "local", "kind": "local", "repository": str(tmp / "repo")}
+    job = Job(tmp, None, None, [target], ping, retention={"daily": 0, "weekly": 0, "monthly": 0, "yearly": 0})
+    out = failed(job("run"), "backup with an empty retention policy")
+    assert "keeps nothing" in out
+
+
+# ------------------------------------------------------------------------------------ the SSH server's hardening
+
+def ssh(sshd: Sshd, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh", *sshd.ssh_options(), "-p", str(sshd.port), f"{user or sshd.user}@127.0.0.1", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_backup_user_gets_sftp_only_no_shell(sshd):
+    res = ssh(sshd, "id")
+    assert "uid=" not in res.stdout, "the restic user got a shell"
+
+
+def test_password_logins_are_refused(sshd):
+    res = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                          "-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "PubkeyAuthentication=no",
+                          "-p", str(sshd.port), f"{sshd.user}@127.0.0.1", "true"], capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0 and "Permission denied (publickey)" in res.stderr, res.stderr
+
+
+def test_other_users_are_refused_even_with_the_key(sshd):
+    res = ssh(sshd, "true", user="root")
+    assert res.returncode != 0 and "Permission denied" in res.stderr, res.stderr
