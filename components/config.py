@@ -671,6 +671,13 @@ def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
             if used:
                 add("backup.targets.bucket", f"bucket '{t.bucket}' is also used by apps {', '.join(used)}; "
                     "backups need a bucket of their own")
+    from .render.backup import ScheduleError, cron_to_oncalendar
+
+    for key, cron in (("schedule", b.schedule), ("checkSchedule", b.check_schedule), ("drillSchedule", b.drill_schedule)):
+        try:
+            cron_to_oncalendar(cron)
+        except ScheduleError as e:
+            add(f"backup.{key}", f"{e}; servers run backups from systemd timers")
     if isinstance(b.ping_url, str) and not re.match(r"^https://", b.ping_url):
         add("backup.pingUrl", f"'{b.ping_url}' is not an https:// URL")
     for name in cfg.apps:

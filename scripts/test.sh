@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real tools the tests run: caddy (validate + live HTTPS), cloud-init (schema), sshd (-t),
-# and shellcheck; python3-venv for the virtualenv on a bare Debian.
-PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck python3-venv ca-certificates)
+# Real tools the tests run: caddy (validate + live HTTPS), cloud-init (schema), sshd (-t, and a
+# live SFTP target), shellcheck, systemd-analyze (timers), restic, PostgreSQL and MariaDB (backups
+# and restores for real, on 127.0.0.1), rsync and openssl; python3-venv for the virtualenv.
+PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
+          mariadb-client rsync openssl python3-venv ca-certificates)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

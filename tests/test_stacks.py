@@ -228,7 +228,7 @@ def test_stateful_volumes_are_labelled_for_backup(run):
 
 
 def test_exports_list_urls_servers_and_databases_without_secrets(run):
-    assert set(run.exports) == {"urls", "servers", "databases", "buckets"}
+    assert set(run.exports) == {"urls", "servers", "databases", "buckets", "ssh", "backups"}
     assert all(u.startswith("https://") for u in run.exports["urls"].values()), run.exports["urls"]
     assert not run.export_secrets, f"exports {run.export_secrets} are secret: they should not carry secrets at all"
 

@@ -10,7 +10,8 @@ RUNNER_PATH = "/usr/local/lib/socle/socle_backup.py"
 MANIFEST_PATH = "/etc/socle/backup.json"
 ENV_PATH = "/etc/socle/backup.env"
 SSH_KEY_PATH = "/etc/socle/backup_ssh_key"
-PACKAGES = ["restic", "postgresql-client", "mariadb-client", "rsync", "python3"]
+# rclone reads the object-locked bucket as it was before an attack (--s3-version-at).
+PACKAGES = ["restic", "postgresql-client", "mariadb-client", "rsync", "rclone", "python3"]
 
 _DOW = {"0": "Sun", "1": "Mon", "2": "Tue", "3": "Wed", "4": "Thu", "5": "Fri", "6": "Sat", "7": "Sun"}
 

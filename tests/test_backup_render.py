@@ -1,0 +1,127 @@
+"""What a backup job installs, checked by the tools that consume it: systemd (timers, units),
+shellcheck (installers), croniter (the local crontab); and the runner reading its env file back."""
+
+import datetime as dt
+import re
+import subprocess
+import sys
+
+import pytest
+from croniter import croniter
+
+from components.config import load
+from components.render.backup import (
+    ScheduleError,
+    cron_to_oncalendar,
+    render_crontab,
+    render_env,
+    render_installer,
+    render_restic_access,
+    render_secrets_installer,
+    render_systemd_units,
+)
+from tests.conftest import ROOT, program, run_values, stack_values
+from tests.tools import require, run
+
+SCHEDULES = {"run": "0 3 * * *", "check": "30 5 * * 0", "drill": "0 6 1 * *"}
+
+
+@pytest.mark.parametrize("cron", ["0 3 * * *", "30 5 * * 0", "0 6 1 * *", "0 */6 * * *", "15 2 * * 1-5",
+                                  "0 0 1,15 * *", "0 4 * 1,7 *"])
+def test_systemd_elapses_when_cron_would(cron):
+    cal = cron_to_oncalendar(cron)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    res = run([require("systemd-analyze", "systemd"), "calendar", "--iterations=3", cal])
+    assert res.returncode == 0, f"systemd rejects OnCalendar={cal}: {res.stderr}"
+    got = [dt.datetime.strptime(m, "%Y-%m-%d %H:%M:%S")
+           for m in re.findall(r"(?:Next elapse|Iter\. #\d): \w+ (\S+ \S+) UTC", res.stdout)]
+    it = croniter(cron, now)
+    want = [it.get_next(dt.datetime) for _ in range(3)]
+    assert got == want, f"{cron} -> {cal}: systemd {got}, cron {want}"
+
+
+def test_schedules_systemd_cannot_express_are_refused_with_the_key():
+    with pytest.raises(ScheduleError, match="sets both day-of-month and day-of-week"):
+        cron_to_oncalendar("0 3 1 * 1")
+    v = stack_values("prod")
+    v["backup"]["drillSchedule"] = "0 3 1 * 1"
+    with pytest.raises(Exception) as exc:
+        load(v)
+    assert "socle:backup.drillSchedule: '0 3 1 * 1' sets both day-of-month and day-of-week" in str(exc.value)
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    units = render_systemd_units(SCHEDULES)
+    for path, content in units.items():
+        (tmp_path / path.rsplit("/", 1)[1]).write_text(content)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{n}.{k}" for n in ("socle-backup", "socle-backup-check", "socle-backup-drill") for k in ("service", "timer"))
+    res = run([require("systemd-analyze", "systemd"), "verify", *sorted(str(p) for p in tmp_path.iterdir())], cwd=tmp_path)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    timer = units["/etc/systemd/system/socle-backup.timer"]
+    assert "OnCalendar=*-*-* 3:0:00 UTC" in timer and "Persistent=true" in timer, "a missed night runs at next boot"
+    service = units["/etc/systemd/system/socle-backup.service"]
+    assert "Type=oneshot" in service and "socle_backup.py run" in service
+
+
+@pytest.mark.parametrize("script", [render_installer(["socle-backup", "socle-backup-check"]), render_secrets_installer(),
+                                    render_restic_access()], ids=["installer", "secrets", "restic-access"])
+def test_installers_pass_shellcheck(tmp_path, script):
+    f = tmp_path / "s.sh"
+    f.write_text(script)
+    res = run([require("shellcheck"), "-s", "bash", str(f)])
+    assert res.returncode == 0, res.stdout
+
+
+def test_local_crontab_runs_each_job_on_its_schedule():
+    lines = [ln for ln in render_crontab(SCHEDULES).splitlines() if not ln.startswith("#")]
+    assert len(lines) == 3
+    for line, (job, cron) in zip(lines, SCHEDULES.items()):
+        fields = line.split()
+        assert " ".join(fields[:5]) == cron and croniter.is_valid(cron)
+        assert fields[5:8] == ["python3", "/usr/local/lib/socle/socle_backup.py", job], line
+
+
+def test_env_file_round_trips_through_the_runner():
+    sys.path.insert(0, str(ROOT / "backup"))
+    import socle_backup
+
+    values = {"RESTIC_PASSWORD": "a b'c\"d$e`f\\g", "SOCLE_PING_URL": "https://hc.example.org/ping/x?y=1&z=2", "EMPTY": ""}
+    path = ROOT / ".pytest_env_roundtrip"
+    try:
+        path.write_text(render_env(values))
+        assert socle_backup.load_env(path) == values
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_changing_backup_settings_updates_the_job_in_place_and_never_touches_a_server():
+    before = program("prod")
+    v = stack_values("prod")
+    v["backup"].update({"schedule": "30 1 * * *", "retention": {"daily": 14, "weekly": 8, "monthly": 24, "yearly": 6}})
+    after = run_values(v, stack="prod")
+    a = {r.urn: r for r in before.resources}
+    b = {r.urn: r for r in after.resources}
+    assert set(a) == set(b), f"resources added or removed: {set(a) ^ set(b)}"
+    changed = sorted(u.rsplit("::", 1)[1] for u in a if a[u].inputs != b[u].inputs)
+    assert changed == ["web-backup-install"], f"a backup setting changed {changed}"
+    for u in a:
+        if "cloudInstance" in u or "cloudSecurityGroup" in u:
+            assert a[u].inputs == b[u].inputs, f"{u} changed with the backup settings"
+
+
+def test_every_stateful_volume_and_database_is_in_a_manifest(run):
+    import json
+
+    from policy.rules import backup_manifests
+    from tools.policy_graph import resources
+
+    manifests = backup_manifests(resources(run))
+    assert manifests, f"{run.stack} has no backup job"
+    covered = {v["name"] for _, m in manifests for v in m["volumes"]}
+    stateful = {r.plain["name"] for r in run.of_type("docker:index/volume:Volume")
+                if {"label": "socle.stateful", "value": "true"} in r.plain.get("labels", [])}
+    assert stateful and stateful <= covered, stateful - covered
+    dbs = {f"{d['cluster']}/{d['database']}" for _, m in manifests for d in m["databases"]}
+    assert dbs == {f"socle-{run.stack}-main/{n}" for n in ("nextcloud", "etherpad", "app")}, dbs
+    assert "RESTIC_PASSWORD" not in json.dumps([m for _, m in manifests]), "a secret in the manifest"
