@@ -230,12 +230,11 @@ class Job:
         failures = []
         for t in targets:
             try:
-                self._init_if_needed(t)
                 args = ["backup", "--host", self.m["host"], "--tag", "socle", *excludes, *paths]
                 if at:
                     args[1:1] = ["--time", at]
                 log(f"snapshot to {t['name']}")
-                self.restic(t, *args)
+                self._backup(t, args)
                 self.forget(t)
             except BackupError as e:
                 failures.append(f"{t['name']}: {e}")
@@ -259,18 +258,22 @@ class Job:
             raise BackupError("the retention policy keeps nothing; refusing to forget every snapshot")
         return keep
 
-    def _init_if_needed(self, t: dict) -> None:
-        res = self.restic(t, "cat", "config", capture=True, mutating=False, check=False)
+    def _backup(self, t: dict, args: list[str]) -> None:
+        """restic backup, initialising the repository the first time. (Probing first would cost
+        every night one more opening of the repository, i.e. one more key derivation.)"""
+        res = self.restic(t, *args, check=False)
         if res.returncode == 0:
             return
         err = (res.stderr or "").lower()
         if "wrong password" in err or "no key found" in err:
             raise BackupError(f"repository {t['name']} refuses the password; check RESTIC_PASSWORD in {ENV_FILE}")
-        if not any(s in err for s in ("does not exist", "is there a repository", "no such file", "not found",
-                                      "unable to open config file")):
-            raise BackupError(f"repository {t['name']} is unreachable: {err.strip()[-300:]}")
+        missing = any(s in err for s in ("does not exist", "is there a repository", "no such file", "not found",
+                                         "unable to open config file"))
+        if not missing or self.dry_run:
+            raise BackupError(f"backup to {t['name']} failed (restic status {res.returncode}): {err.strip()[-600:]}")
         log(f"initialising repository {t['name']}")
         self.restic(t, "init")
+        self.restic(t, *args)
 
     def check(self) -> None:
         subset = self.m.get("check", {}).get("subset", "5%")
