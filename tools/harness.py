@@ -131,8 +131,10 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
     from pulumi.runtime.sync_await import _sync_await
 
     if config is None:
-        path = config_file or ROOT / f"Pulumi.{stack}.yaml"
-        config, secret_keys = stack_config(Path(path))
+        path = Path(config_file or ROOT / f"Pulumi.{stack}.yaml")
+        # A stack without a file has no config (as with the CLI): a review stack pr-<number>
+        # then gets the review profile from the program itself.
+        config, secret_keys = stack_config(path) if path.exists() or config_file else ({}, [])
     secret_values: set[str] = set()
     for k in secret_keys or []:
         secret_values.update(_leaves(config[k]))

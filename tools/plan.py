@@ -230,19 +230,24 @@ def main(argv: list[str] | None = None) -> int:
     from tools.harness import stack_config
     from tools.policy_graph import policy_config, policy_config_path, verdicts
 
+    from components.profiles import review_number
+
     path = args.config_file or ROOT / f"Pulumi.{args.stack}.yaml"
-    if not path.exists():
+    review = review_number(args.stack) is not None and not path.exists()
+    if not path.exists() and not review:
         print(f"plan: no stack file {path}; create it or pass --config-file", file=sys.stderr)
         return 2
     try:
-        config, secret_keys = stack_config(path)
+        config, secret_keys = ({}, []) if review else stack_config(path)
         run = run_program(args.stack, config=config, secret_keys=secret_keys)
     except (pulumi.RunError, ConfigError) as err:
         print(str(err), file=sys.stderr)
         return 2
     # The program accepted this config, so the model loads: the diagram is drawn from it.
-    run.config_model = load({k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")},
-                            {k.split(":", 1)[1] for k in secret_keys})[0]
+    from components.profiles import apply_profile
+
+    values = {k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")}
+    run.config_model = load(apply_profile(args.stack, values), {k.split(":", 1)[1] for k in secret_keys})[0]
     ppath = policy_config_path(args.stack, args.policy_config)
     pconf = policy_config(args.stack, ppath)
     found = verdicts(run, pconf)
@@ -269,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         print(mermaid(run), end="")
     else:
         resources = custom(run)
-        print(f"socle plan for stack '{args.stack}' ({path.name}), evaluated offline under Pulumi mocks:")
+        source = "review profile" if review else path.name
+        print(f"socle plan for stack '{args.stack}' ({source}), evaluated offline under Pulumi mocks:")
         print(f"{len(resources)} resources would be created; addresses and IDs below are stand-ins.\n")
         groups: dict[str, list[Resource]] = {}
         for r in resources:

@@ -21,11 +21,15 @@ def resources(run: Run) -> list[rules.Res]:
 
 
 def policy_config_path(stack: str, path: Path | None = None) -> Path:
-    """The stack's policy config file; a stack without one (e.g. a review stack) gets staging's."""
+    """The stack's policy config file: its own, review.json for pr-<number>, else staging's."""
+    from components.profiles import review_number
+
     if path is not None:
         return path
     own = ROOT / "policy" / "config" / f"{stack}.json"
-    return own if own.exists() else ROOT / "policy" / "config" / "staging.json"
+    if own.exists():
+        return own
+    return ROOT / "policy" / "config" / ("review.json" if review_number(stack) else "staging.json")
 
 
 def policy_config(stack: str, path: Path | None = None) -> dict:
