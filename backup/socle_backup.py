@@ -224,7 +224,11 @@ class Job:
         if not self.dry_run:
             dumps.mkdir(parents=True, exist_ok=True)
             (dumps / "row-counts.json").write_text(json.dumps(counts, indent=1, sort_keys=True))
-        paths = [str(dumps)] + [v["path"] for v in self.m.get("volumes", [])]
+        paths = [str(dumps)]
+        for v in self.m.get("volumes", []):
+            # `include` narrows a volume to some of its paths; missing ones are skipped, not errors.
+            inside = [os.path.join(v["path"], i) for i in v.get("include") or []]
+            paths += [p for p in inside if os.path.exists(p)] if inside else [v["path"]]
         excludes = [x for v in self.m.get("volumes", []) for x in
                     (f"--exclude={os.path.join(v['path'], e)}" for e in v.get("exclude", []))]
         failures = []

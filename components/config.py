@@ -326,6 +326,8 @@ class Volume(_Model):
     """Mount path inside the container."""
     stateful: bool = True
     """Holds data that must be backed up (uploads, app data)."""
+    include: list[str] = Field(default_factory=list)
+    """Back up only these paths inside the volume (default: all of it), e.g. data/."""
     exclude: list[str] = Field(default_factory=list)
     """Backup exclude patterns (restic syntax), e.g. cache/."""
     backup: bool = True
@@ -649,6 +651,10 @@ def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
                 if first[0] != src.generate:
                     add(f"{p}.secrets.{var}.generate",
                         f"shared secret '{src.shared}' has length {first[0]} at {first[1]}; use the same length")
+        for vname, vol in app.volumes.items():
+            for j, inc in enumerate(vol.include):
+                if inc.startswith("/") or ".." in inc.split("/"):
+                    add(f"{p}.volumes.{vname}.include.{j}", f"'{inc}' must be a path inside the volume, e.g. data/")
         clash = set(app.env) & set(app.secrets)
         for var in sorted(clash):
             add(f"{p}.env.{var}", "also set in secrets; keep it in one place")

@@ -178,7 +178,8 @@ class Platform(pulumi.ComponentResource):
             for v, spec in app.volumes.items():
                 if spec.stateful and spec.backup:
                     name = f"{self.pname(aname)}-{v}"
-                    volumes[app.server].append({"name": name, "path": vol_path(name), "exclude": list(spec.exclude)})
+                    volumes[app.server].append({"name": name, "path": vol_path(name), "include": list(spec.include),
+                                                "exclude": list(spec.exclude)})
         if local:
             for bname in cfg.buckets:
                 name = f"{self.pname(bname)}-data"

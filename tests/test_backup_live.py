@@ -198,6 +198,15 @@ def test_backup_over_sftp_then_restore_after_loss_gives_back_every_row_and_every
     assert not (job.volume / "cache").exists(), "the excluded cache/ came back from the backup"
 
 
+def test_include_narrows_a_volume_to_some_paths(tmp, sshd):
+    job = Job(tmp, None, None, [sshd.target(path=str(sshd.repo_root / "include"))], None)
+    job.manifest["volumes"][0]["include"] = ["uploads", "not-there-yet"]
+    job.write()
+    ok(job("run"), "backup with include")
+    (snap,) = job.snapshots()
+    assert sorted(snap["paths"]) == sorted([str(tmp / "work" / "dumps"), str(job.volume / "uploads")]), snap["paths"]
+
+
 def test_restore_as_of_a_day_picks_that_days_snapshot(tmp, pg, my, sshd):
     seed(pg, my)
     job = Job(tmp, pg, None, [sshd.target(path=str(sshd.repo_root / "byday"))], None)

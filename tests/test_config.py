@@ -219,3 +219,9 @@ def test_bad_config_stops_the_program_before_any_resource_is_registered():
         harness.Resource = real
     assert "socle:apps.web.server: unknown server 'nowhere'" in str(exc.value)
     assert not recorded, f"resources registered before the config error: {[r['name'] for r in recorded]}"
+
+
+def test_volume_include_must_stay_inside_the_volume():
+    v = dev()
+    v["apps"]["nextcloud"]["volumes"]["data"]["include"] = ["data/", "../etc"]
+    assert "socle:apps.nextcloud.volumes.data.include.1: '../etc' must be a path inside the volume" in errors_of(v)
