@@ -182,8 +182,8 @@ def _blocks(text: str) -> list[_Block]:
     """Top-level blocks of a Caddyfile: their head line and their body lines (nested kept flat)."""
     blocks, depth, cur = [], 0, None
     for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip() if not raw.strip().startswith('"') else raw.strip()
-        if not line:
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
         if depth == 0:
             if line.endswith("{"):

@@ -186,7 +186,9 @@ def test_backup_over_sftp_then_restore_after_loss_gives_back_every_row_and_every
     my.sql("UPDATE orders SET amount = 0; DELETE FROM orders WHERE id > 100;", db="shop")
     shutil.rmtree(job.volume / "uploads" / "2026")
     (job.volume / "config.php").write_text("ransom note")
-    assert pg_fingerprint is not None and tree_fingerprint(job.volume) != before_files
+    assert pg.psql("SELECT count(*) FROM customers", db="app").strip() == "2000", "the damage did not happen"
+    assert "documents" not in pg.psql("SELECT tablename FROM pg_tables", db="app")
+    assert my_fingerprint(my) != before_my and tree_fingerprint(job.volume) != before_files
 
     ok(job("restore", "--database", "socle-test-pg/app", "--database", "socle-test-my/shop",
            "--volume", "socle-test-nextcloud-data"), "restore")

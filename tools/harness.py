@@ -198,7 +198,8 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
     exports: dict[str, Any] = {}
     psettings.reset_options(project=PROJECT, stack=stack, preview=False)
     pulumi.runtime.set_all_config(config, secret_keys or [])
-    pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=False, monitor=Monitor(Mocks()))
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=Monitor(mocks))
     real_export = pulumi.export
     pulumi.export = lambda k, v: exports.__setitem__(k, v)
     cwd = os.getcwd()
@@ -211,7 +212,6 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
         pulumi.export = real_export
         os.chdir(cwd)
         sys.path.remove(str(ROOT))
-    # A Monitor instance is built twice above (set_mocks needs one); keep the recording of the used one.
     return Run(stack, recorded, resolved, secret_exports, secret_values)
 
 

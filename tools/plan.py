@@ -169,10 +169,9 @@ def critical_path(run: Run) -> list[Resource]:
     return [nodes[u] for u in path]
 
 
-def mermaid(run: Run) -> str:
+def mermaid(run: Run, cfg) -> str:
     """Servers with their apps, databases, buckets and DNS names, and who uses what."""
     lines = ["flowchart LR"]
-    cfg = run.config_model
     addresses = run.exports.get("servers", {})
     for sname, srv in cfg.servers.items():
         lines.append(f'  subgraph srv_{sname}["server {sname} ({srv.role}) {addresses.get(sname, "")}"]')
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from components.profiles import apply_profile
 
     values = {k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")}
-    run.config_model = load(apply_profile(args.stack, values), {k.split(":", 1)[1] for k in secret_keys})[0]
+    cfg = load(apply_profile(args.stack, values), {k.split(":", 1)[1] for k in secret_keys})[0]
     ppath = policy_config_path(args.stack, args.policy_config)
     pconf = policy_config(args.stack, ppath)
     found = verdicts(run, pconf)
@@ -271,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(doc, indent=1))
     elif args.mermaid:
-        print(mermaid(run), end="")
+        print(mermaid(run, cfg), end="")
     else:
         resources = custom(run)
         source = "review profile" if review else path.name
