@@ -183,16 +183,19 @@ class Job:
                 counts[name] = int(n)
         return counts
 
+    def _admin(self, db: dict, verb: str, database: str) -> None:
+        """CREATE DATABASE or DROP DATABASE IF EXISTS, from the engine's maintenance database."""
+        pg = db["engine"] == "postgresql"
+        quoted = f'"{database}"' if pg else f"`{database}`"
+        self.sql(db, "postgres" if pg else "mysql", f"{verb} {quoted}", mutating=True)
+
     def load(self, db: dict, database: str, dump: Path) -> None:
         """Load a dump into `database` (created empty first; dropped if it exists)."""
-        admin_db = "postgres" if db["engine"] == "postgresql" else "mysql"
+        self._admin(db, "DROP DATABASE IF EXISTS", database)
+        self._admin(db, "CREATE DATABASE", database)
         if db["engine"] == "postgresql":
-            self.sql(db, admin_db, f'DROP DATABASE IF EXISTS "{database}"', mutating=True)
-            self.sql(db, admin_db, f'CREATE DATABASE "{database}"', mutating=True)
             cmd, env = self._db_cmd(db, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database)
         else:
-            self.sql(db, admin_db, f"DROP DATABASE IF EXISTS `{database}`", mutating=True)
-            self.sql(db, admin_db, f"CREATE DATABASE `{database}`", mutating=True)
             cmd, env = self._db_cmd(db, "mysql", database)
         if self.dry_run:
             log(f"[dry-run] would load {dump.name} into {db['cluster']}/{database}")
@@ -356,9 +359,7 @@ class Job:
                     if container:
                         self.sh(["docker", "rm", "-f", container], check=False)
                     else:
-                        self.sql(db, "postgres" if db["engine"] == "postgresql" else "mysql",
-                                 f'DROP DATABASE IF EXISTS "{name}"' if db["engine"] == "postgresql"
-                                 else f"DROP DATABASE IF EXISTS `{name}`", mutating=True)
+                        self._admin(db, "DROP DATABASE IF EXISTS", name)
                 if got != recorded.get(key):
                     raise BackupError(f"drill: {key} restored with row counts {got}, dump recorded {recorded.get(key)}")
                 report["databases"][key] = sum(got.values())

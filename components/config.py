@@ -475,10 +475,9 @@ class StackConfig(_Model):
 
     def users_of(self, section: str, name: str) -> list[str]:
         """Apps using a database / bucket / cache, sorted."""
-        attr = {"databases": "databases", "buckets": "buckets", "caches": "caches"}[section]
         out = []
         for app_name, app in self.apps.items():
-            for use in getattr(app, attr):
+            for use in getattr(app, section):
                 if use.use.split(".")[0] == name:
                     out.append(app_name)
         return sorted(set(out))

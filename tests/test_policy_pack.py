@@ -11,6 +11,7 @@ from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2 as pb
 from pulumi.runtime.proto import analyzer_pb2_grpc as pb_grpc
 
+from policy import rules
 from policy.rules import RULES
 from tests.conftest import ROOT, program
 from tools.policy_graph import policy_config
@@ -37,12 +38,8 @@ def configure(stub, stack):
     conf = policy_config(stack)
     req = pb.ConfigureAnalyzerRequest()
     for rule in RULES:
-        entry = conf.get(rule.name)
-        level = entry if isinstance(entry, str) else (entry or {}).get("enforcementLevel", conf.get("all", "advisory"))
-        props = struct_pb2.Struct()
-        props.update({**rule.config, **({k: v for k, v in entry.items() if k != "enforcementLevel"}
-                                        if isinstance(entry, dict) else {})})
-        req.policyConfig[rule.name].CopyFrom(pb.PolicyConfig(enforcementLevel=LEVELS[level], properties=props))
+        req.policyConfig[rule.name].CopyFrom(pb.PolicyConfig(enforcementLevel=LEVELS[rules.enforcement(rule, conf)],
+                                                             properties=struct(rules.rule_config(rule, conf))))
     stub.Configure(req)
 
 
@@ -58,7 +55,7 @@ def analyzer_resources(run):
     for r in run.resources:
         prov = None
         if r.provider:
-            p = by_urn.get(r.provider.rsplit("::", 1)[0])
+            p = by_urn.get(r.provider)
             if p is not None:
                 prov = pb.AnalyzerProviderResource(type=p.type, urn=p.urn, name=p.name, properties=struct(p.plain))
         out.append(pb.AnalyzerResource(type=r.type, urn=r.urn, name=r.name, properties=struct(r.plain),

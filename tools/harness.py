@@ -42,7 +42,7 @@ class Resource:
     plain: dict             # the same with secrets unwrapped
     dependencies: list[str]
     custom: bool
-    provider: str | None
+    provider: str | None    # URN of the resource's provider (the engine's "<urn>::<id>" without the id)
     outputs: dict = field(default_factory=dict)
 
     def secret_paths(self) -> set[str]:
@@ -190,7 +190,8 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
             recorded.append(Resource(
                 urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
                 inputs=raw, plain=unwrap(raw), dependencies=list(request.dependencies),
-                custom=bool(request.custom), provider=request.provider or None,
+                custom=bool(request.custom),
+                provider=request.provider.rsplit("::", 1)[0] if request.provider else None,
                 outputs=unwrap(json_format.MessageToDict(resp.object)) if resp.object else {},
             ))
             return resp

@@ -149,7 +149,7 @@ def critical_path(run: Run) -> list[Resource]:
     for urn, r in nodes.items():
         d = {u for dep in r.dependencies for u in expand(dep)}
         if r.provider:
-            d.add(r.provider.rsplit("::", 1)[0])
+            d.add(r.provider)
         deps[urn] = {u for u in d if u in nodes and u != urn}
     memo: dict[str, list[str]] = {}
 
@@ -242,11 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     except (pulumi.RunError, ConfigError) as err:
         print(str(err), file=sys.stderr)
         return 2
-    # The program accepted this config, so the model loads: the diagram is drawn from it.
-    from components.profiles import apply_profile
-
-    values = {k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")}
-    cfg = load(apply_profile(args.stack, values), {k.split(":", 1)[1] for k in secret_keys})[0]
     ppath = policy_config_path(args.stack, args.policy_config)
     pconf = policy_config(args.stack, ppath)
     found = verdicts(run, pconf)
@@ -260,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             "configFile": str(path),
             "resources": [{"type": r.type, "name": r.name, "urn": r.urn, "parent": r.parent,
                            "inputs": mask(r.inputs), "dependencies": r.dependencies,
-                           "provider": r.provider.rsplit("::", 1)[0] if r.provider else None}
+                           "provider": r.provider}
                           for r in run.resources],
             "policyConfig": str(ppath),
             "violations": [{"policy": v.finding.policy, "level": v.level, "resource": v.finding.resource,
@@ -270,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(doc, indent=1))
     elif args.mermaid:
+        # The program accepted this config, so the model loads: the diagram is drawn from it.
+        from components.profiles import apply_profile
+
+        values = {k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")}
+        cfg = load(apply_profile(args.stack, values), {k.split(":", 1)[1] for k in secret_keys})[0]
         print(mermaid(run, cfg), end="")
     else:
         resources = custom(run)

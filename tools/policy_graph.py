@@ -13,9 +13,7 @@ from tools.harness import ROOT, Run
 def resources(run: Run) -> list[rules.Res]:
     return [
         rules.Res(type=r.type, name=r.name, urn=r.urn, props=r.plain, parent=r.parent,
-                  dependencies=list(r.dependencies),
-                  # The engine refers to a provider as "<urn>::<id>"; the rules want the URN.
-                  provider=r.provider.rsplit("::", 1)[0] if r.provider else None)
+                  dependencies=list(r.dependencies), provider=r.provider)
         for r in run.resources
     ]
 
