@@ -144,12 +144,18 @@ class OvhSettings(_Model):
 class Access(_Model):
     admin_ssh_keys: list[SshPublicKey] = Field(default_factory=list)
     """OpenSSH public keys of the administrators, installed for the deploy user."""
+    ci_ssh_key: SshPublicKey | None = None
+    """Public half of this environment's own CI deploy key (the DEPLOY_SSH_KEY secret of its GitHub environments), installed like adminSshKeys; a review stack's must be authorised on no other stack."""
     admin_cidrs: list[Cidr] = Field(default_factory=list)
     """CIDR blocks allowed to reach SSH (the machine that runs `pulumi up` must be in one)."""
     ssh_port: Port = 22
     """SSH port of every server (a non-standard port cuts log noise; the security group follows it)."""
     deploy_user: Name = "deploy"
     """Non-root user created by cloud-init; Docker is driven over SSH as this user."""
+
+    def authorized_keys(self) -> list[str]:
+        """Every key the deploy user accepts: the administrators', then CI's."""
+        return [*self.admin_ssh_keys, *([self.ci_ssh_key] if self.ci_ssh_key else [])]
 
 
 class DnsRecord(_Model):

@@ -49,7 +49,7 @@ class Platform(pulumi.ComponentResource):
             clients = [self.servers[a].address for a in cfg.app_servers()] if srv.role == "backup" else []
             self.servers[sname] = Server(sname, ServerArgs(
                 target=cfg.target, physical_name=self.pname(sname), role=srv.role,
-                deploy_user=cfg.access.deploy_user, admin_keys=list(cfg.access.admin_ssh_keys),
+                deploy_user=cfg.access.deploy_user, admin_keys=cfg.access.authorized_keys(),
                 admin_cidrs=list(cfg.access.admin_cidrs), ssh_port=cfg.access.ssh_port,
                 project_id=ovh.project_id if ovh else None, region=ovh.region if ovh else None,
                 flavor=srv.flavor, image=srv.image,

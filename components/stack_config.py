@@ -5,8 +5,8 @@ from __future__ import annotations
 import pulumi
 import pulumi.runtime.config as runtime_config
 
-from .config import NAMESPACE, StackConfig, decode, load
-from .profiles import apply_profile
+from .config import NAMESPACE, StackConfig, decode
+from .profiles import load_stack
 
 
 def read_stack_config() -> tuple[StackConfig, dict]:
@@ -15,4 +15,4 @@ def read_stack_config() -> tuple[StackConfig, dict]:
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     values = {k[len(prefix):]: decode(v) for k, v in raw.items() if k.startswith(prefix)}
     secret = {k[len(prefix):] for k in raw if k.startswith(prefix) and runtime_config.is_config_secret(k)}
-    return load(apply_profile(pulumi.get_stack(), values), secret)
+    return load_stack(pulumi.get_stack(), values, secret)

@@ -225,19 +225,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import pulumi
 
-    from components.config import ConfigError, decode, load
+    from components.config import ConfigError, decode
     from tools.harness import stack_config
     from tools.policy_graph import policy_config, policy_config_path, verdicts
 
     from components.profiles import review_number
 
     path = args.config_file or ROOT / f"Pulumi.{args.stack}.yaml"
-    review = review_number(args.stack) is not None and not path.exists()
+    review = review_number(args.stack) is not None
     if not path.exists() and not review:
         print(f"plan: no stack file {path}; create it or pass --config-file", file=sys.stderr)
         return 2
     try:
-        config, secret_keys = ({}, []) if review else stack_config(path)
+        config, secret_keys = stack_config(path) if path.exists() else ({}, [])
         run = run_program(args.stack, config=config, secret_keys=secret_keys)
     except (pulumi.RunError, ConfigError) as err:
         print(str(err), file=sys.stderr)
@@ -266,14 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(doc, indent=1))
     elif args.mermaid:
         # The program accepted this config, so the model loads: the diagram is drawn from it.
-        from components.profiles import apply_profile
+        from components.profiles import load_stack
 
         values = {k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")}
-        cfg = load(apply_profile(args.stack, values), {k.split(":", 1)[1] for k in secret_keys})[0]
+        cfg = load_stack(args.stack, values, {k.split(":", 1)[1] for k in secret_keys})[0]
         print(mermaid(run, cfg), end="")
     else:
         resources = custom(run)
-        source = "review profile" if review else path.name
+        source = path.name if not review else "review profile" + (f" + {path.name}" if path.exists() else "")
         print(f"socle plan for stack '{args.stack}' ({source}), evaluated offline under Pulumi mocks:")
         print(f"{len(resources)} resources would be created; addresses and IDs below are stand-ins.\n")
         groups: dict[str, list[Resource]] = {}
