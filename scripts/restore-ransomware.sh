@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
 done
 [[ "$before" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]] || die "--before must be a UTC timestamp like 2026-11-20T00:00:00Z"
 need pulumi "see the README (Deploying staging and prod)"
+use_policy "$STACK"
 
 urn=$(pulumi stack --stack "$STACK" --show-urns | python3 -c '
 import re, sys
@@ -34,7 +35,7 @@ for line in sys.stdin:
         print(m.group(1)); break' "$SERVER")
 [ -n "$urn" ] || die "stack $STACK has no OVH instance for server $SERVER"
 say "1/3 rebuilding $SERVER from a clean image (the compromised instance is destroyed)"
-act pulumi up --stack "$STACK" --replace "$urn" --yes
+act pulumi up --stack "$STACK" --replace "$urn" --yes "${POLICY[@]}"
 setup "$STACK" "$SERVER"
 bucket=$(on_server python3 -c 'import json; t=[t for t in json.load(open("/etc/socle/backup.json"))["targets"] if t["kind"] == "s3"]; print(t[0]["repository"] if t else "")')
 [ -n "$bucket" ] || die "server $SERVER has no bucket target: restore from the backup server with restore-server.sh"

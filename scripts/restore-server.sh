@@ -23,9 +23,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 need pulumi "see the README (Deploying staging and prod)"
+use_policy "$STACK"
 say "1/2 recreating what is missing in stack $STACK"
 act pulumi refresh --stack "$STACK" --yes
-act pulumi up --stack "$STACK" --yes
+act pulumi up --stack "$STACK" --yes "${POLICY[@]}"
 setup "$STACK" "$SERVER"
 say "2/2 restoring every volume and database of $SERVER"
 containers=$(app_containers | tr '\n' ' ')

@@ -98,14 +98,24 @@ def test_restore_server_dry_run_changes_nothing(fakes):
     res, calls = fakes("restore-server.sh", "prod", "web", "--at", "2026-11-19", "--dry-run")
     assert res.returncode == 0, res.stderr
     assert not mutating(calls), mutating(calls)
-    assert "[dry-run] would run: pulumi up --stack prod --yes" in res.stderr
+    assert f"[dry-run] would run: pulumi up --stack prod --yes --policy-pack {ROOT}/policy " \
+           f"--policy-pack-config {ROOT}/policy/config/prod.json" in res.stderr, res.stderr
     assert any("--dry-run restore --all --at 2026-11-19" in c for c in calls), calls
+
+
+def test_a_restore_without_a_policy_config_for_the_stack_stops_before_any_change(fakes):
+    for script in ("restore-server.sh", "restore-ransomware.sh"):
+        res, calls = fakes(script, "qa", "web", *(["--before", "2026-11-20T00:00:00Z"] if "ransom" in script else []))
+        assert res.returncode == 2 and "no policy config" in res.stderr and "policy/config/qa.json" in res.stderr, \
+            (script, res.stderr)
+        assert not any("pulumi up" in c or "pulumi refresh" in c for c in calls), (script, calls)
 
 
 def test_ransomware_rebuilds_the_server_and_restores_from_the_locked_bucket_as_it_was(fakes):
     res, calls = fakes("restore-ransomware.sh", "prod", "web", "--before", "2026-11-20T00:00:00Z")
     assert res.returncode == 0, res.stderr
-    assert f"pulumi up --stack prod --replace {URN} --yes" in calls
+    policy = f"--policy-pack {ROOT}/policy --policy-pack-config {ROOT}/policy/config/prod.json"
+    assert f"pulumi up --stack prod --replace {URN} --yes {policy}" in calls, "a restore deploys under the policy pack"
     rclone = [c for c in calls if "rclone" in c]
     assert len(rclone) == 1 and "2026-11-20T00:00:00Z" in rclone[0] and "s3.sbg.io.cloud.ovh.net" in rclone[0] \
         and "socle-prod-backups/web" in rclone[0], rclone

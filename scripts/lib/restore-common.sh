@@ -31,6 +31,17 @@ for key in sys.argv[1].split("."):
 print(value if isinstance(value, (str, int)) else json.dumps(value))' "$2"
 }
 
+PROJECT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# use_policy STACK: sets POLICY to the policy pack and this stack's config, passed to every
+# `pulumi up` a restore runs, so a restore is held to the same rules as a deployment.
+use_policy() {
+  local config="$PROJECT_ROOT/policy/config/$1.json"
+  [ -f "$config" ] || die "no policy config $config for stack $1: a restore deploys under the same policy pack as CI"
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  POLICY=(--policy-pack "$PROJECT_ROOT/policy" --policy-pack-config "$config")
+}
+
 # setup STACK SERVER: sets ADDRESS, SSH_USER, SSH_PORT, and checks the server has a backup job.
 setup() {
   STACK=$1
