@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT
+from tests.tools import require, run
 from tools.reaper import decide
 
 FAKE_GH = r'''#!/usr/bin/env python3
@@ -30,7 +31,7 @@ elif args[0] == "api":
     if path.endswith("/comments") and method == "GET":
         out = json.dumps([db["comments"]])
     elif path.endswith("/comments") and method == "POST":
-        db["comments"].append({"id": len(db["comments"]) + 100, "body": field("body")})
+        db["comments"].append({"id": len(db["comments"]) + 100, "body": field("body"), "user": {"login": "github-actions[bot]"}})
     elif "/issues/comments/" in path:
         cid = int(path.rsplit("/", 1)[1])
         for c in db["comments"]:
@@ -39,7 +40,8 @@ elif args[0] == "api":
     elif path.endswith("/issues") and method == "GET":
         out = json.dumps([i for i in db["issues"] if i["state"] == "open"])
     elif path.endswith("/issues") and method == "POST":
-        db["issues"].append({"number": len(db["issues"]) + 1, "title": field("title"), "body": field("body"), "state": "open"})
+        db["issues"].append({"number": len(db["issues"]) + 1, "title": field("title"), "body": field("body"), "state": "open",
+                             "user": {"login": "github-actions[bot]"}})
     elif "/issues/" in path and method == "PATCH":
         n = int(path.rsplit("/", 1)[1])
         for i in db["issues"]:
@@ -83,6 +85,36 @@ def test_pr_comment_is_created_once_then_edited(bin_dir, tmp_path):
     other = run_tool(bin_dir, "tools.github_report", "pr-comment", "--pr", "42", "--marker", "review", "--title", "x",
                      f"urls={tmp_path}/s.txt:success")
     assert other.returncode == 0 and len(github(bin_dir)["comments"]) == 2, "another marker is another comment"
+
+
+def test_a_comment_by_someone_else_carrying_the_marker_is_left_alone(bin_dir, tmp_path):
+    (bin_dir / "github.json").write_text(json.dumps({"comments": [
+        {"id": 7, "body": "<!-- socle:preview -->\nlooks official", "user": {"login": "mallory"}}],
+        "issues": [], "calls": []}))
+    (tmp_path / "s.txt").write_text("+ 1 to create\n")
+    res = run_tool(bin_dir, "tools.github_report", "pr-comment", "--pr", "42", "--marker", "preview", "--title", "t",
+                   f"staging={tmp_path}/s.txt:success")
+    assert res.returncode == 0 and res.stdout.strip() == "created a comment", res.stdout + res.stderr
+    comments = github(bin_dir)["comments"]
+    assert comments[0]["body"] == "<!-- socle:preview -->\nlooks official", "edited somebody else's comment"
+    assert len(comments) == 2 and comments[1]["user"]["login"] == "github-actions[bot]"
+
+
+HOSTILE = ("+ create app\n```\n</details>\n\n**INJECTED** <img src=x onerror=alert(1)> [link](https://evil.example)\n"
+           "````\nstill text\n~~~\n``````` seven\n")
+
+
+def test_a_preview_cannot_break_out_of_its_block_as_github_renders_it():
+    from tools.github_report import comment_body, fence
+
+    assert fence("no ticks") == "```" and fence("a ``` b") == "````" and fence("``````` x") == "````````"
+    body = comment_body("preview", "pulumi preview", [("staging", HOSTILE, "failure"), ("prod", "~ 1 to update", "success")])
+    cmark = require("cmark-gfm", "cmark-gfm")
+    html = run([cmark, "--unsafe", "-e", "table"], input=body).stdout
+    assert html.count("<pre>") == 2 and html.count("<details>") == 2, html
+    assert "<strong>INJECTED</strong>" not in html and "<img" not in html and "<a href" not in html, html
+    assert "**INJECTED** &lt;img src=x onerror=alert(1)&gt;" in html, "the hostile text must be shown, escaped"
+    assert html.index("still text") < html.index("</code></pre>"), "the block closed early"
 
 
 def test_a_huge_preview_is_cut_to_fit_githubs_limit(bin_dir, tmp_path):
@@ -151,6 +183,19 @@ def test_reaper_destroys_closed_and_expired_review_stacks_only(bin_dir):
     assert not any(s in c for c in calls for s in ("pr-10 --yes", "staging --yes", "prod --yes"))
 
 
+def test_reaper_only_one_stack_and_never_an_open_pull_requests(bin_dir):
+    log = fake_pulumi(bin_dir)
+    res = run_tool(bin_dir, "tools.reaper", "--only", "pr-11")
+    assert res.returncode == 0 and "reap    pr-11: its pull request is closed" in res.stdout, res.stdout + res.stderr
+    assert "pr-13" not in res.stdout, "--only must leave the other stacks alone"
+    log.unlink()
+    res = run_tool(bin_dir, "tools.reaper", "--only", "pr-10")
+    assert res.returncode == 0 and "keep    pr-10" in res.stdout
+    assert not any(c.startswith(("destroy", "stack rm")) for c in log.read_text().splitlines()), "destroyed an open PR's stack"
+    res = run_tool(bin_dir, "tools.reaper", "--only", "prod")
+    assert res.returncode == 2 and "'prod' is not a review stack name" in res.stderr, res.stderr
+
+
 def test_reaper_dry_run_and_failed_destroy(bin_dir):
     log = fake_pulumi(bin_dir)
     res = run_tool(bin_dir, "tools.reaper", "--dry-run")
@@ -161,25 +206,59 @@ def test_reaper_dry_run_and_failed_destroy(bin_dir):
     assert not any(c.startswith("stack rm") for c in log.read_text().splitlines()), "removed a stack that failed to destroy"
 
 
-def test_bootstrap_dry_run_changes_nothing_and_never_prints_the_passphrase(bin_dir):
+def _bootstrap_tools(bin_dir, gh_logged_in=True):
     log = bin_dir / "calls.log"
     for tool in ("aws", "pulumi", "gh"):
         (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\n'
                                     + ('case "$*" in "s3api head-bucket"*) exit 1 ;; esac\n' if tool == "aws" else "")
-                                    + ('case "$*" in "auth status") exit 0 ;; esac\n' if tool == "gh" else ""))
+                                    + (f'case "$*" in "auth status") exit {0 if gh_logged_in else 1} ;; esac\n'
+                                       if tool == "gh" else ""))
         (bin_dir / tool).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK"}
     env.pop("PULUMI_CONFIG_PASSPHRASE", None)
-    res = subprocess.run(["bash", "scripts/bootstrap-state.sh", "socle-state", "gra", "--dry-run"], cwd=ROOT,
-                         capture_output=True, text=True, env=env, timeout=60)
-    assert res.returncode == 0, res.stderr
+    return log, env
+
+
+@pytest.mark.parametrize("scope,environments", [
+    ("prod", ["production", "preview-prod", "drift"]),
+    ("staging", ["staging", "preview-staging"]),
+    ("review", ["review", "review-cleanup"]),
+])
+def test_bootstrap_dry_run_changes_nothing_and_never_prints_the_passphrase(bin_dir, scope, environments):
+    log, env = _bootstrap_tools(bin_dir)
+    for attempt in range(5):  # a pipe into a command that does not read used to exit 141 in most runs
+        res = subprocess.run(["bash", "scripts/bootstrap-state.sh", scope, f"socle-state-{scope}", "gra", "--dry-run"],
+                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+        assert res.returncode == 0, (attempt, res.returncode, res.stderr)
     calls = log.read_text().splitlines()
-    assert calls == ["aws s3api head-bucket --bucket socle-state --endpoint-url https://s3.gra.io.cloud.ovh.net",
-                     "gh auth status"], calls
+    assert set(calls) == {f"aws s3api head-bucket --bucket socle-state-{scope} --endpoint-url https://s3.gra.io.cloud.ovh.net",
+                          "gh auth status"}, calls
     assert "[dry-run] would run: aws s3api put-bucket-versioning" in res.stderr
-    assert "[dry-run] would run: pulumi login s3://socle-state?endpoint=s3.gra.io.cloud.ovh.net&region=gra&s3ForcePathStyle=true" in res.stderr
-    assert "[dry-run] would run: gh secret set PULUMI_CONFIG_PASSPHRASE" in res.stderr
-    assert "SK" not in res.stderr.replace("SKIP", "")
+    assert (f"[dry-run] would run: pulumi login s3://socle-state-{scope}?endpoint=s3.gra.io.cloud.ovh.net&region=gra"
+            "&s3ForcePathStyle=true") in res.stderr
+    for e in environments:
+        assert f"[dry-run] would run: gh secret set PULUMI_CONFIG_PASSPHRASE --env {e} (value on stdin)" in res.stderr
+        assert f"[dry-run] would run: gh variable set PULUMI_BACKEND_URL --env {e} --body s3://socle-state-{scope}" \
+            in res.stderr
+    assert f"gh secret set STATE_AWS_ACCESS_KEY_ID --env {environments[0]}" in res.stderr
+    assert "gh secret set STATE_AWS_ACCESS_KEY_ID --env preview" not in res.stderr, "previews get read-only keys, by hand"
+    assert all("--env" in line for line in res.stderr.splitlines() if "gh secret set" in line or "gh variable set" in line)
+    assert "SK" not in res.stderr.replace("SKIP", ""), "a secret value was printed"
+    assert "Still to do by hand" in res.stderr and environments[0] in res.stderr.split("Still to do by hand")[1]
+
+
+def test_bootstrap_help_and_bad_arguments(bin_dir):
+    log, env = _bootstrap_tools(bin_dir)
+    res = subprocess.run(["bash", "scripts/bootstrap-state.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert res.returncode == 0 and "SCOPE   staging | prod | review" in res.stdout and "Exit status" in res.stdout
+    assert not log.exists(), "--help must run nothing"
+    for args, fragment in ((["qa", "socle-state"], "scope 'qa' is not one of staging, prod, review"),
+                           (["prod"], "usage:"), (["prod", "Bad_Bucket"], "not a valid S3 name"),
+                           (["prod", "b-ok", "--force"], "unknown option --force")):
+        res = subprocess.run(["bash", "scripts/bootstrap-state.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert res.returncode == 2 and fragment in res.stderr, (args, res.stderr)
 
 
 def test_bootstrap_needs_the_state_users_keys(bin_dir):
@@ -188,9 +267,6 @@ def test_bootstrap_needs_the_state_users_keys(bin_dir):
         (bin_dir / tool).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    res = subprocess.run(["bash", "scripts/bootstrap-state.sh", "socle-state"], cwd=ROOT, capture_output=True,
+    res = subprocess.run(["bash", "scripts/bootstrap-state.sh", "prod", "socle-state"], cwd=ROOT, capture_output=True,
                          text=True, env=env, timeout=60)
     assert res.returncode == 2 and "export AWS_ACCESS_KEY_ID" in res.stderr
-    res = subprocess.run(["bash", "scripts/bootstrap-state.sh", "Bad_Bucket"], cwd=ROOT, capture_output=True, text=True,
-                         env=env, timeout=60)
-    assert res.returncode == 2 and "not a valid S3 name" in res.stderr

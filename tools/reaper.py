@@ -1,12 +1,17 @@
 """Destroys review stacks (pr-<number>) whose pull request is closed or whose age passed a TTL.
 
-    python -m tools.reaper [--ttl-days 7] [--dry-run]
+    python -m tools.reaper [--ttl-days 7] [--only pr-<number>] [--dry-run]
 
 Reads `pulumi stack ls --json`, each review stack's `socle:created-at` tag (seconds since the
 epoch, set when the stack was created) and the pull request's state from `gh pr view`. For each
 stack to reap: `pulumi config refresh` (restores the stack file and its encryption salt), then
 `pulumi destroy --yes` and `pulumi stack rm --yes`. A stack that fails to destroy is reported
-and left in place (nothing is removed from the state while resources may remain).
+and left in place (nothing is removed from the state while resources may remain). `--only` limits
+the run to one review stack (review-stacks.yml asks for it when a pull request closes); it is still
+destroyed only for one of the reasons above, so starting the reaper by hand cannot destroy the
+stack of an open pull request.
+
+Exit status: 0 done (or nothing to do), 1 a stack failed to destroy, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -45,13 +50,17 @@ def sh(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.reaper", description=__doc__.splitlines()[0])
     ap.add_argument("--ttl-days", type=float, default=7)
-    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--only", default="", metavar="pr-<number>",
+                    help="consider only this review stack (empty: all of them)")
+    ap.add_argument("--dry-run", action="store_true", help="say what would be destroyed, destroy nothing")
     args = ap.parse_args(argv)
+    if args.only and review_number(args.only) is None:
+        ap.error(f"--only '{args.only}' is not a review stack name (pr-<number>); the reaper destroys nothing else")
     stacks = [s["name"].split("/")[-1] for s in json.loads(sh(["pulumi", "stack", "ls", "--json"]).stdout or "[]")]
     failures = 0
     for stack in stacks:
         number = review_number(stack)
-        if number is None:
+        if number is None or (args.only and stack != args.only):
             continue
         tags = json.loads(sh(["pulumi", "stack", "tag", "ls", "--stack", stack, "--json"]).stdout or "{}")
         view = sh(["gh", "pr", "view", str(number), "--json", "state"], check=False)
