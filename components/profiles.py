@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-REVIEW = re.compile(r"^pr-([1-9][0-9]{0,6})$")
+REVIEW = re.compile(r"pr-([1-9][0-9]{0,6})")
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "profiles" / "review.yaml"
 
@@ -30,7 +30,7 @@ LOCKED = (
 
 
 def review_number(stack: str) -> int | None:
-    m = REVIEW.match(stack)
+    m = REVIEW.fullmatch(stack)  # fullmatch: "$" would accept a trailing newline
     return int(m.group(1)) if m else None
 
 
@@ -53,11 +53,14 @@ def _socle_values(path: Path) -> dict:
 
 
 def _get(values: dict, path: str):
+    """The value at a camelCase key path, also under its snake_case spelling, which the config model
+    accepts too (a stack file written either way must not slip past the comparison)."""
     node = values
     for part in path.split("."):
         if not isinstance(node, dict):
             return None
-        node = node.get(part)
+        snake = re.sub(r"(?<!^)([A-Z])", r"_\1", part).lower()
+        node = node.get(part, node.get(snake))
     return node
 
 
@@ -67,8 +70,8 @@ def _zone(values: dict):
 
 def _keys(values: dict) -> set[str]:
     """The SSH public keys a stack authorises (admins' and CI's), compared by type and key only."""
-    access = values.get("access") if isinstance(values.get("access"), dict) else {}
-    keys = list(access.get("adminSshKeys") or []) + [access.get("ciSshKey")]
+    admins = _get(values, "access.adminSshKeys")
+    keys = (list(admins) if isinstance(admins, list) else []) + [_get(values, "access.ciSshKey")]
     return {_bare(k) for k in keys if _bare(k)}
 
 

@@ -122,11 +122,11 @@ say "Still to do by hand for scope $SCOPE (README, \"Trust model\", has the full
 case "$SCOPE" in
   staging)
     say "  environment staging:         deployment branches: main only"
-    say "  environment preview-staging: required reviewers (maintainers); read-only state keys"
+    say "  environment preview-staging: required reviewers (maintainers), prevent self-review; read-only state keys"
     ;;
   prod)
     say "  environment production:      required reviewers (maintainers), prevent self-review, deployment branches: main only"
-    say "  environment preview-prod:    required reviewers (maintainers), prevent self-review; read-only state keys"
+    say "  environment preview-prod:    deployment branches: main only; read-only state keys"
     say "  environment drift:           deployment branches: main only; read-only state keys"
     ;;
   review)

@@ -83,6 +83,15 @@ def test_an_edited_profile_that_points_at_prod_is_refused(tmp_path):
     assert any(k == "dns.zone" and "is also the DNS zone of stack prod (Pulumi.prod.yaml)" in m for k, m in issues), issues
 
 
+def test_another_stack_file_written_in_snake_case_is_compared_too(tmp_path):
+    review = apply_profile("pr-5", {})
+    (tmp_path / "Pulumi.qa.yaml").write_text(yaml.safe_dump({"config": {
+        "socle:ovh": {"project_id": review["ovh"]["projectId"], "region": "GRA11", "backup_region": "SBG5"},
+        "socle:access": {"admin_ssh_keys": [review["access"]["ciSshKey"]]}}}))
+    issues = review_issues("pr-5", review, tmp_path)
+    assert [k for k, _ in issues] == ["ovh.projectId", "access.ciSshKey"], issues
+
+
 def test_an_unreadable_stack_file_is_reported_not_skipped(tmp_path):
     (tmp_path / "Pulumi.prod.yaml").write_text("config: [unclosed\n")
     issues = review_issues("pr-5", apply_profile("pr-5", {}), tmp_path)

@@ -164,7 +164,7 @@ def test_pull_requests_test_plan_and_preview_both_stacks_in_one_comment():
     assert "environment" not in test and "secrets." not in yaml.safe_dump(test), "tests run with no secret"
     assert preview["needs"] == "test"
     assert preview["if"] == "github.event.pull_request.head.repo.full_name == github.repository", "forks get no secrets"
-    assert preview["strategy"]["matrix"]["stack"] == ["staging", "prod"]
+    assert preview["strategy"]["matrix"]["stack"] == ["staging"], "prod's credentials never meet pull-request code"
     assert preview["environment"] == "preview-${{ matrix.stack }}"
     assert preview["runs-on"] == "ubuntu-latest", "pull-request code never runs on the deployments' runner"
     text = steps_text(preview)
@@ -189,8 +189,10 @@ def test_the_policy_pack_comes_from_the_base_branch_before_any_pull_request_code
 def test_merge_deploys_staging_then_prod_behind_approval_one_at_a_time():
     doc = DOCS["deploy"]
     assert doc["on"]["push"]["branches"] == ["main"]
-    staging, prod = doc["jobs"]["staging"], doc["jobs"]["prod"]
-    assert prod["needs"] == "staging" and staging["needs"] == "test"
+    staging, preview, prod = doc["jobs"]["staging"], doc["jobs"]["preview-prod"], doc["jobs"]["prod"]
+    assert prod["needs"] == "preview-prod" and preview["needs"] == "staging" and staging["needs"] == "test"
+    assert preview["environment"] == "preview-prod" and "pulumi preview --stack prod" in steps_text(preview)
+    assert "GITHUB_STEP_SUMMARY" in steps_text(preview), "the approver of prod must see prod's preview"
     assert prod["environment"] == "production", "prod must wait for the production environment's reviewers"
     for job, stack in ((staging, "staging"), (prod, "prod")):
         assert job["concurrency"] == {"group": f"deploy-{stack}", "cancel-in-progress": False}

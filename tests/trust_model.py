@@ -17,6 +17,12 @@ import yaml
 PR_TRIGGERS = {"pull_request", "pull_request_target", "workflow_run", "issue_comment", "pull_request_review",
                "pull_request_review_comment"}
 SECRET = re.compile(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)")
+# Any other way to name secrets (an index, the whole context, `secrets: inherit`) hides which ones.
+OPAQUE_SECRETS = re.compile(r"secrets\s*\[|toJSON\(\s*secrets\s*\)|secrets:\s*inherit|\(\s*secrets\s*\)")
+# Where a job that runs a pull request's code may run: GitHub-hosted, or the ephemeral review runner
+# (never the deployments' runner, SOCLE_RUNNER, which outlives the job).
+PR_RUNNERS = {"ubuntu-latest", "${{ vars.SOCLE_REVIEW_RUNNER || 'ubuntu-latest' }}"}
+BASE_REFS = {"${{ github.event.pull_request.base.sha }}", "${{ github.event.pull_request.base.ref }}"}
 ALL_EIGHT = {"PULUMI_CONFIG_PASSPHRASE", "STATE_AWS_ACCESS_KEY_ID", "STATE_AWS_SECRET_ACCESS_KEY", "OVH_APPLICATION_KEY",
              "OVH_APPLICATION_SECRET", "OVH_CONSUMER_KEY", "GANDI_PERSONAL_ACCESS_TOKEN", "DEPLOY_SSH_KEY"}
 
@@ -40,6 +46,8 @@ class JobRow:
     code: str                    # "the pull request", "the base branch", "main", "nothing"
     environments: frozenset
     secrets: frozenset
+    runner: str = ""
+    opaque: bool = False
 
     @property
     def name(self) -> str:
@@ -62,7 +70,8 @@ def _code(job: dict, trig: set[str]) -> str:
     checkouts = [s for s in job.get("steps", []) if str(s.get("uses", "")).startswith("actions/checkout@")]
     if not trig & PR_TRIGGERS:
         return "main" if checkouts else "nothing"
-    if any("ref" not in (s.get("with") or {}) for s in checkouts):
+    # Only a checkout of the base branch by name is trusted code; no ref, or any other ref, is the PR's.
+    if any((s.get("with") or {}).get("ref") not in BASE_REFS for s in checkouts):
         return "the pull request"
     return "the base branch" if checkouts else "nothing"
 
@@ -74,7 +83,8 @@ def job_rows(workflows: dict[str, dict]) -> list[JobRow]:
         for job_id, job in doc["jobs"].items():
             text = yaml.safe_dump(job)
             secrets = frozenset(set(SECRET.findall(text)) - {"GITHUB_TOKEN"})
-            rows.append(JobRow(fname, job_id, frozenset(trig), _code(job, trig), frozenset(_environments(job)), secrets))
+            rows.append(JobRow(fname, job_id, frozenset(trig), _code(job, trig), frozenset(_environments(job)), secrets,
+                               str(job.get("runs-on", "")), bool(OPAQUE_SECRETS.search(text))))
     return rows
 
 
@@ -124,6 +134,12 @@ def findings(workflows: dict[str, dict], readme: str) -> list[str]:
     documented, envs = readme_tables(readme)
     for row in rows:
         pr = bool(row.triggers & PR_TRIGGERS)
+        if row.opaque:
+            out.append(f"{row.name} refers to secrets in a form these checks cannot read (an index, toJSON(secrets) "
+                       "or `secrets: inherit`); name each one as secrets.NAME")
+        if row.code == "the pull request" and row.runner not in PR_RUNNERS:
+            out.append(f"{row.name} runs the pull request's code on '{row.runner}'; only GitHub-hosted or the "
+                       "ephemeral review runner may: a persistent runner would carry what it leaves to deployments")
         if row.secrets and not row.environments:
             out.append(f"{row.name} references secrets {sorted(row.secrets)} outside an environment: they would "
                        "have to be repository secrets, which any pull request can read; move them to an environment")
@@ -133,7 +149,7 @@ def findings(workflows: dict[str, dict], readme: str) -> list[str]:
                 out.append(f"{row.name} uses environment '{env}', which the README's environment table does not "
                            "list with its protection rules")
                 continue
-            reviewed = not rules["required reviewers"].startswith("none")
+            reviewed = rules["required reviewers"].startswith("maintainers")
             main_only = rules["deployment branches"] == "main only"
             if pr and row.secrets and not reviewed:
                 out.append(f"{row.name} runs on {sorted(row.triggers & PR_TRIGGERS)} with secrets of environment "
