@@ -85,9 +85,12 @@ def apply_profile(stack: str, values: dict, profile: Path = PROFILE) -> dict:
     number = review_number(stack)
     if number is None:
         return values
+    return {**_profile_values(profile, number), **values}
+
+
+def _profile_values(profile: Path, number: int) -> dict:
     doc = yaml.safe_load(profile.read_text()) or {}
-    base = {k.split(":", 1)[1]: _fill(v, number) for k, v in (doc.get("config") or {}).items()}
-    return {**base, **values}
+    return {k.split(":", 1)[1]: _fill(v, number) for k, v in (doc.get("config") or {}).items()}
 
 
 def review_issues(stack: str, values: dict, root: Path = ROOT, profile: Path = PROFILE) -> list[tuple[str, str]]:
@@ -99,8 +102,7 @@ def review_issues(stack: str, values: dict, root: Path = ROOT, profile: Path = P
         return []
     own_file = f"Pulumi.{stack}.yaml"
     shown = profile.relative_to(root) if profile.is_relative_to(root) else profile
-    doc = yaml.safe_load(profile.read_text()) or {}
-    base = {k.split(":", 1)[1]: _fill(v, number) for k, v in (doc.get("config") or {}).items()}
+    base = _profile_values(profile, number)
     issues: list[tuple[str, str]] = []
     for path, why in LOCKED:
         want, got = _get(base, path), _get(values, path)
