@@ -213,6 +213,8 @@ class Server(_Model):
     """Expected root disk size, documented and checked against the flavor by OVH."""
     auto_backup: AutoBackup | None = None
     """OVH instance snapshots; set it on servers holding state."""
+    rebuild: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """Set or change it (e.g. a date, '2026-11-25') to rebuild this server from a fresh image on purpose: the only edit that replaces an instance (its root disk is wiped; the plan says so). Nothing else does: user data and image are kept from creation, host setup applies the rest in place."""
 
 
 class Database(_Model):

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_docker as docker
 
 from .render.cloudinit import render_cloud_init
+from .render.host_setup import host_setup_stdin, render_host_bundle, render_host_setup_command
 
 
 @dataclass
@@ -27,6 +28,9 @@ class ServerArgs:
     image: str = "Debian 12"
     auto_backup_cron: str | None = None
     auto_backup_rotation: int | None = None
+    # Changing this (from nothing, or to another value) replaces the instance on purpose: the only
+    # way socle ever rebuilds a server. Anything else that changes leaves the instance in place.
+    rebuild: str | None = None
     # Extra ingress sources for SSH (e.g. app servers pushing to a backup server).
     ssh_clients: list[pulumi.Input[str]] = field(default_factory=list)
 
@@ -143,6 +147,13 @@ class Server(pulumi.ComponentResource):
             admin_keys=args.admin_keys,
             ssh_port=args.ssh_port,
         )
+        # pulumi-ovh CloudInstance (provider docs, v2.22): changing image_id "rebuilds the instance and
+        # wipes the root disk", changing user_data reinstalls it, region / service_name / ssh_key_name
+        # / group_id recreate it; flavor_id resizes in place. So the user data is first-boot only and
+        # the image is the one resolved at creation: both are ignored afterwards (an admin key, the
+        # SSH port or an image that OVH renames and republishes under the same name changes nothing
+        # here), and what changes in normal life goes through host setup below. A rebuild happens
+        # only when the stack file changes servers.<name>.rebuild (replacement_trigger).
         instance = ovh.CloudInstance(
             f"{name}-vm",
             service_name=args.project_id,
@@ -153,9 +164,8 @@ class Server(pulumi.ComponentResource):
             networks=[{"auto_assign_public_ip": True}],
             security_group_ids=[sg.id],
             user_data=user_data,
-            # Flavor changes resize in place; image or user data changes rebuild the disk, so the
-            # backup settings (which change more often) are deliberately kept out of user data.
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["user_data", "image_id"],
+                                        replacement_trigger=args.rebuild),
         )
         self.instance = instance
         self.address = instance.current_state.apply(lambda s: _public_ipv4(s) or "")
@@ -170,22 +180,34 @@ class Server(pulumi.ComponentResource):
                 rotation=args.auto_backup_rotation,
                 opts=child,
             )
-        if args.role != "app":
-            return
-        # Docker over SSH only once cloud-init has installed Docker and hardened sshd; the key is
-        # taken from the SSH agent of whoever runs `pulumi up`, so no private key enters the state.
+        # Over SSH, with the key from the SSH agent of whoever runs `pulumi up` (no private key
+        # enters the state): wait for first boot, then apply host setup, in place, whenever the
+        # admin keys, sshd settings or packages change.
+        conn = command.remote.ConnectionArgs(host=self.address, port=args.ssh_port, user=args.deploy_user,
+                                             dial_error_limit=60)
         ready = command.remote.Command(
             f"{name}-cloud-init",
-            connection=command.remote.ConnectionArgs(
-                host=self.address, port=args.ssh_port, user=args.deploy_user, dial_error_limit=60
-            ),
-            create="cloud-init status --wait >/dev/null && docker info --format '{{.ServerVersion}}'",
+            connection=conn,
+            create="cloud-init status --wait >/dev/null",
             triggers=[instance.id],
             opts=child,
         )
+        bundle = render_host_bundle(role=args.role, deploy_user=args.deploy_user, admin_keys=args.admin_keys,
+                                    ssh_port=args.ssh_port)
+        self.host_setup = command.remote.Command(
+            f"{name}-host-setup",
+            connection=conn,
+            create=render_host_setup_command(),
+            update=render_host_setup_command(),
+            stdin=host_setup_stdin(bundle),
+            triggers=[instance.id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ready]),
+        )
+        if args.role != "app":
+            return
         self.docker = docker.Provider(
             f"{name}-docker",
             host=pulumi.Output.concat("ssh://", args.deploy_user, "@", self.address, ":", str(args.ssh_port)),
             ssh_opts=["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[ready]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.host_setup]),
         )

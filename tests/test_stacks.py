@@ -200,9 +200,11 @@ def test_servers_get_cloud_init_and_docker_waits_for_it(ovh_run):
         assert vm.plain["securityGroupIds"], f"{vm.urn} has no security group"
     for prov in ovh_run.of_type("pulumi:providers:docker"):
         assert prov.plain["host"].startswith("ssh://deploy@"), prov.plain["host"]
-        waits = [by_urn[d] for d in prov.dependencies if by_urn[d].type == "command:remote:Command"]
+        setups = [by_urn[d] for d in prov.dependencies if by_urn[d].name.endswith("-host-setup")]
+        assert setups, f"{prov.urn} does not wait for host setup"
+        waits = [by_urn[d] for d in setups[0].dependencies if by_urn[d].type == "command:remote:Command"]
         assert waits and "cloud-init status --wait" in waits[0].plain["create"], (
-            f"{prov.urn} does not wait for cloud-init")
+            f"{setups[0].urn} does not wait for cloud-init")
 
 
 def test_buckets_are_versioned_encrypted_and_have_a_user_limited_to_them(ovh_run):

@@ -44,6 +44,9 @@ class Resource:
     custom: bool
     provider: str | None    # URN of the resource's provider (the engine's "<urn>::<id>" without the id)
     outputs: dict = field(default_factory=dict)
+    # Resource options the engine acts on in a diff: protect, ignoreChanges, replaceOnChanges,
+    # retainOnDelete, deleteBeforeReplace, replacementTrigger (only those set).
+    options: dict = field(default_factory=dict)
 
     def secret_paths(self) -> set[str]:
         out: set[str] = set()
@@ -193,6 +196,7 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
                 custom=bool(request.custom),
                 provider=request.provider.rsplit("::", 1)[0] if request.provider else None,
                 outputs=unwrap(json_format.MessageToDict(resp.object)) if resp.object else {},
+                options=_options(request),
             ))
             return resp
 
@@ -214,6 +218,23 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
         os.chdir(cwd)
         sys.path.remove(str(ROOT))
     return Run(stack, recorded, resolved, secret_exports, secret_values)
+
+
+def _options(request) -> dict:
+    from google.protobuf import json_format
+
+    out = {}
+    for key in ("protect", "retainOnDelete", "deleteBeforeReplace"):
+        if getattr(request, key, False):
+            out[key] = True
+    for key in ("ignoreChanges", "replaceOnChanges"):
+        if list(getattr(request, key, [])):
+            out[key] = sorted(getattr(request, key))
+    if request.HasField("replacement_trigger"):
+        value = json_format.MessageToDict(request.replacement_trigger)
+        if value is not None:
+            out["replacementTrigger"] = unwrap(value)
+    return out
 
 
 def _leaves(raw: str) -> set[str]:

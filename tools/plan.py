@@ -2,12 +2,17 @@
 chain of dependencies a deployment has to walk — with no Pulumi CLI, Docker or credentials.
 
     python -m tools.plan STACK [--config-file PATH] [--policy-config PATH] [--json] [--mermaid]
+    python -m tools.plan STACK --diff-from REF [--config-file PATH]
 
 It runs the real program under Pulumi mocks (tools.harness) with Pulumi.STACK.yaml (or the file
 given), then the policy rules with policy/config/STACK.json (staging's for a stack without one).
 Values that only the cloud knows (IP addresses, generated passwords, IDs) are the mocks' stand-ins.
 
-Exit status: 0 no mandatory violation, 1 at least one mandatory violation, 2 invalid config.
+With --diff-from (a git ref, evaluated with its own code, or a stack file) it prints instead what
+would be created, updated in place, replaced, rebuilt or deleted (tools/diff.py).
+
+Exit status: 0 no mandatory violation (with --diff-from: no stateful resource of a protected stack
+replaced, rebuilt or deleted without the stack file asking), 1 the opposite, 2 invalid config or REF.
 """
 
 from __future__ import annotations
@@ -221,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy-config", type=Path, help="policy config file (default: policy/config/STACK.json)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument("--mermaid", action="store_true", help="print a Mermaid diagram of the platform")
+    ap.add_argument("--diff-from", metavar="REF", help="compare with a git ref or a stack file instead of planning")
     args = ap.parse_args(argv)
+    if args.diff_from and (args.json or args.mermaid):
+        ap.error("--diff-from prints a diff; it cannot be combined with --json or --mermaid")
 
     import pulumi
 
@@ -242,6 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     except (pulumi.RunError, ConfigError) as err:
         print(str(err), file=sys.stderr)
         return 2
+    if args.diff_from:
+        from tools import diff
+
+        try:
+            base = diff.base_resources(args.stack, args.diff_from, ROOT)
+        except diff.DiffError as err:
+            print(f"plan: {err}", file=sys.stderr)
+            return 2
+        changes = diff.compare(base, run.resources, mask)
+        print(diff.render(args.stack, args.diff_from, changes))
+        return 1 if diff.dangerous(changes) else 0
     ppath = policy_config_path(args.stack, args.policy_config)
     pconf = policy_config(args.stack, ppath)
     found = verdicts(run, pconf)
@@ -255,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             "configFile": str(path),
             "resources": [{"type": r.type, "name": r.name, "urn": r.urn, "parent": r.parent,
                            "inputs": mask(r.inputs), "dependencies": r.dependencies,
-                           "provider": r.provider}
+                           "provider": r.provider, "custom": r.custom, "options": r.options}
                           for r in run.resources],
             "policyConfig": str(ppath),
             "violations": [{"policy": v.finding.policy, "level": v.level, "resource": v.finding.resource,

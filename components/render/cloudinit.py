@@ -53,6 +53,28 @@ _UNATTENDED = (
 )
 
 
+def sshd_users(role: str, deploy_user: str) -> tuple[list[str], list[str]]:
+    """(users sshd allows, of which SFTP-only): the deploy user, and restic on a backup server."""
+    return ([deploy_user, "restic"], ["restic"]) if role == "backup" else ([deploy_user], [])
+
+
+def managed_files(*, role: str, deploy_user: str, ssh_port: int) -> dict[str, str]:
+    """The configuration files socle owns on a server, the same at first boot and in host setup."""
+    allow, sftp = sshd_users(role, deploy_user)
+    return {
+        SSHD_DROPIN: render_sshd_config(port=ssh_port, allow_users=allow, sftp_users=sftp),
+        "/etc/apt/apt.conf.d/20auto-upgrades": _AUTO_UPGRADES,
+        "/etc/apt/apt.conf.d/52socle-unattended": _UNATTENDED,
+    }
+
+
+def packages(role: str) -> list[str]:
+    return list(_APP_PACKAGES if role == "app" else _BACKUP_PACKAGES)
+
+
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-socle.conf"
+
+
 def render_cloud_init(
     *,
     hostname: str,
@@ -60,10 +82,13 @@ def render_cloud_init(
     deploy_user: str,
     admin_keys: list[str],
     ssh_port: int,
-    extra_users: list[dict] | None = None,
 ) -> str:
     """#cloud-config for an `app` server (Docker, driven over SSH by the deploy user) or a `backup`
-    server (no Docker, no HTTP: SSH only)."""
+    server (no Docker, no HTTP: SSH only).
+
+    First boot only: the instance ignores later changes of its user data (a change would reinstall
+    it and wipe its root disk, pulumi-ovh CloudInstance docs), so what changes in normal life is
+    applied by host setup (render/host_setup.py) over SSH; the files it manages are the same."""
     deploy: dict = {
         "name": deploy_user,
         "gecos": "socle deploy user",
@@ -77,16 +102,11 @@ def render_cloud_init(
         # engine over SSH without exposing the Docker API on the network.
         deploy["groups"] = ["docker"]
     users: list = [deploy]
-    sftp_users = []
     if role == "backup":
         # restic's own user: SFTP only, no shell; the app servers' backup keys are added by their
         # BackupJob over SSH, so adding a server never changes this user data.
         users.append({"name": "restic", "gecos": "socle restic repositories", "homedir": "/srv/restic",
                       "shell": "/usr/sbin/nologin", "lock_passwd": True, "system": True})
-        sftp_users.append("restic")
-    for extra in extra_users or []:
-        users.append(extra)
-    allow = [u["name"] for u in users]
     runcmd: list = []
     if role == "app":
         runcmd.append(["systemctl", "enable", "--now", "docker"])
@@ -99,19 +119,12 @@ def render_cloud_init(
         "preserve_hostname": False,
         "package_update": True,
         "package_upgrade": True,
-        "packages": _APP_PACKAGES if role == "app" else _BACKUP_PACKAGES,
+        "packages": packages(role),
         "disable_root": True,
         "ssh_pwauth": False,
         "users": users,
-        "write_files": [
-            {
-                "path": "/etc/ssh/sshd_config.d/10-socle.conf",
-                "permissions": "0644",
-                "content": render_sshd_config(port=ssh_port, allow_users=allow, sftp_users=sftp_users),
-            },
-            {"path": "/etc/apt/apt.conf.d/20auto-upgrades", "permissions": "0644", "content": _AUTO_UPGRADES},
-            {"path": "/etc/apt/apt.conf.d/52socle-unattended", "permissions": "0644", "content": _UNATTENDED},
-        ],
+        "write_files": [{"path": path, "permissions": "0644", "content": content} for path, content in
+                        managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port).items()],
         "runcmd": runcmd,
         "final_message": "socle: cloud-init finished after $UPTIME seconds",
     }

@@ -1,0 +1,52 @@
+"""Host setup: what a running server must look like, as a bundle for host/socle_host_setup.py.
+
+Pure: no Pulumi. The bundle is applied over SSH on every `pulumi up` whose settings changed (admin
+keys, SSH port and sshd settings, packages, unattended upgrades), in place, so that no routine edit
+ever touches the instance's user data (whose change reinstalls the server).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .cloudinit import SSHD_DROPIN, managed_files, packages
+
+PROGRAM = (Path(__file__).resolve().parents[2] / "host" / "socle_host_setup.py").read_text()
+
+
+def authorized_keys(keys: list[str]) -> str:
+    """One key per line; a key that holds a line break (a second key smuggled in) is refused."""
+    for key in keys:
+        if "\n" in key or "\r" in key:
+            raise ValueError("an SSH public key holds a line break; each key must be one line")
+    return "".join(f"{k.strip()}\n" for k in keys)
+
+
+def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ssh_port: int) -> str:
+    files = {path: {"mode": "0644", "content": content}
+             for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port).items()}
+    files[f"/home/{deploy_user}/.ssh/authorized_keys"] = {
+        "mode": "0600", "dir_mode": "0700", "owner": deploy_user, "content": authorized_keys(admin_keys)}
+    enable = (["docker"] if role == "app" else []) + ["unattended-upgrades"]
+    return json.dumps({"packages": packages(role), "files": files, "sshd_dropin": SSHD_DROPIN, "enable": enable},
+                      sort_keys=True)
+
+
+def render_host_setup_command() -> str:
+    """Run over SSH as the deploy user, with {"program": ..., "bundle": ...} on stdin."""
+    return """set -eu
+umask 077
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cat > "$work/in.json"
+python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+open(sys.argv[2], "w").write(d["program"])
+json.dump(d["bundle"], open(sys.argv[3], "w"))' "$work/in.json" "$work/setup.py" "$work/bundle.json"
+sudo python3 "$work/setup.py" --bundle "$work/bundle.json"
+"""
+
+
+def host_setup_stdin(bundle: str) -> str:
+    return json.dumps({"program": PROGRAM, "bundle": json.loads(bundle)}, sort_keys=True)
