@@ -19,53 +19,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Input properties whose change replaces the resource ("replace") or reinstalls it in place,
-# wiping its disk ("rebuild"), per type. Sources (read for the versions requirements.txt pins):
-# - ovh:index/cloudInstance:CloudInstance — pulumi-ovh 2.22.0 CloudInstance docs: imageId
-#   "rebuilds the instance and wipes the root disk"; userData change "reinstall[s] the instance
-#   (root disk wiped)"; region, serviceName, sshKeyName, groupId, availabilityZone "Changing this
-#   value recreates the resource"; flavorId "resizes the instance in place".
-# - ovh:index/cloudStorageBlockVolume:CloudStorageBlockVolume — same docs: region, serviceName,
-#   createFrom, encryption recreate; size grows in place.
-# - The other OVH, Docker, Gandi, random and TLS types: the ForceNew properties of the Terraform
-#   schemas these Pulumi providers bridge (ovh/terraform-provider-ovh,
-#   kreuzwerker/terraform-provider-docker, go-gandi/terraform-provider-gandi,
-#   hashicorp/terraform-provider-random and -tls); docker containers are replaced on nearly any
-#   change, which is why their data lives in volumes.
+# wiping its disk ("rebuild"), per type; ALL: every input. Read for the versions requirements.txt
+# pins, from the providers' own docs and the schemas they bridge:
+# - CloudInstance, CloudStorageBlockVolume: pulumi-ovh 2.22.0 docs. image_id "rebuilds the instance
+#   and wipes the root disk"; a user_data change "reinstall[s] the instance (root disk wiped)";
+#   region, service_name, ssh_key_name, group_id, availability_zone "recreate the resource";
+#   flavor_id "resizes the instance in place".
+# - The other ovh: types: ovh/terraform-provider-ovh (ForceNew / RequiresReplace in
+#   resource_cloud_project_database*.go, _storage*.go, _user*.go, _workflow_backup.go, ...).
+#   Replacing a Storage bucket first deletes every object and version in it.
+# - docker: kreuzwerker/terraform-provider-docker (pulumi-docker bridges it; containers are
+#   replaced delete-first): a container keeps only the inputs in CONTAINER_IN_PLACE; a network
+#   has no update at all; a deleted volume loses its data.
+# - gandi: go-gandi/terraform-provider-gandi v2.3.0 resource_livedns_record.go.
+# - random, tls: hashicorp/terraform-provider-random v3.9.0, -tls v4.2.1: every input.
+# - command:remote:Command: only `triggers` (pulumi-command marks it replaceOnChanges; the engine
+#   sees that as the resource's replaceOnChanges, handled below); the rest re-runs in place.
+ALL = "*"
 REPLACE: dict[str, dict[str, str]] = {
     "ovh:index/cloudInstance:CloudInstance": {
         "imageId": "rebuild", "userData": "rebuild", "region": "replace", "serviceName": "replace",
         "sshKeyName": "replace", "groupId": "replace", "availabilityZone": "replace"},
     "ovh:index/cloudStorageBlockVolume:CloudStorageBlockVolume": {
         "region": "replace", "serviceName": "replace", "createFrom": "replace", "encryption": "replace"},
-    "ovh:CloudProject/database:Database": {
-        "serviceName": "replace", "engine": "replace", "description": "replace", "nodes": "replace"},
-    "ovh:CloudProjectDatabase/databaseInstance:DatabaseInstance": {
-        "serviceName": "replace", "engine": "replace", "clusterId": "replace", "name": "replace"},
+    "ovh:CloudProject/database:Database": {"serviceName": "replace", "engine": "replace", "nodes": "replace"},
+    "ovh:CloudProjectDatabase/databaseInstance:DatabaseInstance": {ALL: "replace"},
     "ovh:CloudProjectDatabase/postgresSqlUser:PostgresSqlUser": {
         "serviceName": "replace", "clusterId": "replace", "name": "replace"},
-    "ovh:CloudProject/storage:Storage": {
-        "serviceName": "replace", "regionName": "replace", "name": "replace", "objectLock": "replace",
-        "encryption": "replace"},
-    "ovh:CloudProject/user:User": {"serviceName": "replace", "description": "replace", "roleNames": "replace"},
+    "ovh:CloudProject/storage:Storage": {"name": "replace", "regionName": "replace", "objectLock": "replace"},
+    "ovh:CloudProject/user:User": {"serviceName": "replace", "description": "replace"},
     "ovh:CloudProject/s3Credential:S3Credential": {"serviceName": "replace", "userId": "replace"},
     "ovh:CloudProject/s3Policy:S3Policy": {"serviceName": "replace", "userId": "replace"},
-    "ovh:CloudProject/workflowBackup:WorkflowBackup": {
-        "serviceName": "replace", "regionName": "replace", "instanceId": "replace", "cron": "replace",
-        "rotation": "replace", "name": "replace"},
+    "ovh:index/cloudSecurityGroup:CloudSecurityGroup": {"serviceName": "replace", "region": "replace"},
+    "ovh:CloudProject/workflowBackup:WorkflowBackup": {ALL: "replace"},
+    "ovh:index/cloudProjectStorageObjectBucketLifecycleConfiguration:"
+    "CloudProjectStorageObjectBucketLifecycleConfiguration": {
+        "serviceName": "replace", "regionName": "replace", "containerName": "replace"},
     "docker:index/volume:Volume": {"name": "replace", "driver": "replace", "driverOpts": "replace",
-                                   "labels": "replace"},
-    "docker:index/network:Network": {"name": "replace", "driver": "replace", "attachable": "replace",
-                                     "labels": "replace", "internal": "replace", "options": "replace"},
+                                   "labels": "replace", "cluster": "replace"},
+    "docker:index/network:Network": {ALL: "replace"},
+    "docker:index/remoteImage:RemoteImage": {"name": "replace", "pullTriggers": "replace", "triggers": "replace",
+                                             "platform": "replace", "build": "replace"},
     "gandi:livedns/record:Record": {"zone": "replace", "name": "replace", "type": "replace"},
-    "random:index/randomPassword:RandomPassword": {
-        key: "replace" for key in ("length", "special", "upper", "lower", "numeric", "number", "minLower",
-                                   "minUpper", "minNumeric", "minSpecial", "overrideSpecial", "keepers")},
-    "tls:index/privateKey:PrivateKey": {"algorithm": "replace", "rsaBits": "replace", "ecdsaCurve": "replace"},
+    "random:index/randomPassword:RandomPassword": {ALL: "replace"},
+    "tls:index/privateKey:PrivateKey": {ALL: "replace"},
 }
-# Containers: every input but these replaces the container (terraform-provider-docker: only
-# restart policy, resources and a few runtime settings update in place).
-CONTAINER_IN_PLACE = {"restart", "memory", "memorySwap", "cpuShares", "mustRun", "start", "wait", "waitTimeout",
-                      "rm", "destroyGraceSeconds"}
+# A container is replaced on a change of any input but these (applied live, or kept in state only).
+CONTAINER_IN_PLACE = {"restart", "maxRetryCount", "cpuShares", "cpuSet", "memory", "memoryReservation", "memorySwap",
+                      "deviceReadBps", "deviceReadIops", "deviceWriteBps", "deviceWriteIops", "mustRun",
+                      "healthcheck", "init", "tmpfs", "cpuPeriod", "cpuQuota", "rm", "start", "attach", "logs",
+                      "wait", "waitTimeout", "destroyGraceSeconds", "removeVolumes",
+                      "containerReadRefreshTimeoutMilliseconds"}
 
 # Resources that hold data a replacement or deletion loses (a server: its root disk).
 STATEFUL = {
@@ -94,14 +98,32 @@ class Change:
         return self.type.split(":")[-1]
 
 
-def _forcing(type_: str, prop: str) -> str | None:
+def _forcing(type_: str, prop: str, old, new) -> str | None:
     if type_ == "docker:index/container:Container":
         return None if prop in CONTAINER_IN_PLACE else "replace"
-    return REPLACE.get(type_, {}).get(prop)
+    if type_ == "ovh:CloudProject/database:Database" and prop == "nodes":
+        # Adding a node updates in place; moving an existing node to another region or network
+        # replaces the cluster (customdiff.ForceNewIfChange on nodes in the provider).
+        pairs = zip(old or [], new or [])
+        moved = any((a or {}).get(k) != (b or {}).get(k) for a, b in pairs for k in ("region", "networkId"))
+        return "replace" if moved else None
+    table = REPLACE.get(type_, {})
+    return table.get(prop) or table.get(ALL)
+
+
+def _same(a, b) -> bool:
+    """Equal, where a secret masked by an older plan ("[secret]", no digest) matches any secret."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if "[secret]" in (a, b) and all(isinstance(x, str) and x.startswith("[secret") for x in (a, b)):
+        return True
+    return a == b
 
 
 def _changed(old: dict, new: dict, ignored: set[str]) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if k not in ignored and old.get(k) != new.get(k))
+    return sorted(k for k in set(old) | set(new) if k not in ignored and not _same(old.get(k), new.get(k)))
 
 
 def compare(base: list, head: list, normalize=lambda inputs: inputs) -> list[Change]:
@@ -122,11 +144,12 @@ def compare(base: list, head: list, normalize=lambda inputs: inputs) -> list[Cha
             out.append(Change("delete", urn, r.type, r.name, (), "", stateful, bool(a.options.get("protect"))))
             continue
         ignored = set(b.options.get("ignoreChanges", []))
-        props = _changed(normalize(a.inputs), normalize(b.inputs), ignored)
+        before, after = normalize(a.inputs), normalize(b.inputs)
+        props = _changed(before, after, ignored)
         trigger = a.options.get("replacementTrigger") != b.options.get("replacementTrigger")
         if not props and not trigger:
             continue
-        forced = {p: _forcing(r.type, p) for p in props}
+        forced = {p: _forcing(r.type, p, before.get(p), after.get(p)) for p in props}
         on_changes = set(b.options.get("replaceOnChanges", []))
         forced.update({p: "replace" for p in props
                        if p in on_changes or any(c.split("[")[0].split(".")[0] == p for c in on_changes)})

@@ -30,6 +30,8 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 # Flavors and images the fake OVH catalog offers (real OVH names).
 FLAVORS = ["d2-2", "d2-4", "d2-8", "b3-8", "b3-16", "b3-32", "c3-4", "c3-8", "r3-16"]
 IMAGES = ["Debian 12", "Debian 11", "Ubuntu 24.04"]
+# Image ids by name, where a test wants OVH to have republished an image under a new id.
+IMAGE_IDS: dict[str, str] = {}
 
 
 @dataclass
@@ -181,7 +183,7 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
             if args.token.endswith("getCloudInstanceFlavors"):
                 return {"flavors": [{"id": f"flavor-{f}", "name": f} for f in FLAVORS]}
             if args.token.endswith("getCloudInstanceImages"):
-                return {"images": [{"id": f"image-{i.replace(' ', '-')}", "name": i} for i in IMAGES]}
+                return {"images": [{"id": IMAGE_IDS.get(i, f"image-{i.replace(' ', '-')}"), "name": i} for i in IMAGES]}
             return {}
 
     recorded: list[Resource] = []

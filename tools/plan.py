@@ -34,14 +34,21 @@ COMPONENT_LABELS = {
 }
 
 
-def mask(v):
-    """Inputs with every secret replaced by [secret]."""
+def mask(v, fingerprint: bool = False):
+    """Inputs with every secret replaced by [secret] or, for the diff, by [secret:<digest>]: the
+    values are the mocks' stand-ins (never a real secret: the plan has no passphrase), and the digest
+    lets two evaluations tell a changed secret input (user data, an env file) from an unchanged one."""
     if isinstance(v, dict):
         if v.get(SECRET_SIG_KEY) == SECRET_SIG:
-            return "[secret]"
-        return {k: mask(x) for k, x in v.items()}
+            if not fingerprint:
+                return "[secret]"
+            import hashlib
+
+            digest = hashlib.sha256(json.dumps(v.get("value"), sort_keys=True, default=str).encode()).hexdigest()
+            return f"[secret:{digest[:16]}]"
+        return {k: mask(x, fingerprint) for k, x in v.items()}
     if isinstance(v, list):
-        return [mask(x) for x in v]
+        return [mask(x, fingerprint) for x in v]
     return v
 
 
@@ -258,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         except diff.DiffError as err:
             print(f"plan: {err}", file=sys.stderr)
             return 2
-        changes = diff.compare(base, run.resources, mask)
+        changes = diff.compare(base, run.resources, lambda inputs: mask(inputs, fingerprint=True))
         print(diff.render(args.stack, args.diff_from, changes))
         return 1 if diff.dangerous(changes) else 0
     ppath = policy_config_path(args.stack, args.policy_config)
@@ -273,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "stack": args.stack,
             "configFile": str(path),
             "resources": [{"type": r.type, "name": r.name, "urn": r.urn, "parent": r.parent,
-                           "inputs": mask(r.inputs), "dependencies": r.dependencies,
+                           "inputs": mask(r.inputs, fingerprint=True), "dependencies": r.dependencies,
                            "provider": r.provider, "custom": r.custom, "options": r.options}
                           for r in run.resources],
             "policyConfig": str(ppath),

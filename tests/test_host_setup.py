@@ -1,0 +1,103 @@
+"""Host setup for real: the rendered bundle applied by host/socle_host_setup.py to a scratch root
+(files, modes, idempotence, sshd check and roll-back), the bundle's sshd drop-in accepted by sshd,
+and the shell wrapper run over SSH accepted by shellcheck."""
+
+import getpass
+import json
+import subprocess
+import sys
+
+import pytest
+
+from components.render.cloudinit import SSHD_DROPIN
+from components.render.host_setup import authorized_keys, render_host_bundle, render_host_setup_command
+from tests.conftest import ROOT
+from tests.tools import require, run
+
+PROGRAM = ROOT / "host" / "socle_host_setup.py"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm0vYb6sP0bK8yQm8ZC1vZ5eQvB1pC3dT5oX2Yq1n7a admin@example.org"
+KEY2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO5mK5h3pWq9n1xV3m4Yb6cTz0aQ7fJ2rL8sE1dG4hUk other@example.org"
+USER = getpass.getuser()  # the owner must exist on this machine
+
+
+def setup(tmp_path, bundle: str, *extra):
+    path = tmp_path / "bundle.json"
+    path.write_text(bundle)
+    return subprocess.run([sys.executable, str(PROGRAM), "--bundle", str(path), "--root", str(tmp_path / "root"),
+                           *extra], capture_output=True, text=True, timeout=60)
+
+
+def bundle(keys=(KEY,), port=4660, role="app"):
+    return render_host_bundle(role=role, deploy_user=USER, admin_keys=list(keys), ssh_port=port)
+
+
+def test_applies_every_file_with_its_mode_then_changes_nothing(tmp_path):
+    res = setup(tmp_path, bundle(), "--sshd-test", "true")
+    assert res.returncode == 0, res.stderr
+    root = tmp_path / "root"
+    keys = root / "home" / USER / ".ssh" / "authorized_keys"
+    assert keys.read_text() == KEY + "\n" and oct(keys.stat().st_mode & 0o777) == "0o600"
+    assert oct(keys.parent.stat().st_mode & 0o777) == "0o700", "~/.ssh must be 0700"
+    dropin = root / SSHD_DROPIN.lstrip("/")
+    assert "Port 4660" in dropin.read_text() and "PasswordAuthentication no" in dropin.read_text()
+    assert (root / "etc/apt/apt.conf.d/20auto-upgrades").exists()
+    again = setup(tmp_path, bundle(), "--sshd-test", "true")
+    assert again.returncode == 0 and "the host was already up to date" in again.stdout, again.stdout
+
+
+def test_a_new_key_and_port_are_applied_in_place(tmp_path):
+    assert setup(tmp_path, bundle(), "--sshd-test", "true").returncode == 0
+    res = setup(tmp_path, bundle(keys=(KEY, KEY2), port=2222), "--sshd-test", "true")
+    assert res.returncode == 0, res.stderr
+    root = tmp_path / "root"
+    assert (root / "home" / USER / ".ssh" / "authorized_keys").read_text() == f"{KEY}\n{KEY2}\n"
+    assert "Port 2222" in (root / SSHD_DROPIN.lstrip("/")).read_text()
+    assert "2 file(s) changed" in res.stdout, res.stdout
+
+
+def test_an_sshd_config_that_sshd_refuses_is_rolled_back(tmp_path):
+    assert setup(tmp_path, bundle(), "--sshd-test", "true").returncode == 0
+    dropin = tmp_path / "root" / SSHD_DROPIN.lstrip("/")
+    before = dropin.read_text()
+    res = setup(tmp_path, bundle(port=2222), "--sshd-test", "false")
+    assert res.returncode == 1 and "the previous one is back in place" in res.stderr, res.stderr
+    assert dropin.read_text() == before, "a refused sshd drop-in must not stay in place"
+
+
+def test_dry_run_changes_nothing_and_bad_input_is_exit_2(tmp_path):
+    res = setup(tmp_path, bundle(), "--dry-run")
+    assert res.returncode == 0 and "would write" in res.stdout, res.stdout
+    assert not (tmp_path / "root").exists(), "--dry-run wrote files"
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = subprocess.run([sys.executable, str(PROGRAM), "--bundle", str(tmp_path / "bad.json")], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "cannot read the bundle" in bad.stderr
+    help_ = subprocess.run([sys.executable, str(PROGRAM), "--help"], capture_output=True, text=True, timeout=60)
+    assert help_.returncode == 0 and "Exit status" in help_.stdout
+
+
+def test_a_key_that_smuggles_a_second_line_is_refused():
+    assert authorized_keys([KEY, KEY2]) == f"{KEY}\n{KEY2}\n"
+    with pytest.raises(ValueError, match="line break"):
+        authorized_keys([KEY + "\n" + KEY2])
+
+
+@pytest.mark.parametrize("role", ["app", "backup"])
+def test_the_bundles_sshd_dropin_passes_sshd(tmp_path, role):
+    sshd = require("sshd", "openssh-server")
+    doc = json.loads(bundle(role=role))
+    dropin = tmp_path / "10-socle.conf"
+    dropin.write_text(doc["files"][SSHD_DROPIN]["content"])
+    host_key = tmp_path / "hostkey"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
+    main = tmp_path / "sshd_config"
+    main.write_text(f"Include {dropin}\nHostKey {host_key}\n")
+    res = run([sshd, "-t", "-f", str(main)])
+    assert res.returncode == 0, res.stderr
+
+
+def test_the_wrapper_run_over_ssh_passes_shellcheck(tmp_path):
+    script = tmp_path / "host-setup.sh"
+    script.write_text("#!/usr/bin/env bash\n" + render_host_setup_command())
+    res = run([require("shellcheck"), str(script)])
+    assert res.returncode == 0, res.stdout
