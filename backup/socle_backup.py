@@ -7,11 +7,19 @@ BackupJob component, with two files beside it:
 - /etc/socle/backup.json  the manifest (no secret): what to dump and snapshot, where, for how long.
   The policy pack reads the very same manifest from the resource graph.
 - /etc/socle/backup.env   the secrets (mode 0600): RESTIC_PASSWORD, per-target credentials,
-  SOCLE_DB_PASSWORD_<n>, SOCLE_PING_URL.
+  SOCLE_DB_PASSWORD_<n>, and the dead-man URLs SOCLE_PING_URL (run), SOCLE_PING_URL_CHECK,
+  SOCLE_PING_URL_DRILL: each job reports to its own, so a weekly check's success never hides
+  stopped nightly runs.
 
 Exit status is 0 only when everything asked for succeeded. A failed dump stops the run before
-any snapshot is taken, so a partial dump is never presented as a good backup; the failure is
-signalled to the ping URL (URL/fail) and recorded by the scheduler through the exit status.
+any snapshot is taken, so a partial dump is never presented as a good backup; every failure,
+including a crash before any work (an unreadable manifest), is signalled to the job's ping URL
+(URL/fail) and recorded by the scheduler through the exit status.
+
+A repository is created once, on purpose, by `init` (the installer runs it). The nightly run never
+creates one: a repository that has disappeared (wiped by someone holding a server's key, or by a
+mistake) makes the run fail loudly instead of starting an empty history that would hide the loss.
+`check` also fails when the newest snapshot is older than the manifest's check.maxAgeHours.
 
 Standard library only: it runs on a bare Debian 12 server.
 """
@@ -246,6 +254,8 @@ class Job:
             except BackupError as e:
                 failures.append(f"{t['name']}: {e}")
                 log(f"target {t['name']} FAILED: {e}")
+        if not self.dry_run:
+            shutil.rmtree(dumps, ignore_errors=True)  # snapshotted (or failed): no copy left on disk
         if failures:
             raise BackupError("; ".join(failures))
 
@@ -265,28 +275,62 @@ class Job:
             raise BackupError("the retention policy keeps nothing; refusing to forget every snapshot")
         return keep
 
+    @staticmethod
+    def _missing(err: str) -> bool:
+        """restic's words for a repository that is not there (restic exits 10 for it since 0.17)."""
+        return any(s in err.lower() for s in ("does not exist", "is there a repository", "no such file",
+                                              "not found", "unable to open config file"))
+
     def _backup(self, t: dict, args: list[str]) -> None:
-        """restic backup, initialising the repository the first time. (Probing first would cost
-        every night one more opening of the repository, i.e. one more key derivation.)"""
+        """restic backup into an existing repository; a missing one is a failure, never re-created."""
         res = self.restic(t, *args, check=False)
         if res.returncode == 0:
             return
-        err = (res.stderr or "").lower()
-        if "wrong password" in err or "no key found" in err:
+        err = res.stderr or ""
+        if "wrong password" in err.lower() or "no key found" in err.lower():
             raise BackupError(f"repository {t['name']} refuses the password; check RESTIC_PASSWORD in {ENV_FILE}")
-        missing = any(s in err for s in ("does not exist", "is there a repository", "no such file", "not found",
-                                         "unable to open config file"))
-        if not missing or self.dry_run:
-            raise BackupError(f"backup to {t['name']} failed (restic status {res.returncode}): {err.strip()[-600:]}")
-        log(f"initialising repository {t['name']}")
-        self.restic(t, "init")
-        self.restic(t, *args)
+        if self._missing(err):
+            raise BackupError(f"repository {t['name']} does not exist any more ({t['repository']}): it was created at "
+                              "install and a nightly run never re-creates it, since an empty new repository would hide "
+                              "the loss of every snapshot. Find out who or what removed it (a compromised server?), "
+                              "restore it from the other target or the bucket's versions, or run `init` on purpose.")
+        raise BackupError(f"backup to {t['name']} failed (restic status {res.returncode}): {err.strip()[-600:]}")
 
-    def check(self) -> None:
+    def init(self) -> None:
+        """Create every target's repository that does not exist yet; leave existing ones alone."""
+        for t in self.m["targets"]:
+            probe = self.restic(t, "cat", "config", capture=True, mutating=False, check=False)
+            if probe.returncode == 0:
+                log(f"repository {t['name']} exists")
+                continue
+            if not self._missing(probe.stderr or ""):
+                raise BackupError(f"cannot tell whether repository {t['name']} exists: {(probe.stderr or '').strip()[-400:]}")
+            log(f"creating repository {t['name']}")
+            self.restic(t, "init")
+
+    def check(self, now: dt.datetime | None = None) -> None:
+        """restic check on every target, then the age of the newest snapshot: a repository that is
+        sound but no longer written to must fail too."""
         subset = self.m.get("check", {}).get("subset", "5%")
+        max_age = self.m.get("check", {}).get("maxAgeHours")
+        now = now or dt.datetime.now(dt.timezone.utc)
+        stale = []
         for t in self.m["targets"]:
             log(f"restic check --read-data-subset={subset} on {t['name']}")
             self.restic(t, "check", f"--read-data-subset={subset}", mutating=False)
+            if max_age:
+                snaps = self.snapshots(t)
+                if not snaps:
+                    stale.append(f"{t['name']} holds no snapshot of {self.m['host']}")
+                    continue
+                newest = dt.datetime.fromisoformat(snaps[-1]["time"][:19]).replace(tzinfo=dt.timezone.utc)
+                age = (now - newest).total_seconds() / 3600
+                log(f"newest snapshot on {t['name']}: {snaps[-1]['time'][:19]} ({age:.1f} h old, limit {max_age} h)")
+                if age > max_age:
+                    stale.append(f"the newest snapshot on {t['name']} is {age:.0f} h old (limit {max_age} h): "
+                                 "the nightly runs have stopped or fail")
+        if stale:
+            raise BackupError("; ".join(stale))
 
     def snapshots(self, target: dict) -> list[dict]:
         out = self.restic(target, "snapshots", "--json", "--host", self.m["host"], capture=True, mutating=False).stdout
@@ -411,6 +455,9 @@ class Job:
                 self.load(db, db["database"], dump)
 
 
+PING_ENV = {"run": "SOCLE_PING_URL", "check": "SOCLE_PING_URL_CHECK", "drill": "SOCLE_PING_URL_DRILL"}
+
+
 def ping(url: str | None, ok: bool, message: str) -> None:
     if not url:
         return
@@ -430,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="dump, snapshot, prune (the nightly job)")
     p_run.add_argument("--time", help=argparse.SUPPRESS)  # snapshot time, for retention tests
-    sub.add_parser("check", help="restic check --read-data-subset")
+    sub.add_parser("init", help="create the repositories that do not exist yet (the installer runs it once)")
+    sub.add_parser("check", help="restic check --read-data-subset, and the newest snapshot's age")
     sub.add_parser("drill", help="restore the latest snapshot and the dumps into scratch, compare")
     p_snap = sub.add_parser("snapshots", help="list snapshots per target")
     p_snap.add_argument("--target")
@@ -443,12 +491,22 @@ def main(argv: list[str] | None = None) -> int:
     p_res.add_argument("--target", help="repository to restore from (default: the first)")
     args = ap.parse_args(argv)
 
-    manifest = json.loads(args.manifest.read_text())
-    secrets = load_env(args.env_file)
-    job = Job(manifest, secrets, dry_run=args.dry_run)
+    # Dead-man pings for the scheduled jobs, each to its own URL; read first so that even a crash
+    # on reading the manifest is reported.
+    secrets: dict[str, str] = {}
+    try:
+        secrets = load_env(args.env_file)
+    except (OSError, ValueError) as e:
+        log(f"cannot read {args.env_file}: {e}")
+    url = secrets.get(PING_ENV[args.command]) if args.command in PING_ENV and not args.dry_run else None
     started = time.monotonic()
     try:
-        if args.command == "run":
+        os.umask(0o077)  # dumps and scratch files: root only, whatever the caller's umask
+        manifest = json.loads(args.manifest.read_text())
+        job = Job(manifest, secrets, dry_run=args.dry_run)
+        if args.command == "init":
+            job.init()
+        elif args.command == "run":
             job.run(at=args.time)
         elif args.command == "check":
             job.check()
@@ -471,15 +529,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 — any failure, expected or not, must be signalled
         what = str(e) if isinstance(e, BackupError) else f"unexpected {type(e).__name__}: {e}"
         log(f"FAILED {args.command}: {what}")
-        if args.command in ("run", "check", "drill") and not args.dry_run:
-            ping(secrets.get("SOCLE_PING_URL"), False, f"{args.command} failed: {what}")
-        if not isinstance(e, BackupError):
+        ping(url, False, f"{args.command} failed: {what}")
+        if not isinstance(e, (BackupError, OSError, ValueError, KeyError)):
             raise
         return 1
     took = time.monotonic() - started
     log(f"{args.command} OK in {took:.1f} s")
-    if args.command in ("run", "check", "drill") and not args.dry_run:
-        ping(secrets.get("SOCLE_PING_URL"), True, f"{args.command} OK in {took:.1f} s")
+    ping(url, True, f"{args.command} OK in {took:.1f} s")
     return 0
 
 

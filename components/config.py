@@ -426,7 +426,13 @@ class Backup(_Model):
     drill_schedule: Cron = "0 6 1 * *"
     """Monthly restore drill: restore the latest snapshot, load the dumps, compare with the source."""
     ping_url: Union[str, ConfigSecret, None] = None
-    """Healthchecks-style URL pinged on success (URL/fail on failure); {config: KEY} keeps it secret."""
+    """Dead-man URL of the nightly run (Healthchecks-style: pinged on success, URL/fail on any failure); {config: KEY} keeps it secret. Required by the policy pack in staging and prod."""
+    check_ping_url: Union[str, ConfigSecret, None] = None
+    """Dead-man URL of the weekly check, a check of its own (never the run's: a weekly success must not hide stopped nightly runs)."""
+    drill_ping_url: Union[str, ConfigSecret, None] = None
+    """Dead-man URL of the monthly restore drill."""
+    max_age_hours: int = Field(default=36, ge=2)
+    """The weekly check fails when the newest snapshot is older than this (a sound repository nobody writes to any more)."""
     targets: BackupTargets = Field(default_factory=BackupTargets)
     """Where the restic repositories live (one or both)."""
 
@@ -691,8 +697,13 @@ def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
             cron_to_oncalendar(cron)
         except ScheduleError as e:
             add(f"backup.{key}", f"{e}; servers run backups from systemd timers")
-    if isinstance(b.ping_url, str) and not re.match(r"^https://", b.ping_url):
-        add("backup.pingUrl", f"'{b.ping_url}' is not an https:// URL")
+    for key, url in (("pingUrl", b.ping_url), ("checkPingUrl", b.check_ping_url), ("drillPingUrl", b.drill_ping_url)):
+        if isinstance(url, str) and not re.match(r"^https://[^\s]+$", url):
+            add(f"backup.{key}", f"'{url}' is not an https:// URL (one line, no spaces)")
+    urls = [u for u in (b.ping_url, b.check_ping_url, b.drill_ping_url) if u is not None]
+    if len({json.dumps(u, default=str, sort_keys=True) if not isinstance(u, str) else u for u in urls}) < len(urls):
+        add("backup.checkPingUrl", "run, check and drill must each report to a check of their own: a weekly check's "
+                                   "success on the run's URL would hide nightly runs that stopped")
     for name in cfg.apps:
         if name in cfg.databases or name in cfg.caches or (cfg.target == "local" and name in cfg.buckets):
             add(f"apps.{name}", f"'{name}' is also a database, cache or bucket name; container names must differ")
@@ -721,7 +732,8 @@ def load(values: dict[str, Any], secret_keys: set[str] | frozenset = frozenset()
         raise ConfigError(issues + _pydantic_issues(err)) from None
     issues += _cross_check(cfg)
     refs = [(f"apps.{n}.secrets.{v}.config", s_) for n, a in cfg.apps.items() for v, s_ in a.secrets.items()]
-    refs.append(("backup.pingUrl.config", cfg.backup.ping_url))
+    refs += [(f"backup.{k}.config", getattr(cfg.backup, f)) for k, f in
+             (("pingUrl", "ping_url"), ("checkPingUrl", "check_ping_url"), ("drillPingUrl", "drill_ping_url"))]
     for path, src in refs:
         if isinstance(src, ConfigSecret) and src.config not in secrets:
             issues.append((path, f"'{src.config}' is not set in socle:secrets; run "

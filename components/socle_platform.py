@@ -222,9 +222,12 @@ class Platform(pulumi.ComponentResource):
                 f"{sname}-restic-password", length=40, special=False,
                 opts=pulumi.ResourceOptions(parent=self)).result}
             secret_env.update(passwords[sname])
-            if b.ping_url is not None:
-                secret_env["SOCLE_PING_URL"] = (pulumi.Output.secret(self._secrets[b.ping_url.config])
-                                                if isinstance(b.ping_url, ConfigSecret) else b.ping_url)
+            # One dead-man URL per job (the runner's PING_ENV): run, check and drill report apart.
+            pings = {"run": b.ping_url, "check": b.check_ping_url, "drill": b.drill_ping_url}
+            for job, url in pings.items():
+                if url is not None:
+                    secret_env["SOCLE_PING_URL" + ("" if job == "run" else f"_{job.upper()}")] = (
+                        pulumi.Output.secret(self._secrets[url.config]) if isinstance(url, ConfigSecret) else url)
             targets: list = []
             mounts = [(v["name"], v["path"]) for v in volumes[sname]]
             ssh_key = None
@@ -260,7 +263,9 @@ class Platform(pulumi.ComponentResource):
             manifest = {
                 "version": 1, "stack": pulumi.get_stack(), "host": sname, "schedule": b.schedule,
                 "retention": b.retention.model_dump(), "volumes": volumes[sname],
-                "check": {"schedule": b.check_schedule, "subset": b.check_subset},
+                "check": {"schedule": b.check_schedule, "subset": b.check_subset, "maxAgeHours": b.max_age_hours},
+                # Which jobs report to a dead-man URL (the URLs themselves are secrets, in the env file).
+                "watched": sorted(job for job, url in pings.items() if url is not None),
                 "drill": {"schedule": b.drill_schedule, "scratch": {"kind": "same" if local else "docker"}},
                 "databases": databases[sname],  # hosts and ports may be outputs: resolved by the job
             }

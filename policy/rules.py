@@ -522,6 +522,23 @@ def stateful_data_backed_up(resources: list[Res], cfg: dict) -> Iterable[str]:
                        "every database an app uses is dumped by the backup job of that app's server.")
 
 
+@rule("backups-are-watched",
+      "Every backup job reports each of its required jobs (run, check, drill) to a dead-man URL of its own, so "
+      "that backups that stop, or a check that finds a stale repository, are noticed.",
+      kind="stack", requiredPings=["run", "check"])
+def backups_are_watched(resources: list[Res], cfg: dict) -> Iterable[str]:
+    required = list(cfg.get("requiredPings", ["run", "check"]))
+    keys = {"run": "pingUrl", "check": "checkPingUrl", "drill": "drillPingUrl"}
+    for job, m in backup_manifests(resources):
+        watched = set(m.get("watched") or [])
+        missing = [j for j in required if j not in watched]
+        if missing:
+            yield (f"Backup job of server '{m.get('host', job.name)}' reports {', '.join(missing)} to no dead-man URL, "
+                   "so backups that stop would go unnoticed; set "
+                   + ", ".join(f"socle:backup.{keys.get(j, j)}" for j in missing)
+                   + " (a Healthchecks-style URL each, {config: NAME} to keep it secret).")
+
+
 @rule("instance-backups",
       "Servers that hold state have OVH instance backups with at least the configured rotation.",
       kind="stack", minRotation=7)

@@ -128,7 +128,12 @@ class Job:
             self.env["SOCLE_DB_PASSWORD_MY_SHOP"] = my.password
         if ping:
             self.env["SOCLE_PING_URL"] = ping.url
+            base = ping.url.rsplit("/", 1)[0]
+            self.env["SOCLE_PING_URL_CHECK"] = f"{base}/check"
+            self.env["SOCLE_PING_URL_DRILL"] = f"{base}/drill"
         self.write()
+        if targets:  # as the installer does, once: the nightly run never creates a repository
+            ok(self("init"), "init")
 
     def write(self):
         (self.tmp / "backup.json").write_text(json.dumps(self.manifest))
@@ -265,7 +270,7 @@ def test_check_and_restore_drill_pass_and_leave_no_scratch_database(tmp, pg, my,
     assert "drill OK" in res.stdout and "'socle-test-pg/app': 3800" in res.stdout and "'socle-test-my/shop': 2500" in res.stdout, res.stdout
     assert "app_socle_drill" not in pg.psql("SELECT datname FROM pg_database")
     assert "shop_socle_drill" not in my.sql("SHOW DATABASES")
-    assert ping.hits == ["/ping/backup"] * 3
+    assert ping.hits == ["/ping/backup", "/ping/check", "/ping/drill"], "run, check and drill report separately"
 
 
 def test_drill_fails_when_the_snapshot_lacks_a_database(tmp, pg, my, sshd, ping):
@@ -277,10 +282,61 @@ def test_drill_fails_when_the_snapshot_lacks_a_database(tmp, pg, my, sshd, ping)
     job.write()
     out = failed(job("drill"), "drill with a database that was never backed up")
     assert "socle-test-my/shop" in out
-    assert ping.hits[-1] == "/ping/backup/fail"
+    assert ping.hits[-1] == "/ping/drill/fail"
 
 
 # ------------------------------------------------------------------------------------ faults
+
+def test_a_wiped_repository_fails_loudly_and_is_never_recreated(tmp, sshd, ping):
+    repo = sshd.repo_root / "wiped"
+    job = Job(tmp, None, None, [sshd.target(path=str(repo))], ping)
+    ok(job("run"), "first backup")
+    again = job("init")
+    ok(again, "init of an existing repository")
+    assert "repository backup-server exists" in again.stdout and len(job.snapshots()) == 1
+    shutil.rmtree(repo)  # what a compromised client used to be able to do, followed by a normal night
+    out = failed(job("run"), "backup into a repository that was wiped")
+    assert "does not exist any more" in out and "never re-creates it" in out, out[-1500:]
+    assert ping.hits[-1] == "/ping/backup/fail", ping.hits
+    assert not repo.exists(), "the nightly run created a new, empty repository"
+
+
+def test_check_fails_when_the_newest_snapshot_is_too_old(tmp, sshd, ping):
+    job = Job(tmp, None, None, [sshd.target(path=str(sshd.repo_root / "stale"))], ping)
+    ok(job("run", "--time", "2026-01-01 03:00:00"), "a backup long ago")
+    job.manifest["check"]["maxAgeHours"] = 26
+    job.write()
+    out = failed(job("check"), "check of a repository nobody writes to any more")
+    assert "h old (limit 26 h)" in out and "the nightly runs have stopped" in out, out[-1000:]
+    assert ping.hits[-1] == "/ping/check/fail"
+    ok(job("run"), "a fresh backup")
+    ok(job("check"), "check right after a backup")
+    assert ping.hits[-1] == "/ping/check"
+
+
+def test_a_crash_before_any_work_is_signalled(tmp, ping):
+    job = Job(tmp, None, None, [], ping)
+    (tmp / "backup.json").write_text("{ not json")
+    out = failed(job("run"), "run with an unreadable manifest")
+    assert "FAILED run" in out
+    assert ping.hits == ["/ping/backup/fail"], ping.hits
+
+
+def test_dumps_are_private_and_gone_once_snapshotted(tmp, pg, my, sshd, ping):
+    seed(pg, my)
+    job = Job(tmp, pg, my, [sshd.target(path=str(sshd.repo_root / "dumps"))], ping)
+    # A pg_dump that notes the mode of the file it is writing to (the runner's .partial dump).
+    bindir = tmp / "spy"
+    bindir.mkdir()
+    (bindir / "pg_dump").write_text(f"#!/bin/sh\nstat -L -c %a /proc/self/fd/1 > {tmp}/dump-mode\n"
+                                    f"exec {shutil.which('pg_dump')} \"$@\"\n")
+    (bindir / "pg_dump").chmod(0o755)
+    os.umask(0o022)
+    ok(job("run", path_prefix=str(bindir)), "backup")
+    assert (tmp / "dump-mode").read_text().strip() == "600", "a dump must be readable by its owner only"
+    assert not (tmp / "work" / "dumps").exists(), "the dumps stayed on disk after the snapshot"
+
+
 
 def test_unreachable_target_fails_signals_and_keeps_earlier_snapshots(tmp, pg, my, sshd, ping):
     seed(pg, my)
@@ -390,7 +446,6 @@ def test_forget_keeps_exactly_what_the_policy_says(tmp, policy, times):
     target = {"name": "local", "kind": "local", "repository": str(tmp / "repo")}
     job = Job(tmp, None, None, [target], None, retention=policy)
     env = {**os.environ, "RESTIC_PASSWORD": job.env["RESTIC_PASSWORD"], "RESTIC_REPOSITORY": target["repository"]}
-    subprocess.run(["restic", "init", "-q"], env=env, check=True)
     for t in times[:-1]:
         subprocess.run(["restic", "backup", "-q", "--host", "web", "--time", t.strftime("%Y-%m-%d %H:%M:%S"),
                         str(job.volume)], env=env, check=True)

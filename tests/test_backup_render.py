@@ -62,6 +62,14 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     assert "OnCalendar=*-*-* 3:0:00 UTC" in timer and "Persistent=true" in timer, "a missed night runs at next boot"
     service = units["/etc/systemd/system/socle-backup.service"]
     assert "Type=oneshot" in service and "socle_backup.py run" in service
+    assert all("UMask=0077" in c for p, c in units.items() if p.endswith(".service")), "dumps must be root-only"
+
+
+def test_the_installer_creates_repositories_once_and_the_nightly_run_never_does():
+    script = render_installer(["socle-backup"])
+    assert "socle_backup.py init" in script and script.index("socle_backup.py init") < script.index("enable --now")
+    units = render_systemd_units(SCHEDULES)
+    assert not any(" init" in c for c in units.values()), "a scheduled job must never create a repository"
 
 
 @pytest.mark.parametrize("script", [render_installer(["socle-backup", "socle-backup-check"]), render_secrets_installer(),

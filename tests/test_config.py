@@ -225,3 +225,15 @@ def test_volume_include_must_stay_inside_the_volume():
     v = dev()
     v["apps"]["nextcloud"]["volumes"]["data"]["include"] = ["data/", "../etc"]
     assert "socle:apps.nextcloud.volumes.data.include.1: '../etc' must be a path inside the volume" in errors_of(v)
+
+
+def test_dead_man_urls_are_one_line_https_and_one_per_job():
+    v = prod()
+    v["backup"]["checkPingUrl"] = v["backup"]["pingUrl"]
+    assert "socle:backup.checkPingUrl: run, check and drill must each report to a check of their own" in errors_of(v)
+    v = prod()
+    v["backup"]["pingUrl"] = "https://hc-ping.com/abc\nX-Injected: 1"
+    assert "socle:backup.pingUrl: 'https://hc-ping.com/abc\nX-Injected: 1' is not an https:// URL (one line" in errors_of(v)
+    v = prod()
+    v["backup"]["drillPingUrl"] = {"config": "drillPing"}
+    assert "socle:backup.drillPingUrl.config: 'drillPing' is not set in socle:secrets" in errors_of(v)

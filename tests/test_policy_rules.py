@@ -380,6 +380,25 @@ def test_backed_up_unknown():
     assert check("stateful-data-backed-up", backup_graph(stdin=U_STR)) == unknown("stdin of web-backup-install")
 
 
+# ---------------------------------------------------------------- backups-are-watched
+
+def test_watched_passes():
+    m = {**manifest(), "watched": ["check", "drill", "run"]}
+    assert check("backups-are-watched", backup_graph(m), {"requiredPings": ["run", "check", "drill"]}) == []
+
+
+def test_watched_fails_without_dead_man_urls():
+    m = {**manifest(), "watched": ["run"]}
+    assert check("backups-are-watched", backup_graph(m), {"requiredPings": ["run", "check", "drill"]}) == [("fail",
+        "Backup job of server 'web' reports check, drill to no dead-man URL, so backups that stop would go unnoticed; "
+        "set socle:backup.checkPingUrl, socle:backup.drillPingUrl (a Healthchecks-style URL each, {config: NAME} to "
+        "keep it secret).")]
+
+
+def test_watched_unknown():
+    assert check("backups-are-watched", backup_graph(stdin=U_STR)) == unknown("stdin of web-backup-install")
+
+
 def test_retention_days():
     assert rules.retention_days({"daily": 7, "weekly": 4, "monthly": 12, "yearly": 5}) == 1825
     assert rules.retention_days({"daily": 30}) == 30

@@ -70,7 +70,7 @@ def test_plan_json_is_one_document_with_secrets_masked(capsys):
     text = json.dumps(doc)
     leaked = [s for s in program("prod").secret_values if s in text]
     assert not leaked, f"secret values in the JSON plan: {leaked[:3]}"
-    assert "[secret]" in text
+    assert "[secret:" in text, "secrets are shown as [secret:<digest of the stand-in>] so that the diff can compare them"
     assert doc["criticalPath"]["length"] == len(doc["criticalPath"]["resources"]) >= 5
 
 

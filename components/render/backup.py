@@ -74,6 +74,8 @@ def render_systemd_units(schedules: dict[str, str]) -> dict[str, str]:
             "[Service]",
             "Type=oneshot",
             f"ExecStart=/usr/bin/python3 {RUNNER_PATH} {job}",
+            # Dumps and scratch restores are readable by root only.
+            "UMask=0077",
             "Nice=10",
             "IOSchedulingClass=idle",
             "TimeoutStartSec=6h",
@@ -137,6 +139,8 @@ for path, spec in bundle["files"].items():
     os.chmod(path, int(spec["mode"], 8))
 PY
 sudo systemctl daemon-reload
+# The repositories are created here, once and on purpose; the nightly run never creates one.
+sudo python3 {RUNNER_PATH} init
 sudo systemctl enable --now {enable}
 echo "socle-backup installed: $(systemctl list-timers --no-legend 'socle-backup*' | wc -l) timers"
 """
