@@ -124,9 +124,14 @@ class Job:
             conn = ["-h", db["host"], "-P", str(db["port"]), "-u", db["user"], "--protocol=TCP"]
             if db.get("tls"):
                 conn.append("--ssl-verify-server-cert" if db.get("verifyCert") else "--ssl")
+        envs = [f"--env={k}" for k in env]
         if db.get("mode") == "exec":
-            envs = [f"--env={k}" for k in env]
             return ["docker", "exec", "-i", *envs, db["container"], tool, *conn, *args], env
+        if db.get("clientImage"):
+            # The engine's own client at the server's major version (e.g. postgres:16): pg_dump refuses
+            # to dump a server newer than itself, and Debian 12 ships pg_dump 15. Host network: the
+            # managed database is reached exactly as from the host (TLS, IP restriction).
+            return ["docker", "run", "--rm", "-i", "--network", "host", *envs, db["clientImage"], tool, *conn, *args], env
         return [tool, *conn, *args], env
 
     def dump(self, db: dict, dest: Path) -> dict:

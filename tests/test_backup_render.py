@@ -133,3 +133,18 @@ def test_every_stateful_volume_and_database_is_in_a_manifest(run):
     dbs = {f"{d['cluster']}/{d['database']}" for _, m in manifests for d in m["databases"]}
     assert dbs == {f"socle-{run.stack}-main/{n}" for n in ("nextcloud", "etherpad", "app")}, dbs
     assert "RESTIC_PASSWORD" not in json.dumps([m for _, m in manifests]), "a secret in the manifest"
+
+
+def test_managed_databases_are_dumped_with_the_client_of_their_own_version(ovh_run):
+    from policy.rules import backup_manifests
+    from tools.policy_graph import resources
+
+    cfg, _ = load(stack_values(ovh_run.stack))
+    managed = {f"socle-{ovh_run.stack}-{name}": db for name, db in cfg.databases.items()
+               if cfg.database_hosting(name) == "managed"}
+    entries = [d for _, m in backup_manifests(resources(ovh_run)) for d in m["databases"] if d["cluster"] in managed]
+    assert entries, f"{ovh_run.stack}: no managed database is dumped"
+    for d in entries:
+        db = managed[d["cluster"]]
+        want = f"postgres:{db.version}" if db.engine == "postgresql" else f"mysql:{db.version}"
+        assert d.get("clientImage") == want, f"{d['cluster']}/{d['database']} is dumped with {d.get('clientImage')}, not {want}"
