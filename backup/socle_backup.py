@@ -100,11 +100,19 @@ class Job:
         env = {"RESTIC_REPOSITORY": target["repository"]}
         for key in target.get("env", []):
             env[key] = self.secrets.get(key, "")
+        if target.get("passwordEnv"):  # a server-side prune holds one password per client repository
+            env["RESTIC_PASSWORD"] = self.secrets.get(target["passwordEnv"], "")
         extra = []
         if target.get("kind") == "sftp":
             opts = target.get("sshOptions") or []
             ssh = ["ssh", *opts, "-p", str(target.get("port", 22)), target["sshHost"], "-s", "sftp"]
             extra = ["-o", "sftp.command=" + " ".join(shlex.quote(p) for p in ssh)]
+        elif target.get("kind") == "rclone-ssh":
+            # socle's backup server: this key's forced command is `rclone serve restic --stdio
+            # --append-only <its own directory>`; what restic asks ssh to run is ignored there.
+            opts = target.get("sshOptions") or []
+            ssh = ["ssh", *opts, "-p", str(target.get("port", 22)), target["sshHost"]]
+            extra = ["-o", "rclone.program=" + " ".join(shlex.quote(p) for p in ssh)]
         return self.sh(["restic", *extra, *args], env=env, capture=capture, mutating=mutating, check=check)
 
     # ------------------------------------------------------------------ databases
@@ -255,7 +263,10 @@ class Job:
                     args[1:1] = ["--time", at]
                 log(f"snapshot to {t['name']}")
                 self._backup(t, args)
-                self.forget(t)
+                if t.get("appendOnly"):
+                    log(f"{t['name']} is append-only: its retention is applied by the backup server itself")
+                else:
+                    self.forget(t)
             except BackupError as e:
                 failures.append(f"{t['name']}: {e}")
                 log(f"target {t['name']} FAILED: {e}")
@@ -268,10 +279,23 @@ class Job:
         """Apply the retention policy, then prune. On an object-locked bucket the deleted objects
         only become delete markers: their locked versions stay until the lock expires."""
         keep = self._keep_args()
-        log(f"forget --prune on {t['name']} ({' '.join(keep)})")
+        host = t.get("host") or self.m["host"]
+        log(f"forget --prune on {t['name']} for {host} ({' '.join(keep)})")
         # Group by host only: restic groups by host and paths by default, so a volume added to the
         # manifest would start a new group and the old one would escape the retention policy.
-        self.restic(t, "forget", "--host", self.m["host"], "--group-by", "host", "--prune", *keep)
+        self.restic(t, "forget", "--host", host, "--group-by", "host", "--prune", *keep)
+
+    def prune(self) -> None:
+        """On the backup server: the retention of every client's repository (clients append only)."""
+        failures = []
+        for t in self.m["targets"]:
+            try:
+                self.forget(t)
+            except BackupError as e:
+                failures.append(f"{t['name']}: {e}")
+                log(f"prune of {t['name']} FAILED: {e}")
+        if failures:
+            raise BackupError("; ".join(failures))
 
     def _keep_args(self) -> list[str]:
         r = self.m.get("retention") or {}
@@ -460,7 +484,8 @@ class Job:
                 self.load(db, db["database"], dump)
 
 
-PING_ENV = {"run": "SOCLE_PING_URL", "check": "SOCLE_PING_URL_CHECK", "drill": "SOCLE_PING_URL_DRILL"}
+PING_ENV = {"run": "SOCLE_PING_URL", "check": "SOCLE_PING_URL_CHECK", "drill": "SOCLE_PING_URL_DRILL",
+            "prune": "SOCLE_PING_URL_PRUNE"}
 
 
 def ping(url: str | None, ok: bool, message: str) -> None:
@@ -483,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="dump, snapshot, prune (the nightly job)")
     p_run.add_argument("--time", help=argparse.SUPPRESS)  # snapshot time, for retention tests
     sub.add_parser("init", help="create the repositories that do not exist yet (the installer runs it once)")
+    sub.add_parser("prune", help="on the backup server: apply the retention to every client's repository")
     sub.add_parser("check", help="restic check --read-data-subset, and the newest snapshot's age")
     sub.add_parser("drill", help="restore the latest snapshot and the dumps into scratch, compare")
     p_snap = sub.add_parser("snapshots", help="list snapshots per target")
@@ -511,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         job = Job(manifest, secrets, dry_run=args.dry_run)
         if args.command == "init":
             job.init()
+        elif args.command == "prune":
+            job.prune()
         elif args.command == "run":
             job.run(at=args.time)
         elif args.command == "check":

@@ -425,6 +425,8 @@ class Backup(_Model):
     """Share of the data read back by each check, e.g. 5% or 1/10."""
     drill_schedule: Cron = "0 6 1 * *"
     """Monthly restore drill: restore the latest snapshot, load the dumps, compare with the source."""
+    prune_schedule: Cron = "0 7 * * *"
+    """On a backup server (targets.server): when it applies the retention to every client's repository; the clients can only append."""
     ping_url: Union[str, ConfigSecret, None] = None
     """Dead-man URL of the nightly run (Healthchecks-style: pinged on success, URL/fail on any failure); {config: KEY} keeps it secret. Required by the policy pack in staging and prod."""
     check_ping_url: Union[str, ConfigSecret, None] = None
@@ -692,7 +694,8 @@ def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
                     "backups need a bucket of their own")
     from .render.backup import ScheduleError, cron_to_oncalendar
 
-    for key, cron in (("schedule", b.schedule), ("checkSchedule", b.check_schedule), ("drillSchedule", b.drill_schedule)):
+    for key, cron in (("schedule", b.schedule), ("checkSchedule", b.check_schedule), ("drillSchedule", b.drill_schedule),
+                      ("pruneSchedule", b.prune_schedule)):
         try:
             cron_to_oncalendar(cron)
         except ScheduleError as e:

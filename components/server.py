@@ -102,6 +102,7 @@ class Server(pulumi.ComponentResource):
         super().__init__("socle:compute:Server", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.docker = None
+        self.host_setup = None
         self.network = None
         self.network_name = None
         if args.target == "ovh":

@@ -17,7 +17,15 @@ from .container_stack import AppSpec, ContainerStack, ContainerStackArgs, ProxyS
 from .database import Database, DatabaseArgs
 from .dns import DnsRecords, DnsRecordsArgs, Record, caa_values, relative_name
 from .naming import ovh_location, physical_name
-from .render.backup import render_restic_access
+from .backup_job import RUNNER_SOURCE
+from .render.backup import (
+    RESTIC_ROOT,
+    backup_server_bundle,
+    render_env,
+    render_prune_units,
+    render_restic_access,
+    render_restic_keys,
+)
 from .server import Server, ServerArgs
 
 _CACHE_IMAGES = {"redis": "redis:{v}-alpine", "valkey": "valkey/valkey:{v}-alpine"}
@@ -51,7 +59,9 @@ class Platform(pulumi.ComponentResource):
                 target=cfg.target, physical_name=self.pname(sname), role=srv.role,
                 deploy_user=cfg.access.deploy_user, admin_keys=cfg.access.authorized_keys(),
                 admin_cidrs=list(cfg.access.admin_cidrs), ssh_port=cfg.access.ssh_port,
-                project_id=ovh.project_id if ovh else None, region=ovh.region if ovh else None,
+                # A backup server lives in the backup region, away from the data it keeps.
+                project_id=ovh.project_id if ovh else None,
+                region=(ovh.backup_region if srv.role == "backup" else ovh.region) if ovh else None,
                 flavor=srv.flavor, image=srv.image,
                 auto_backup_cron=srv.auto_backup.cron if srv.auto_backup else None,
                 auto_backup_rotation=srv.auto_backup.rotation if srv.auto_backup else None,
@@ -221,9 +231,9 @@ class Platform(pulumi.ComponentResource):
             if not volumes[sname] and not databases[sname]:
                 continue
             srv = self.servers[sname]
-            secret_env: dict = {"RESTIC_PASSWORD": random.RandomPassword(
-                f"{sname}-restic-password", length=40, special=False,
-                opts=pulumi.ResourceOptions(parent=self)).result}
+            restic_password = random.RandomPassword(f"{sname}-restic-password", length=40, special=False,
+                                                    opts=pulumi.ResourceOptions(parent=self)).result
+            secret_env: dict = {"RESTIC_PASSWORD": restic_password}
             secret_env.update(passwords[sname])
             # One dead-man URL per job (the runner's PING_ENV): run, check and drill report apart.
             pings = {"run": b.ping_url, "check": b.check_ping_url, "drill": b.drill_ping_url}
@@ -247,11 +257,14 @@ class Platform(pulumi.ComponentResource):
                 key = tls.PrivateKey(f"{sname}-backup-ssh-key", algorithm="ED25519",
                                      opts=pulumi.ResourceOptions(parent=self))
                 ssh_key = key.private_key_openssh
-                self._restic_keys.setdefault(b.targets.server, []).append((sname, key.public_key_openssh))
+                self._restic_keys.setdefault(b.targets.server, []).append(
+                    (sname, key.public_key_openssh, restic_password))
                 port = cfg.access.ssh_port
+                # Append-only: the key's forced command on the backup server serves this server's own
+                # repository and refuses every deletion; the backup server prunes it itself.
                 targets.append(self.servers[b.targets.server].address.apply(lambda ip, s=sname, p=port: {
-                    "name": "backup-server", "kind": "sftp", "repository": f"sftp:restic@{ip}:/srv/restic/{s}",
-                    "sshHost": f"restic@{ip}", "port": p,
+                    "name": "backup-server", "kind": "rclone-ssh", "repository": "rclone:", "appendOnly": True,
+                    "path": f"/srv/restic/{s}", "sshHost": f"restic@{ip}", "port": p,
                     "sshOptions": ["-i", "/etc/socle/backup_ssh_key", "-o", "BatchMode=yes",
                                    "-o", "StrictHostKeyChecking=accept-new",
                                    "-o", "UserKnownHostsFile=/var/lib/socle-backup/known_hosts"]}))
@@ -283,22 +296,32 @@ class Platform(pulumi.ComponentResource):
         for backup_server, keys in self._restic_keys.items():
             self._restic_access(backup_server, keys)
 
-    def _restic_access(self, server: str, keys: list) -> None:
-        """Authorise each app server's backup key for the restic user of the backup server, over SSH
-        (not in its user data, so adding an app server never replaces the backup server)."""
+    def _restic_access(self, server: str, clients: list) -> None:
+        """On the backup server, over SSH (not in its user data, so adding an app server never
+        replaces it): each client's append-only key, and the server-side prune of every client's
+        repository with the stack's retention (the clients cannot delete anything themselves)."""
         import pulumi_command as command
 
         srv = self.servers[server]
-        authorized = pulumi.Output.all(*[k for _, k in keys]).apply(
-            lambda pubs: "".join(f"restrict {p.strip()} socle-backup\n" for p in pubs))
+        b = self.cfg.backup
+        names = [n for n, _, _ in clients]
+        manifest = {"version": 1, "host": server, "stack": pulumi.get_stack(), "retention": b.retention.model_dump(),
+                    "targets": [{"name": n, "kind": "local", "repository": f"{RESTIC_ROOT}/{n}", "host": n,
+                                 "passwordEnv": f"SOCLE_RESTIC_PASSWORD_{n.upper().replace('-', '_')}"} for n in names]}
+        bundle = pulumi.Output.secret(pulumi.Output.all(
+            pulumi.Output.all(*[k for _, k, _ in clients]), pulumi.Output.all(*[p for _, _, p in clients])).apply(
+            lambda v: backup_server_bundle(
+                render_restic_keys(list(zip(names, v[0]))), manifest, RUNNER_SOURCE,
+                render_prune_units(b.prune_schedule),
+                render_env({t["passwordEnv"]: pw for t, pw in zip(manifest["targets"], v[1])}))))
         command.remote.Command(
             f"{server}-restic-access",
             connection=command.remote.ConnectionArgs(host=srv.address, port=self.cfg.access.ssh_port,
                                                      user=self.cfg.access.deploy_user, dial_error_limit=60),
             create=render_restic_access(),
             update=render_restic_access(),
-            stdin=authorized,
-            opts=pulumi.ResourceOptions(parent=self),
+            stdin=bundle,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[srv.host_setup] if srv.host_setup else []),
         )
 
     def _app_spec(self, aname: str, app, cache_conn: dict) -> AppSpec:

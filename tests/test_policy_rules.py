@@ -336,6 +336,35 @@ def test_backup_bucket_unknown():
         "objectLock of backups-bucket")
 
 
+# ---------------------------------------------------------------- backup-server-offsite
+
+def backup_server(region="SBG5"):
+    sg = Res(rules.T_OVH_SECURITY_GROUP, "backup-sg", "urn:bsg",
+             {"description": "socle backup server: SSH 4660 from admin networks only"}, parent="urn:backup")
+    vm = Res(rules.T_OVH_INSTANCE, "backup-vm", "urn:bvm", {"name": "socle-prod-backup", "region": region},
+             parent="urn:backup")
+    return [sg, vm]
+
+
+def test_backup_server_offsite_passes():
+    assert check("backup-server-offsite", [VM, *backup_server("SBG5")]) == []
+
+
+def test_backup_server_beside_the_data_fails():
+    assert check("backup-server-offsite", [VM, *backup_server("GRA9")]) == [("fail",
+        "Backup server 'socle-prod-backup' is in GRA, where the data it keeps lives; set socle:ovh.backupRegion to "
+        "another location (e.g. SBG5 for data in GRA).")]
+
+
+def test_backup_server_offsite_unknown():
+    assert check("backup-server-offsite", [VM, *backup_server(U_STR)]) == unknown("region of backup-vm")
+
+
+def test_a_backup_server_is_not_data_for_the_bucket_rule():
+    """The backup server sits in the backup region: the backup bucket beside it is still off-site."""
+    assert check("backup-bucket-immutable-offsite", [VM, *backup_server("SBG5"), backup_bucket()]) == []
+
+
 # ---------------------------------------------------------------- stateful-data-backed-up
 
 def manifest(volumes=("socle-prod-nextcloud-data",), dbs=("nextcloud",), retention=None, targets=("bucket",)):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shlex
 
+from .cloudinit import RESTIC_KEYS
+
 RUNNER_PATH = "/usr/local/lib/socle/socle_backup.py"
 MANIFEST_PATH = "/etc/socle/backup.json"
 ENV_PATH = "/etc/socle/backup.env"
@@ -170,14 +172,94 @@ def secrets_bundle(env_text: str, ssh_key: str | None) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+RESTIC_ROOT = "/srv/restic"
+PRUNE_MANIFEST = "/etc/socle/prune.json"
+PRUNE_ENV = "/etc/socle/prune.env"
+
+
+def render_restic_keys(clients: list[tuple[str, str]], root: str = RESTIC_ROOT) -> str:
+    """The backup server's authorized keys: each client's key may only run an append-only restic
+    server (rclone) in that client's own directory: it can add snapshots, never delete or overwrite
+    one, and reaches no other repository, no shell, no file of the host."""
+    lines = []
+    for name, key in clients:
+        key = key.strip()
+        if not name.replace("-", "").isalnum() or "\n" in key or not key:
+            raise ValueError(f"bad backup client '{name}' or key")
+        command = f"/usr/bin/rclone serve restic --stdio --append-only {root}/{name}"
+        lines.append(f'restrict,command="{command}" {" ".join(key.split()[:2])} socle-backup-{name}\n')
+    return "".join(lines)
+
+
+def render_prune_units(schedule: str) -> dict[str, str]:
+    """socle-prune: the retention of every client's repository, on the backup server itself, as the
+    restic user; the repository passwords are a root-only file handed over as a systemd credential."""
+    return {
+        "/etc/systemd/system/socle-prune.service": "\n".join([
+            "[Unit]",
+            "Description=socle backup server: retention of every client's repository",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "User=restic",
+            "UMask=0077",
+            f"LoadCredential=prune.env:{PRUNE_ENV}",
+            f"ExecStart=/usr/bin/python3 {RUNNER_PATH} --manifest {PRUNE_MANIFEST} --env-file %d/prune.env prune",
+            "Nice=10",
+            "IOSchedulingClass=idle",
+            "TimeoutStartSec=6h",
+            "",
+        ]),
+        "/etc/systemd/system/socle-prune.timer": "\n".join([
+            "[Unit]",
+            "Description=socle backup server: retention schedule",
+            "",
+            "[Timer]",
+            f"OnCalendar={cron_to_oncalendar(schedule)}",
+            "Persistent=true",
+            "",
+            "[Install]",
+            "WantedBy=timers.target",
+            "",
+        ]),
+    }
+
+
+def backup_server_bundle(keys: str, manifest: dict, runner: str, units: dict[str, str], env: str) -> str:
+    return json.dumps({"keys": keys, "manifest": manifest, "runner": runner, "units": units, "env": env},
+                      sort_keys=True)
+
+
 def render_restic_access() -> str:
-    """On the backup server: install the authorized keys of the app servers' backup jobs (stdin)
-    for the SFTP-only restic user; each server gets its own directory under /srv/restic."""
-    return """set -eu
-keys=$(mktemp)
-trap 'rm -f "$keys"' EXIT
-cat > "$keys"
-sudo install -d -o restic -g restic -m 0700 /srv/restic /srv/restic/.ssh
-sudo install -o restic -g restic -m 0600 "$keys" /srv/restic/.ssh/authorized_keys
-echo "restic access: $(wc -l < "$keys") keys"
+    """On the backup server (stdin: backup_server_bundle, a secret): the clients' forced-command keys
+    (root-owned), the restic user's shell for them, and the server-side prune (runner, manifest,
+    root-only passwords, timer). Idempotent."""
+    return f"""set -eu
+umask 077
+bundle=$(mktemp)
+trap 'rm -f "$bundle"' EXIT
+cat > "$bundle"
+sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q restic rclone python3 >/dev/null
+sudo usermod -s /bin/sh restic
+sudo install -d -o restic -g restic -m 0700 {RESTIC_ROOT}
+sudo install -d -m 0755 /usr/local/lib/socle
+sudo install -d -m 0700 /etc/socle
+sudo python3 - "$bundle" <<'PY'
+import json, os, sys
+b = json.load(open(sys.argv[1]))
+def put(path, content, mode):
+    with open(path + ".new", "w") as f:
+        f.write(content)
+    os.chmod(path + ".new", mode)
+    os.replace(path + ".new", path)
+put("{RESTIC_KEYS}", b["keys"], 0o644)
+put("{RUNNER_PATH}", b["runner"], 0o755)
+put("{PRUNE_MANIFEST}", json.dumps(b["manifest"], indent=1, sort_keys=True), 0o644)
+put("{PRUNE_ENV}", b["env"], 0o600)
+for path, content in b["units"].items():
+    put(path, content, 0o644)
+PY
+sudo systemctl daemon-reload
+sudo systemctl enable --now socle-prune.timer
+echo "restic access: $(wc -l < {RESTIC_KEYS}) client keys, append-only; prune timer enabled"
 """

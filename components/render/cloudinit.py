@@ -7,13 +7,22 @@ import yaml
 # Debian's own docker.io package: security updates arrive through unattended-upgrades with the rest
 # of the system, which a third-party apt repository would not give.
 _APP_PACKAGES = ["docker.io", "unattended-upgrades", "apt-listchanges", "ca-certificates", "curl"]
-_BACKUP_PACKAGES = ["restic", "unattended-upgrades", "apt-listchanges", "ca-certificates"]
+_BACKUP_PACKAGES = ["restic", "rclone", "python3", "unattended-upgrades", "apt-listchanges", "ca-certificates"]
 
 
-def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[str] | None = None) -> str:
+RESTIC_KEYS = "/etc/socle/restic_authorized_keys"
+
+
+def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[str] | None = None,
+                       keyed_users: dict[str, str] | None = None) -> str:
     """sshd drop-in. sshd keeps the first value it reads for a keyword and Debian includes
     sshd_config.d/*.conf at the top of sshd_config, so this file (10-) wins over later ones,
-    cloud-init's own 50-cloud-init.conf included."""
+    cloud-init's own 50-cloud-init.conf included.
+
+    sftp_users get SFTP only. keyed_users (user -> a root-owned authorized_keys file) get no TTY and
+    no forwarding, and only what each of their keys' forced command allows (socle's backup server:
+    `rclone serve restic --stdio --append-only` in the client's own directory). No ForceCommand for
+    them: it would override the keys' own commands."""
     return "\n".join(
         [
             "# Managed by socle: key-only SSH, no root, no passwords.",
@@ -37,6 +46,12 @@ def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[st
                 "\tPermitTTY no",
                 "\tX11Forwarding no",
             )],
+            *[line for u, keys in (keyed_users or {}).items() for line in (
+                f"Match User {u}",
+                f"\tAuthorizedKeysFile {keys}",
+                "\tPermitTTY no",
+                "\tDisableForwarding yes",
+            )],
             "",
         ]
     )
@@ -53,16 +68,17 @@ _UNATTENDED = (
 )
 
 
-def sshd_users(role: str, deploy_user: str) -> tuple[list[str], list[str]]:
-    """(users sshd allows, of which SFTP-only): the deploy user, and restic on a backup server."""
-    return ([deploy_user, "restic"], ["restic"]) if role == "backup" else ([deploy_user], [])
+def sshd_users(role: str, deploy_user: str) -> tuple[list[str], dict[str, str]]:
+    """(users sshd allows, forced-command users with their keys file): the deploy user, and on a
+    backup server restic, whose every key runs only its client's append-only repository server."""
+    return ([deploy_user, "restic"], {"restic": RESTIC_KEYS}) if role == "backup" else ([deploy_user], {})
 
 
 def managed_files(*, role: str, deploy_user: str, ssh_port: int) -> dict[str, str]:
     """The configuration files socle owns on a server, the same at first boot and in host setup."""
-    allow, sftp = sshd_users(role, deploy_user)
+    allow, keyed = sshd_users(role, deploy_user)
     return {
-        SSHD_DROPIN: render_sshd_config(port=ssh_port, allow_users=allow, sftp_users=sftp),
+        SSHD_DROPIN: render_sshd_config(port=ssh_port, allow_users=allow, keyed_users=keyed),
         "/etc/apt/apt.conf.d/20auto-upgrades": _AUTO_UPGRADES,
         "/etc/apt/apt.conf.d/52socle-unattended": _UNATTENDED,
     }
@@ -103,10 +119,12 @@ def render_cloud_init(
         deploy["groups"] = ["docker"]
     users: list = [deploy]
     if role == "backup":
-        # restic's own user: SFTP only, no shell; the app servers' backup keys are added by their
-        # BackupJob over SSH, so adding a server never changes this user data.
+        # restic's own user. Its keys (root-owned, RESTIC_KEYS) each force `rclone serve restic
+        # --stdio --append-only` in one client's directory; sshd runs a forced command through the
+        # user's shell, hence /bin/sh. The keys are installed over SSH (restic-access), so adding a
+        # server never changes this user data.
         users.append({"name": "restic", "gecos": "socle restic repositories", "homedir": "/srv/restic",
-                      "shell": "/usr/sbin/nologin", "lock_passwd": True, "system": True})
+                      "shell": "/bin/sh", "lock_passwd": True, "system": True})
     runcmd: list = []
     if role == "app":
         runcmd.append(["systemctl", "enable", "--now", "docker"])
