@@ -57,7 +57,8 @@ class Bucket(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         lock = None
         if args.object_lock_days:
-            # Object lock cannot be lifted once set: adding or removing it replaces the bucket.
+            # Object lock cannot be lifted once set: adding or removing it replaces the bucket, and the
+            # provider empties a bucket it replaces (terraform-provider-ovh deleteBucket).
             lock = {"status": "enabled",
                     "rule": {"mode": args.object_lock_mode, "period": f"P{args.object_lock_days}D"}}
         storage = ovh.cloudproject.Storage(
@@ -70,7 +71,9 @@ class Bucket(pulumi.ComponentResource):
             object_lock=lock,
             tags={"socle-purpose": args.purpose},
             hide_objects=True,
-            opts=child,
+            # A backup bucket outlives a `pulumi destroy` and a replacement: the engine forgets it and
+            # leaves it, with every version, in place (retainOnDelete).
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.purpose == "backup"),
         )
         if args.lifecycle:
             rules = []

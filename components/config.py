@@ -236,6 +236,8 @@ class Database(_Model):
     """Disk size of the managed cluster in GB (default: the flavor's)."""
     backup_time: TimeOfDay = "02:00:00"
     """When OVH takes the daily backup (HH:MM:SS, UTC)."""
+    maintenance_time: TimeOfDay = "04:00:00"
+    """When OVH may start maintenance (minor upgrades) every day (HH:MM:SS, UTC): away from backupTime and backup.schedule."""
     deletion_protection: bool = False
     """Refuse to delete the cluster (set it in prod)."""
     databases: list[Name] = Field(min_length=1)

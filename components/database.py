@@ -43,6 +43,7 @@ class DatabaseArgs:
     nodes: int = 1
     disk_gb: int | None = None
     backup_time: str = "02:00:00"
+    maintenance_time: str = "04:00:00"
     deletion_protection: bool = False
     # (description, address) of each server whose apps use this database: nothing else gets in.
     allowed: list[tuple[str, pulumi.Input[str]]] = field(default_factory=list)
@@ -94,6 +95,8 @@ class Database(pulumi.ComponentResource):
             nodes=[{"region": region} for _ in range(args.nodes)],
             disk_size=args.disk_gb,
             backup_time=args.backup_time,
+            # OVH applies minor upgrades in this window, away from the backup and the nightly dump.
+            maintenance_time=args.maintenance_time,
             # The service keeps a copy in the nodes' region and one in the second region.
             backup_regions=[region, ovh_location(args.backup_region)],
             ip_restrictions=[
@@ -101,7 +104,10 @@ class Database(pulumi.ComponentResource):
                 for desc, addr in args.allowed
             ],
             deletion_protection=args.deletion_protection,
-            opts=child,
+            # Creating a multi-node cluster can outlast the provider's default 20 minutes; a timed-out
+            # create leaves a cluster the state does not know (then `pulumi import` it).
+            opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(
+                create="60m", update="60m", delete="30m")),
         )
         self.cluster = cluster
         self.host = cluster.endpoints.apply(lambda eps: eps[0].domain if eps else "")

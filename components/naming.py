@@ -9,7 +9,9 @@ def physical_name(project: str, stack: str, *parts: str) -> str:
 
 def ovh_location(region: str) -> str:
     """OVH database and object-storage regions are locations (GRA); instance regions are numbered
-    (GRA11)."""
+    (GRA11). A 3-AZ region (EU-WEST-PAR) is its own location and keeps its whole name."""
+    if region.count("-") >= 2:
+        return region.upper()
     letters = ""
     for ch in region:
         if not ch.isalpha():

@@ -79,7 +79,7 @@ class Platform(pulumi.ComponentResource):
                 databases=list(db.databases),
                 project_id=ovh.project_id if ovh else None, region=ovh.region if ovh else None,
                 backup_region=ovh.backup_region if ovh else None, plan=db.plan, flavor=db.flavor,
-                nodes=db.nodes, disk_gb=db.disk_gb, backup_time=db.backup_time,
+                nodes=db.nodes, disk_gb=db.disk_gb, backup_time=db.backup_time, maintenance_time=db.maintenance_time,
                 deletion_protection=db.deletion_protection,
                 allowed=[(s, self.servers[s].address) for s in users],
                 docker=host.docker if host else None, network_name=host.network_name if host else None,
@@ -103,7 +103,10 @@ class Platform(pulumi.ComponentResource):
                 object_lock_days=b.object_lock.days if b.object_lock else None,
                 lifecycle=lifecycle, purpose="backup" if is_backup else "data",
                 docker=host.docker if host else None, network_name=host.network_name if host else None,
-            ), opts=stateful)
+                # A backup bucket is protected in every OVH stack, staging included (and retained
+                # on delete by the Bucket component), since replacing it deletes every object.
+            ), opts=pulumi.ResourceOptions(parent=self, protect=True) if is_backup and cfg.target == "ovh"
+               else stateful)
 
         specs: dict[str, list[AppSpec]] = {s: [] for s in cfg.servers}
         cache_conn = {}

@@ -147,6 +147,9 @@ def _uploads(res: Res) -> dict[str, str]:
 
 
 def _location(region: str) -> str:
+    """The twin of components.naming.ovh_location (the pack cannot import components)."""
+    if (region or "").count("-") >= 2:  # a 3-AZ region (EU-WEST-PAR) is a location of its own
+        return region.upper()
     m = re.match(r"[A-Za-z]+", region or "")
     return m.group(0).upper() if m else (region or "").upper()
 

@@ -108,10 +108,13 @@ def test_losing_a_protected_stateful_resource_is_refused(edit, expected):
     assert "REFUSED:" in diff.render("prod", "x", changes)
 
 
-def test_the_same_edit_in_an_unprotected_stack_is_reported_not_refused():
+def test_an_unprotected_resource_is_reported_not_refused_but_a_backup_bucket_is_protected_everywhere():
+    changes = changes_after("staging", lambda v: v["buckets"]["documents"].__setitem__("region", "SBG"))
+    assert ("documents-bucket", "replace") in {(c.name, c.action) for c in changes}
+    assert not diff.dangerous(changes), "staging's data bucket is not protected: the diff reports, the policy decides"
     changes = changes_after("staging", lambda v: v["buckets"]["backups"].pop("objectLock"))
-    assert ("backups-bucket", "replace") in {(c.name, c.action) for c in changes}
-    assert not diff.dangerous(changes), "staging is not protected: the diff reports, the policy decides"
+    assert ("backups-bucket", "replace") in {(c.name, c.action) for c in diff.dangerous(changes)}, \
+        "a backup bucket is protected in every OVH stack: losing it must be refused in staging too"
 
 
 def _plan(*args):

@@ -267,3 +267,33 @@ def test_container_database_uses_a_volume_and_the_engine_image(engine, image):
     db = next(c for c in run.of_type("docker:index/container:Container") if role(c) == "database")
     assert db.plain["volumes"][0]["volumeName"].endswith("-main-data"), db.plain["volumes"]
     assert "envs" in db.secret_paths()
+
+
+def test_managed_databases_have_a_maintenance_window_and_long_enough_timeouts(ovh_run):
+    clusters = ovh_run.of_type("ovh:CloudProject/database:Database")
+    for c in clusters:
+        p = c.plain
+        assert p.get("maintenanceTime") and p["maintenanceTime"] != p.get("backupTime"), \
+            f"{c.urn}: maintenance window {p.get('maintenanceTime')} (backup at {p.get('backupTime')})"
+        create = c.options.get("customTimeouts", {}).get("create", "")
+        assert create.endswith("m") and int(create[:-1]) >= 60, f"{c.urn} create timeout {create!r} (provider default: 20m)"
+
+
+def test_backup_buckets_are_protected_and_kept_on_destroy_in_every_ovh_stack(ovh_run):
+    from components.config import load
+
+    cfg = load(stack_values(ovh_run.stack))[0]
+    name = cfg.backup_bucket()
+    assert name, f"{ovh_run.stack} has no backup bucket"
+    bucket = next(r for r in ovh_run.of_type("ovh:CloudProject/storage:Storage") if r.name == f"{name}-bucket")
+    assert bucket.options.get("protect") and bucket.options.get("retainOnDelete"), \
+        f"{bucket.urn} options {bucket.options}: removing objectLock or a destroy would delete every backup"
+
+
+@pytest.mark.parametrize("region,location", [("GRA11", "GRA"), ("SBG5", "SBG"), ("GRA", "GRA"),
+                                             ("EU-WEST-PAR", "EU-WEST-PAR"), ("eu-south-mil", "EU-SOUTH-MIL")])
+def test_locations_of_regions_including_3az_agree_between_program_and_policy(region, location):
+    from components.naming import ovh_location
+    from policy.rules import _location
+
+    assert ovh_location(region) == _location(region) == location

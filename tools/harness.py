@@ -232,6 +232,10 @@ def _options(request) -> dict:
     for key in ("ignoreChanges", "replaceOnChanges"):
         if list(getattr(request, key, [])):
             out[key] = sorted(getattr(request, key))
+    timeouts = {k: getattr(request.customTimeouts, k) for k in ("create", "update", "delete")
+                if request.HasField("customTimeouts") and getattr(request.customTimeouts, k)}
+    if timeouts:
+        out["customTimeouts"] = timeouts
     if request.HasField("replacement_trigger"):
         value = json_format.MessageToDict(request.replacement_trigger)
         if value is not None:
