@@ -117,6 +117,10 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
             if res.returncode != 0:
                 raise SetupError(f"reloading sshd failed: {res.stderr.strip()[-500:]}")
             log("sshd reloaded")
+    if reload and not dry_run and any(p.startswith("/etc/systemd/system/") for p in changed):
+        res = _run(["systemctl", "daemon-reload"])
+        if res.returncode != 0:
+            raise SetupError(f"systemctl daemon-reload failed: {res.stderr.strip()[-500:]}")
     for unit in bundle.get("enable", []) if reload and not dry_run else []:
         res = _run(["systemctl", "enable", "--now", unit])
         if res.returncode != 0:

@@ -131,18 +131,20 @@ def test_a_client_adds_snapshots_and_cannot_delete_one(server, tmp_path):
 
 
 def test_a_client_key_reaches_only_its_own_repository(server, tmp_path):
+    ok(client_job(tmp_path, server, "web")("init"), "init of this client (or: it exists)")
     ok(client_job(tmp_path, server, "shop", password="pw-shop")("init"), "init of the other client")
     ok(client_job(tmp_path, server, "shop", password="pw-shop")("run"), "the other client's night")
     # With web's key, whatever the password or path asked for, it is web's repository that answers.
     res = restic(server, "web", "pw-shop", "snapshots")
     assert res.returncode != 0 and ("wrong password" in res.stderr or "no key found" in res.stderr.lower()), res.stderr
+    # Whatever is asked, the forced command answers (rclone's HTTP/2, binary): bytes, not text.
     listing = subprocess.run(["ssh", *server.ssh_options("web"), "-p", str(server.port), f"{USER}@127.0.0.1",
-                              "cat /etc/passwd; ls " + str(server.repos)], capture_output=True, text=True, timeout=60)
-    assert "root:" not in listing.stdout and "shop" not in listing.stdout, listing.stdout
+                              "cat /etc/passwd; ls " + str(server.repos)], capture_output=True, timeout=60)
+    assert b"root:" not in listing.stdout and b"shop" not in listing.stdout, listing.stdout[:300]
     sftp = subprocess.run(["sftp", "-b", "-", *server.ssh_options("web"),
-                           "-P", str(server.port), f"{USER}@127.0.0.1"], input="ls /\nget /etc/passwd\n",
-                          capture_output=True, text=True, timeout=60)
-    assert sftp.returncode != 0 and "root:" not in sftp.stdout, sftp.stdout + sftp.stderr
+                           "-P", str(server.port), f"{USER}@127.0.0.1"], input=b"ls /\nget /etc/passwd\n",
+                          capture_output=True, timeout=60)
+    assert sftp.returncode != 0 and b"root:" not in sftp.stdout, sftp.stdout[:300] + sftp.stderr[:300]
 
 
 def test_the_backup_server_applies_the_retention_itself(server, tmp_path):

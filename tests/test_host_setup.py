@@ -101,3 +101,58 @@ def test_the_wrapper_run_over_ssh_passes_shellcheck(tmp_path):
     script.write_text("#!/usr/bin/env bash\n" + render_host_setup_command())
     res = run([require("shellcheck"), str(script)])
     assert res.returncode == 0, res.stdout
+
+
+def reboot_files():
+    from components.render.cloudinit import REBOOT_SCRIPT, managed_files
+
+    files = managed_files(role="app", deploy_user="deploy", ssh_port=4660)
+    return files, REBOOT_SCRIPT
+
+
+def test_reboot_units_and_script_pass_systemd_and_shellcheck(tmp_path):
+    files, script = reboot_files()
+    # systemd-analyze checks that ExecStart exists: the script sits in the scratch directory here.
+    (tmp_path / "socle-reboot").write_text(files[script])
+    (tmp_path / "socle-reboot").chmod(0o755)
+    (tmp_path / "socle-reboot.service").write_text(
+        files["/etc/systemd/system/socle-reboot.service"].replace(script, str(tmp_path / "socle-reboot")))
+    (tmp_path / "socle-reboot.timer").write_text(files["/etc/systemd/system/socle-reboot.timer"])
+    res = run([require("systemd-analyze", "systemd"), "verify", str(tmp_path / "socle-reboot.timer"),
+               str(tmp_path / "socle-reboot.service")], cwd=tmp_path)
+    assert res.returncode == 0 and "socle-reboot" not in res.stderr, res.stderr
+    (tmp_path / "reboot.sh").write_text(files[script])
+    res = run([require("shellcheck"), str(tmp_path / "reboot.sh")])
+    assert res.returncode == 0, res.stdout
+    assert 'Automatic-Reboot "false"' in files["/etc/apt/apt.conf.d/52socle-unattended"], \
+        "unattended-upgrades must not reboot by itself at a fixed time"
+
+
+@pytest.mark.parametrize("pending,active,rebooted", [
+    (False, [], False),                           # nothing to do
+    (True, ["socle-backup.service"], False),      # a backup runs: wait for the next window
+    (True, ["socle-prune.service"], False),
+    (True, [], True),                             # reboot, honouring inhibitors
+])
+def test_the_reboot_waits_for_running_backups(tmp_path, pending, active, rebooted):
+    files, script = reboot_files()
+    (tmp_path / "reboot.sh").write_text(files[script])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "systemctl.log"
+    (bindir / "systemctl").write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\ncase "$*" in\n'
+        + "".join(f'  "is-active --quiet {u}") exit 0 ;;\n' for u in active)
+        + '  is-active*) exit 3 ;;\nesac\nexit 0\n')
+    (bindir / "systemctl").chmod(0o755)
+    required = tmp_path / "reboot-required"
+    if pending:
+        required.write_text("*** System restart required ***\n")
+        (tmp_path / "reboot-required.pkgs").write_text("linux-image-cloud-amd64\n")
+    res = run(["sh", str(tmp_path / "reboot.sh")],
+              env={"PATH": f"{bindir}:/usr/bin:/bin", "SOCLE_REBOOT_REQUIRED": str(required)})
+    assert res.returncode == 0, res.stderr
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert ("reboot --check-inhibitors=yes" in calls) == rebooted, calls
+    if active:
+        assert f"{active[0]} is running" in res.stdout

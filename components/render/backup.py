@@ -75,7 +75,10 @@ def render_systemd_units(schedules: dict[str, str]) -> dict[str, str]:
             "",
             "[Service]",
             "Type=oneshot",
-            f"ExecStart=/usr/bin/python3 {RUNNER_PATH} {job}",
+            # A shutdown inhibitor for the job's duration: socle-reboot (which checks inhibitors)
+            # never reboots in the middle of a backup.
+            f"ExecStart=/usr/bin/systemd-inhibit --what=shutdown --mode=block --who=socle-backup "
+            f"'--why=socle backup: {job}' /usr/bin/python3 {RUNNER_PATH} {job}",
             # Dumps and scratch restores are readable by root only.
             "UMask=0077",
             "Nice=10",
@@ -204,7 +207,8 @@ def render_prune_units(schedule: str) -> dict[str, str]:
             "User=restic",
             "UMask=0077",
             f"LoadCredential=prune.env:{PRUNE_ENV}",
-            f"ExecStart=/usr/bin/python3 {RUNNER_PATH} --manifest {PRUNE_MANIFEST} --env-file %d/prune.env prune",
+            "ExecStart=/usr/bin/systemd-inhibit --what=shutdown --mode=block --who=socle-prune '--why=socle prune' "
+            f"/usr/bin/python3 {RUNNER_PATH} --manifest {PRUNE_MANIFEST} --env-file %d/prune.env prune",
             "Nice=10",
             "IOSchedulingClass=idle",
             "TimeoutStartSec=6h",

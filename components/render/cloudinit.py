@@ -59,13 +59,50 @@ def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[st
 
 _AUTO_UPGRADES = 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n'
 
-# Reboot at night when an upgrade (a kernel, libc) needs it; containers restart by their policy.
+# unattended-upgrades never reboots by itself: its reboot at a fixed time could kill a long
+# backup. socle-reboot.timer reboots when an upgrade (a kernel, libc) needs it and no backup job
+# runs; the backup jobs also hold a shutdown inhibitor that it respects.
 _UNATTENDED = (
     'Unattended-Upgrade::Origins-Pattern { "origin=Debian,codename=${distro_codename}-security,label=Debian-Security"; '
     '"origin=Debian,codename=${distro_codename},label=Debian"; };\n'
-    'Unattended-Upgrade::Automatic-Reboot "true";\n'
-    'Unattended-Upgrade::Automatic-Reboot-Time "04:30";\n'
+    'Unattended-Upgrade::Automatic-Reboot "false";\n'
 )
+
+REBOOT_SCRIPT = "/usr/local/sbin/socle-reboot"
+BACKUP_UNITS = ["socle-backup.service", "socle-backup-check.service", "socle-backup-drill.service",
+                "socle-prune.service"]
+_REBOOT = """#!/bin/sh
+# socle: reboot when an upgrade needs it, never while a backup job runs (socle-reboot.timer).
+set -eu
+required=${SOCLE_REBOOT_REQUIRED:-/var/run/reboot-required}
+[ -f "$required" ] || exit 0
+for unit in %s; do
+  if systemctl is-active --quiet "$unit"; then
+    echo "socle-reboot: $unit is running; the reboot waits for the next window"
+    exit 0
+  fi
+done
+echo "socle-reboot: rebooting for: $(tr '\\n' ' ' < "$required.pkgs" 2>/dev/null || true)"
+# Non-interactive systemctl ignores inhibitors unless asked: a backup's inhibitor must hold.
+exec systemctl reboot --check-inhibitors=yes
+""" % " ".join(BACKUP_UNITS)
+_REBOOT_SERVICE = f"""[Unit]
+Description=socle: reboot for a pending upgrade, outside backup jobs
+
+[Service]
+Type=oneshot
+ExecStart={REBOOT_SCRIPT}
+"""
+_REBOOT_TIMER = """[Unit]
+Description=socle: reboot windows (every 30 minutes from 04:00 to 06:30 UTC)
+
+[Timer]
+OnCalendar=*-*-* 04..06:00,30:00 UTC
+Persistent=false
+
+[Install]
+WantedBy=timers.target
+"""
 
 
 def sshd_users(role: str, deploy_user: str) -> tuple[list[str], dict[str, str]]:
@@ -81,6 +118,9 @@ def managed_files(*, role: str, deploy_user: str, ssh_port: int) -> dict[str, st
         SSHD_DROPIN: render_sshd_config(port=ssh_port, allow_users=allow, keyed_users=keyed),
         "/etc/apt/apt.conf.d/20auto-upgrades": _AUTO_UPGRADES,
         "/etc/apt/apt.conf.d/52socle-unattended": _UNATTENDED,
+        REBOOT_SCRIPT: _REBOOT,
+        "/etc/systemd/system/socle-reboot.service": _REBOOT_SERVICE,
+        "/etc/systemd/system/socle-reboot.timer": _REBOOT_TIMER,
     }
 
 
@@ -89,6 +129,8 @@ def packages(role: str) -> list[str]:
 
 
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-socle.conf"
+# Files socle manages whose mode is not 0644.
+MODES = {REBOOT_SCRIPT: "0755"}
 
 
 def render_cloud_init(
@@ -129,7 +171,8 @@ def render_cloud_init(
     if role == "app":
         runcmd.append(["systemctl", "enable", "--now", "docker"])
     runcmd += [
-        ["systemctl", "enable", "--now", "unattended-upgrades"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "unattended-upgrades", "socle-reboot.timer"],
         ["systemctl", "restart", "ssh"],
     ]
     doc = {
@@ -141,8 +184,8 @@ def render_cloud_init(
         "disable_root": True,
         "ssh_pwauth": False,
         "users": users,
-        "write_files": [{"path": path, "permissions": "0644", "content": content} for path, content in
-                        managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port).items()],
+        "write_files": [{"path": path, "permissions": MODES.get(path, "0644"), "content": content}
+                        for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port).items()],
         "runcmd": runcmd,
         "final_message": "socle: cloud-init finished after $UPTIME seconds",
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .cloudinit import SSHD_DROPIN, managed_files, packages
+from .cloudinit import MODES, SSHD_DROPIN, managed_files, packages
 
 PROGRAM = (Path(__file__).resolve().parents[2] / "host" / "socle_host_setup.py").read_text()
 
@@ -24,11 +24,11 @@ def authorized_keys(keys: list[str]) -> str:
 
 
 def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ssh_port: int) -> str:
-    files = {path: {"mode": "0644", "content": content}
+    files = {path: {"mode": MODES.get(path, "0644"), "content": content}
              for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port).items()}
     files[f"/home/{deploy_user}/.ssh/authorized_keys"] = {
         "mode": "0600", "dir_mode": "0700", "owner": deploy_user, "content": authorized_keys(admin_keys)}
-    enable = (["docker"] if role == "app" else []) + ["unattended-upgrades"]
+    enable = (["docker"] if role == "app" else []) + ["unattended-upgrades", "socle-reboot.timer"]
     return json.dumps({"packages": packages(role), "files": files, "sshd_dropin": SSHD_DROPIN, "enable": enable},
                       sort_keys=True)
 
