@@ -209,8 +209,8 @@ class Server(_Model):
     """OVH instance flavor, e.g. b3-8 (required on target ovh)."""
     image: str = "Debian 12"
     """OVH image name; socle's cloud-init targets Debian 12."""
-    disk_gb: int | None = Field(default=None, ge=10)
-    """Expected root disk size, documented and checked against the flavor by OVH."""
+    disk_gb: int | None = Field(default=None, ge=10, le=12000)
+    """Size in GB of the server's data volume: OVH block storage, apart from the root disk, holding Docker's data (the apps' volumes) or the backup repositories; it survives a rebuild and a destroy. Required on target ovh for a server that holds state."""
     auto_backup: AutoBackup | None = None
     """OVH instance snapshots; set it on servers holding state."""
     rebuild: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
@@ -542,6 +542,16 @@ def _known(kind: str, names) -> str:
     return f"(known {kind}: {', '.join(sorted(names)) or 'none'})"
 
 
+def _holds_state(cfg: StackConfig, server: str) -> bool:
+    """A backup server, or an app server with a stateful volume or a container database."""
+    if cfg.servers[server].role == "backup":
+        return True
+    if any(app.server == server and any(v.stateful for v in app.volumes.values()) for app in cfg.apps.values()):
+        return True
+    return any(cfg.database_hosting(d) == "container" and cfg.host_of("databases", d) == server
+               for d in cfg.databases)
+
+
 def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
     issues: list[tuple[str, str]] = []
     add = lambda path, msg: issues.append((path, msg))  # noqa: E731
@@ -565,6 +575,10 @@ def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
         for name, srv in cfg.servers.items():
             if not srv.flavor:
                 add(f"servers.{name}.flavor", "required on target ovh, e.g. b3-8")
+            if srv.disk_gb is None and _holds_state(cfg, name):
+                add(f"servers.{name}.diskGb", "required on target ovh for a server that holds state: its data "
+                    "lives on a block storage volume of this size, which a rebuild of the root disk keeps "
+                    "(e.g. 50)")
     else:
         if len(cfg.servers) != 1:
             add(

@@ -28,6 +28,8 @@ class ServerArgs:
     image: str = "Debian 12"
     auto_backup_cron: str | None = None
     auto_backup_rotation: int | None = None
+    # Size of the data volume (OVH block storage, apart from the root disk), if any.
+    data_gb: int | None = None
     # Changing this (from nothing, or to another value) replaces the instance on purpose: the only
     # way socle ever rebuilds a server. Anything else that changes leaves the instance in place.
     rebuild: str | None = None
@@ -103,6 +105,7 @@ class Server(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.docker = None
         self.host_setup = None
+        self.volume = None
         self.network = None
         self.network_name = None
         if args.target == "ovh":
@@ -155,6 +158,17 @@ class Server(pulumi.ComponentResource):
         # SSH port or an image that OVH renames and republishes under the same name changes nothing
         # here), and what changes in normal life goes through host setup below. A rebuild happens
         # only when the stack file changes servers.<name>.rebuild (replacement_trigger).
+        volume = None
+        if args.data_gb:
+            # The server's data (Docker's data root, or the backup repositories) on a block storage
+            # volume: a rebuild or a replacement of the instance leaves it, and it is not deleted
+            # with the stack (retainOnDelete). Its size grows in place; region and service name
+            # would replace it (pulumi-ovh CloudStorageBlockVolume docs).
+            volume = ovh.CloudStorageBlockVolume(
+                f"{name}-data", service_name=args.project_id, region=args.region, size=args.data_gb,
+                name=f"{args.physical_name}-data",
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True))
+        self.volume = volume
         instance = ovh.CloudInstance(
             f"{name}-vm",
             service_name=args.project_id,
@@ -165,8 +179,10 @@ class Server(pulumi.ComponentResource):
             networks=[{"auto_assign_public_ip": True}],
             security_group_ids=[sg.id],
             user_data=user_data,
+            volume_ids=[volume.id] if volume else None,
+            # Delete first on an explicit rebuild: a volume is attached to one instance at a time.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["user_data", "image_id"],
-                                        replacement_trigger=args.rebuild),
+                                        replacement_trigger=args.rebuild, delete_before_replace=True),
         )
         self.instance = instance
         self.address = instance.current_state.apply(lambda s: _public_ipv4(s) or "")
@@ -193,14 +209,15 @@ class Server(pulumi.ComponentResource):
             triggers=[instance.id],
             opts=child,
         )
-        bundle = render_host_bundle(role=args.role, deploy_user=args.deploy_user, admin_keys=args.admin_keys,
-                                    ssh_port=args.ssh_port)
+        bundle = pulumi.Output.from_input(volume.id if volume else "").apply(
+            lambda vid: render_host_bundle(role=args.role, deploy_user=args.deploy_user, admin_keys=args.admin_keys,
+                                           ssh_port=args.ssh_port, volume_id=vid or None))
         self.host_setup = command.remote.Command(
             f"{name}-host-setup",
             connection=conn,
             create=render_host_setup_command(),
             update=render_host_setup_command(),
-            stdin=host_setup_stdin(bundle),
+            stdin=bundle.apply(host_setup_stdin),
             triggers=[instance.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ready]),
         )

@@ -65,7 +65,7 @@ class Platform(pulumi.ComponentResource):
                 flavor=srv.flavor, image=srv.image,
                 auto_backup_cron=srv.auto_backup.cron if srv.auto_backup else None,
                 auto_backup_rotation=srv.auto_backup.rotation if srv.auto_backup else None,
-                rebuild=srv.rebuild,
+                rebuild=srv.rebuild, data_gb=srv.disk_gb,
                 ssh_clients=clients,
             ), opts=stateful)
 

@@ -3,8 +3,8 @@
 
     sudo python3 socle_host_setup.py --bundle BUNDLE.json [--root DIR] [--dry-run]
 
-The bundle (rendered by components/render/host_setup.py, no secret in it) lists the packages that
-must be installed and the files socle manages (the deploy user's authorized keys, the sshd drop-in,
+The bundle (rendered by components/render/host_setup.py, no secret in it) names the data volume to
+mount (formatted only when blank), lists the packages that must be installed and the files socle manages (the deploy user's authorized keys, the sshd drop-in,
 the unattended-upgrades settings, Docker's daemon.json ...), each with its mode and owner. The run
 is idempotent: a file whose content and mode are already right is left alone, so running it again
 changes nothing and says so. The sshd drop-in is checked with `sshd -t` before sshd is reloaded;
@@ -26,6 +26,7 @@ import pwd
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -77,8 +78,10 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] | None = None,
-          reload: bool = True) -> list[str]:
+          reload: bool = True, device_dir: Path = Path("/dev/disk/by-id")) -> list[str]:
     """Apply the bundle under `root` ("/" on a server); returns the paths it changed."""
+    if bundle.get("volume"):
+        log(mount_volume(bundle["volume"], root, device_dir, on_host=reload, dry_run=dry_run))
     missing = [p for p in bundle.get("packages", []) if not _installed(p)] if reload else []
     if missing:
         if dry_run:
@@ -128,6 +131,70 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
     return changed
 
 
+LABEL = "socle-data"
+
+
+def mount_volume(spec: dict, root: Path, device_dir: Path, on_host: bool, dry_run: bool = False) -> str:
+    """Mount the server's data volume (an OVH block storage volume) at spec["mount"], by label.
+
+    A blank volume is formatted (ext4, label socle-data); a volume that already has a filesystem is
+    never formatted: with the socle-data label it is mounted as it is (after a rebuild the new
+    instance gets the old volume, data intact), with anything else the run stops. What the mount
+    point already holds (Docker's first-boot state) is copied onto a new volume first."""
+    mount = root / spec["mount"].lstrip("/")
+    device = device_dir / f"virtio-{spec['idPrefix']}"
+    for _ in range(60):
+        if device.exists():
+            break
+        time.sleep(1)
+    else:
+        raise SetupError(f"the data volume {spec['idPrefix']}… is not attached ({device} does not exist)")
+    real = str(device.resolve())
+    if _run(["findmnt", "-n", "-S", real, "-M", str(mount)]).returncode == 0:
+        return f"data volume already mounted at {mount}"
+    fstype = _run(["blkid", "-o", "value", "-s", "TYPE", real]).stdout.strip()
+    label = _run(["blkid", "-o", "value", "-s", "LABEL", real]).stdout.strip()
+    if dry_run:
+        return f"would {'format and ' if not fstype else ''}mount {real} at {mount}"
+    if not fstype:
+        res = _run(["mkfs.ext4", "-q", "-L", LABEL, real])
+        if res.returncode != 0:
+            raise SetupError(f"mkfs.ext4 {real} failed: {res.stderr.strip()[-400:]}")
+        label, fresh = LABEL, True
+    elif fstype != "ext4" or label != LABEL:
+        raise SetupError(f"{real} holds a {fstype} filesystem labelled '{label}', not socle's data volume; "
+                         "nothing was formatted or mounted: check which volume is attached")
+    else:
+        fresh = False
+    for unit in spec.get("stop", []) if on_host else []:
+        _run(["systemctl", "stop", unit])
+    mount.mkdir(parents=True, exist_ok=True)
+    if fresh and any(mount.iterdir()):
+        scratch = Path(tempfile.mkdtemp(prefix="socle-data-"))
+        try:
+            _check(["mount", real, str(scratch)], "mount the new volume")
+            _check(["cp", "-a", f"{mount}/.", str(scratch)], "copy the existing data onto the volume")
+        finally:
+            _run(["umount", str(scratch)])
+            scratch.rmdir()
+    fstab = root / "etc" / "fstab"
+    line = f"LABEL={LABEL} {spec['mount']} ext4 defaults,nofail 0 2\n"
+    lines = [ln for ln in (fstab.read_text().splitlines(keepends=True) if fstab.exists() else [])
+             if not ln.startswith(f"LABEL={LABEL} ")]
+    fstab.parent.mkdir(parents=True, exist_ok=True)
+    fstab.write_text("".join(lines) + line)
+    _check(["mount", real, str(mount)], f"mount the data volume at {mount}")
+    for unit in reversed(spec.get("stop", [])) if on_host else []:
+        _run(["systemctl", "start", unit])
+    return f"data volume {'formatted and ' if fresh else ''}mounted at {mount}"
+
+
+def _check(cmd: list[str], what: str) -> None:
+    res = _run(cmd)
+    if res.returncode != 0:
+        raise SetupError(f"could not {what}: {res.stderr.strip()[-400:]}")
+
+
 def _installed(package: str) -> bool:
     res = _run(["dpkg-query", "-W", "-f=${Status}", package])
     return res.returncode == 0 and "install ok installed" in res.stdout
@@ -141,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="write under this directory instead of / (tests); skips apt, systemctl and reloads")
     ap.add_argument("--sshd-test", default=None, help="command that validates sshd's configuration (default: sshd -t)")
     ap.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    ap.add_argument("--device-dir", type=Path, default=Path("/dev/disk/by-id"),
+                    help="where the data volume's virtio-<id> link is (tests)")
     args = ap.parse_args(argv)
     try:
         bundle = json.loads(args.bundle.read_text())
@@ -150,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     on_host = args.root == Path("/")
     try:
         changed = apply(bundle, args.root, args.dry_run, args.sshd_test.split() if args.sshd_test else None,
-                        reload=on_host)
+                        reload=on_host, device_dir=args.device_dir)
     except (SetupError, KeyError, OSError) as e:
         print(f"socle-host-setup: {e}", file=sys.stderr)
         return 1

@@ -237,3 +237,15 @@ def test_dead_man_urls_are_one_line_https_and_one_per_job():
     v = prod()
     v["backup"]["drillPingUrl"] = {"config": "drillPing"}
     assert "socle:backup.drillPingUrl.config: 'drillPing' is not set in socle:secrets" in errors_of(v)
+
+
+def test_a_server_holding_state_on_ovh_needs_a_data_volume():
+    v = prod()
+    del v["servers"]["backup"]["diskGb"]
+    assert ("socle:servers.backup.diskGb: required on target ovh for a server that holds state: its data lives on a "
+            "block storage volume of this size") in errors_of(v)
+    v = prod()
+    v["servers"]["spare"] = {"flavor": "d2-4"}  # no app, no database: nothing to keep
+    for app in v["apps"].values():
+        app["server"] = "web"
+    load(v)

@@ -4,6 +4,7 @@ and the shell wrapper run over SSH accepted by shellcheck."""
 
 import getpass
 import json
+import os
 import subprocess
 import sys
 
@@ -156,3 +157,92 @@ def test_the_reboot_waits_for_running_backups(tmp_path, pending, active, reboote
     assert ("reboot --check-inhibitors=yes" in calls) == rebooted, calls
     if active:
         assert f"{active[0]} is running" in res.stdout
+
+
+# ---------------------------------------------------------------- the data volume, on a real loop device
+
+VOLUME_ID = "0f9c3a52-6b1e-4b7d-9a44-2d8f0e6c1b77"
+
+
+@pytest.fixture
+def loop(tmp_path):
+    """A 64 MB block device standing in for the OVH volume, linked as /dev/disk/by-id would link it."""
+    if os.geteuid() != 0:
+        pytest.fail("the data-volume test attaches a loop device and mounts it: run it as root (CI does)")
+    img = tmp_path / "volume.img"
+    with open(img, "wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    dev = subprocess.run(["losetup", "--find", "--show", str(img)], capture_output=True, text=True)
+    assert dev.returncode == 0, dev.stderr
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (by_id / f"virtio-{VOLUME_ID[:20]}").symlink_to(dev.stdout.strip())
+    mounted = []
+    yield dev.stdout.strip(), by_id, mounted
+    for m in mounted:
+        subprocess.run(["umount", "-l", str(m)], capture_output=True)
+    subprocess.run(["losetup", "-d", dev.stdout.strip()], capture_output=True)
+
+
+def apply_volume(tmp_path, by_id, role="app"):
+    bundle = render_host_bundle(role=role, deploy_user=USER, admin_keys=[KEY], ssh_port=4660, volume_id=VOLUME_ID)
+    return setup(tmp_path, bundle, "--sshd-test", "true", "--device-dir", str(by_id))
+
+
+def test_a_blank_volume_is_formatted_mounted_and_keeps_what_was_there(tmp_path, loop):
+    dev, by_id, mounted = loop
+    docker_root = tmp_path / "root" / "var" / "lib" / "docker"
+    docker_root.mkdir(parents=True)
+    (docker_root / "first-boot-state").write_text("docker's first boot\n")
+    mounted.append(docker_root)
+    res = apply_volume(tmp_path, by_id)
+    assert res.returncode == 0, res.stderr
+    assert "data volume formatted and mounted at" in res.stdout, res.stdout
+    assert run(["findmnt", "-n", "-S", dev, "-M", str(docker_root)]).returncode == 0, "not mounted"
+    assert (docker_root / "first-boot-state").read_text() == "docker's first boot\n", "the existing data was lost"
+    assert run(["blkid", "-o", "value", "-s", "LABEL", dev]).stdout.strip() == "socle-data"
+    assert "LABEL=socle-data /var/lib/docker ext4 defaults,nofail 0 2" in (tmp_path / "root/etc/fstab").read_text()
+    again = apply_volume(tmp_path, by_id)
+    assert again.returncode == 0 and "data volume already mounted" in again.stdout, again.stdout
+
+
+def test_after_a_rebuild_the_same_volume_is_mounted_with_its_data_never_formatted(tmp_path, loop):
+    dev, by_id, mounted = loop
+    run(["mkfs.ext4", "-q", "-L", "socle-data", dev])
+    scratch = tmp_path / "old-server"
+    scratch.mkdir()
+    run(["mount", dev, str(scratch)])
+    (scratch / "volumes").mkdir()
+    (scratch / "volumes" / "uploads.txt").write_text("a year of uploads\n")
+    run(["umount", str(scratch)])
+    target = tmp_path / "root" / "srv" / "restic"
+    mounted.append(target)
+    res = apply_volume(tmp_path, by_id, role="backup")   # a new instance, its root disk fresh
+    assert res.returncode == 0 and "data volume mounted at" in res.stdout and "formatted" not in res.stdout, res.stdout
+    assert (target / "volumes" / "uploads.txt").read_text() == "a year of uploads\n"
+
+
+def test_a_foreign_filesystem_is_neither_formatted_nor_mounted(tmp_path, loop):
+    dev, by_id, mounted = loop
+    run(["mkfs.ext4", "-q", "-L", "someone-else", dev])
+    target = tmp_path / "root" / "var" / "lib" / "docker"
+    mounted.append(target)
+    res = apply_volume(tmp_path, by_id)
+    assert res.returncode == 1 and "not socle's data volume" in res.stderr, res.stderr
+    assert run(["blkid", "-o", "value", "-s", "LABEL", dev]).stdout.strip() == "someone-else", "it was formatted"
+    assert run(["findmnt", "-n", "-S", dev]).returncode != 0, "it was mounted"
+
+
+def test_a_volume_that_is_not_attached_is_a_clear_failure(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("socle_host_setup", PROGRAM)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod.time, "sleep", lambda s: None)  # the minute it waits for the device
+    with pytest.raises(mod.SetupError, match="is not attached"):
+        mod.mount_volume({"idPrefix": VOLUME_ID[:20], "mount": "/var/lib/docker"}, tmp_path, tmp_path, False)
+    bundle = json.loads(render_host_bundle(role="app", deploy_user=USER, admin_keys=[KEY], ssh_port=4660,
+                                           volume_id=VOLUME_ID))
+    assert bundle["volume"] == {"idPrefix": VOLUME_ID[:20], "mount": "/var/lib/docker",
+                                "stop": ["docker.socket", "docker.service"]}

@@ -31,8 +31,9 @@ def system(**parts):
 
 LE_PIC = system(
     domain="lepic.example.org",
-    servers={"dbauth": {"flavor": "b3-8"}, "http": {"flavor": "b3-8"}, "cloud": {"flavor": "b3-16"},
-             "surveys": {"flavor": "d2-4"}, "preprod": {"flavor": "d2-4"}, "backup": {"role": "backup", "flavor": "d2-4"}},
+    servers={"dbauth": {"flavor": "b3-8"}, "http": {"flavor": "b3-8", "diskGb": 100},
+             "cloud": {"flavor": "b3-16", "diskGb": 500}, "surveys": {"flavor": "d2-4", "diskGb": 20},
+             "preprod": {"flavor": "d2-4"}, "backup": {"role": "backup", "flavor": "d2-4", "diskGb": 2000}},
     databases={"main": {"engine": "mysql", "version": "8", "databases": ["spip1", "spip2", "nextcloud", "limesurvey"]}},
     apps={
         **{f"spip{i}": {"image": "ipeos/spip:4.3", "server": "http", "hostname": f"site{i}.lepic.example.org",
@@ -64,7 +65,7 @@ SKILLS_HUB = system(
     # Nightly 03:00, kept 1825 days, pushed over SSH (port 4660, key-only) to an isolated server.
     backup={"schedule": "0 3 * * *", "retention": {"daily": 7, "weekly": 4, "monthly": 12, "yearly": 5},
             "targets": {"server": "backup"}},
-    servers={"prod": {"flavor": "b3-16"}, "backup": {"role": "backup", "flavor": "d2-4"}},
+    servers={"prod": {"flavor": "b3-16", "diskGb": 200}, "backup": {"role": "backup", "flavor": "d2-4", "diskGb": 4000}},
     databases={"main": {"engine": "postgresql", "version": "16", "hosting": "container", "server": "prod",
                         "databases": ["app", "keycloak", "odoo", "mattermost"]}},
     apps={
@@ -81,7 +82,7 @@ SKILLS_HUB = system(
 
 CAPLIBRE = system(
     domain="caplibre.example.org",
-    servers={"cloud1": {"flavor": "b3-32"}, "sync": {"flavor": "b3-8"}},
+    servers={"cloud1": {"flavor": "b3-32", "diskGb": 100}, "sync": {"flavor": "b3-8", "diskGb": 500}},
     databases={"cluster": {"engine": "postgresql", "version": "16", "plan": "business", "nodes": 3, "databases": ["nextcloud"]}},
     buckets={"files": {}},
     apps={

@@ -23,14 +23,28 @@ def authorized_keys(keys: list[str]) -> str:
     return "".join(f"{k.strip()}\n" for k in keys)
 
 
-def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ssh_port: int) -> str:
+# Where a server's data volume is mounted: Docker's whole data root on an app server (its named
+# volumes, so the apps' state), the restic repositories on a backup server.
+DATA_MOUNT = {"app": "/var/lib/docker", "backup": "/srv/restic"}
+
+
+def volume_spec(role: str, volume_id: str) -> dict:
+    """OVH block storage shows up as /dev/disk/by-id/virtio-<the first 20 characters of its id>."""
+    return {"idPrefix": volume_id[:20], "mount": DATA_MOUNT[role],
+            "stop": ["docker.socket", "docker.service"] if role == "app" else []}
+
+
+def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ssh_port: int,
+                       volume_id: str | None = None) -> str:
     files = {path: {"mode": MODES.get(path, "0644"), "content": content}
              for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port).items()}
     files[f"/home/{deploy_user}/.ssh/authorized_keys"] = {
         "mode": "0600", "dir_mode": "0700", "owner": deploy_user, "content": authorized_keys(admin_keys)}
     enable = (["docker"] if role == "app" else []) + ["unattended-upgrades", "socle-reboot.timer"]
-    return json.dumps({"packages": packages(role), "files": files, "sshd_dropin": SSHD_DROPIN, "enable": enable},
-                      sort_keys=True)
+    doc = {"packages": packages(role), "files": files, "sshd_dropin": SSHD_DROPIN, "enable": enable}
+    if volume_id:
+        doc["volume"] = volume_spec(role, volume_id)
+    return json.dumps(doc, sort_keys=True)
 
 
 def render_host_setup_command() -> str:
