@@ -450,6 +450,8 @@ class StackConfig(_Model):
     """local: everything on the local Docker engine; ovh: OVH Public Cloud."""
     protect: bool = False
     """Pulumi `protect` on servers, databases and buckets: a `pulumi destroy` must be unlocked by hand."""
+    credentials_rotation: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    """Change it (e.g. to a timestamp) to have OVH generate new passwords for every managed database user, in place; scripts/restore-ransomware.sh sets it."""
     ovh: OvhSettings | None = None
     """OVH settings (required on target ovh)."""
     access: Access = Field(default_factory=Access)

@@ -45,6 +45,8 @@ class DatabaseArgs:
     backup_time: str = "02:00:00"
     maintenance_time: str = "04:00:00"
     deletion_protection: bool = False
+    # Changing it makes OVH generate new passwords for the users (passwordReset, in place).
+    password_reset: str | None = None
     # (description, address) of each server whose apps use this database: nothing else gets in.
     allowed: list[tuple[str, pulumi.Input[str]]] = field(default_factory=list)
     # container
@@ -120,12 +122,14 @@ class Database(pulumi.ComponentResource):
             if args.engine == "postgresql":
                 user = ovh.cloudprojectdatabase.PostgresSqlUser(
                     f"{name}-{db}-user", service_name=args.project_id, cluster_id=cluster.id, name=db,
-                    roles=[], opts=pulumi.ResourceOptions(parent=self, depends_on=[instance]),
+                    roles=[], password_reset=args.password_reset,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[instance]),
                 )
             else:
                 user = ovh.cloudprojectdatabase.User(
                     f"{name}-{db}-user", service_name=args.project_id, cluster_id=cluster.id,
-                    engine=args.engine, name=db, opts=pulumi.ResourceOptions(parent=self, depends_on=[instance]),
+                    engine=args.engine, name=db, password_reset=args.password_reset,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[instance]),
                 )
             # The managed service generates the password and returns it as a secret output.
             password = pulumi.Output.secret(user.password)

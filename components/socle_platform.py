@@ -80,7 +80,7 @@ class Platform(pulumi.ComponentResource):
                 project_id=ovh.project_id if ovh else None, region=ovh.region if ovh else None,
                 backup_region=ovh.backup_region if ovh else None, plan=db.plan, flavor=db.flavor,
                 nodes=db.nodes, disk_gb=db.disk_gb, backup_time=db.backup_time, maintenance_time=db.maintenance_time,
-                deletion_protection=db.deletion_protection,
+                deletion_protection=db.deletion_protection, password_reset=cfg.credentials_rotation,
                 allowed=[(s, self.servers[s].address) for s in users],
                 docker=host.docker if host else None, network_name=host.network_name if host else None,
             ), opts=stateful)

@@ -158,3 +158,9 @@ def test_every_documented_replace_forcing_property_of_the_instance_is_in_the_tab
         assert camel, f"no replace-forcing property found in pulumi_ovh.{module}: the check itself is broken"
         missing = camel - set(diff.REPLACE[type_])
         assert not missing, f"{type_}: the provider documents {sorted(missing)} as replace-forcing; add them to tools.diff.REPLACE"
+
+
+def test_rotating_managed_database_passwords_updates_the_users_in_place():
+    changes = changes_after("prod", lambda v: v.__setitem__("credentialsRotation", "ransomware-20261125T000000Z"))
+    assert changes and {(c.short_type, c.action, c.properties) for c in changes} == {
+        ("PostgresSqlUser", "update", ("passwordReset",))}, [(c.name, c.action, c.properties) for c in changes]

@@ -13,6 +13,13 @@ from tests.conftest import ROOT
 OUTPUTS = {"servers": {"web": "203.0.113.10", "backup": "203.0.113.20"}, "ssh": {"user": "deploy", "port": 4660},
            "backups": ["web"]}
 URN = "urn:pulumi:prod::socle::socle:platform:Platform$socle:compute:Server$ovh:index/cloudInstance:CloudInstance::web-vm"
+P = "urn:pulumi:prod::socle::socle:platform:Platform$"
+ROTATED = [P + "socle:storage:Bucket$ovh:CloudProject/s3Credential:S3Credential::backups-credentials",
+           P + "socle:storage:Bucket$ovh:CloudProject/s3Credential:S3Credential::documents-credentials",
+           P + "tls:index/privateKey:PrivateKey::web-backup-ssh-key"]
+KEPT = [P + "tls:index/privateKey:PrivateKey::shop-backup-ssh-key",
+        P + "random:index/randomPassword:RandomPassword::web-restic-password"]
+STACK_URNS = "\n".join(f"    {u}" for u in [URN, *ROTATED, *KEPT])
 
 
 @pytest.fixture
@@ -25,7 +32,7 @@ def fakes(tmp_path):
         "pulumi": f"""echo "pulumi $*" >> {log}
 case "$1 $2" in
   "stack output") cat {tmp_path}/outputs.json ;;
-  "stack --stack") echo '    {URN}' ;;
+  "stack --stack") printf '%s\\n' '{STACK_URNS}' ;;
 esac""",
         "ssh": f"""echo "ssh $*" >> {log}
 case "$*" in
@@ -49,7 +56,7 @@ esac""",
 
 
 def mutating(calls):
-    words = ("docker stop", "docker start", "pulumi up", "pulumi refresh", "rclone copy")
+    words = ("docker stop", "docker start", "pulumi up", "pulumi refresh", "rclone copy", "pulumi config set")
     return [c for c in calls if any(w in c for w in words)
             or ("socle_backup.py" in c and "--dry-run" not in c and "snapshots" not in c)]
 
@@ -115,7 +122,12 @@ def test_ransomware_rebuilds_the_server_and_restores_from_the_locked_bucket_as_i
     res, calls = fakes("restore-ransomware.sh", "prod", "web", "--before", "2026-11-20T00:00:00Z")
     assert res.returncode == 0, res.stderr
     policy = f"--policy-pack {ROOT}/policy --policy-pack-config {ROOT}/policy/config/prod.json"
-    assert f"pulumi up --stack prod --replace {URN} --yes {policy}" in calls, "a restore deploys under the policy pack"
+    replace = " ".join(f"--replace {u}" for u in [URN, *sorted(ROTATED)])
+    ups = [c for c in calls if c.startswith("pulumi up")]
+    assert ups == [f"pulumi up --stack prod {replace} --yes {policy}"], ups
+    rotation = [c for c in calls if c.startswith("pulumi config set --stack prod socle:credentialsRotation ransomware-")]
+    assert rotation and calls.index(rotation[0]) < calls.index(ups[0]), "managed DB passwords must be reset too"
+    assert not any(k in ups[0] for k in KEPT), "another server's key or the restic password was replaced"
     rclone = [c for c in calls if "rclone" in c]
     assert len(rclone) == 1 and "2026-11-20T00:00:00Z" in rclone[0] and "s3.sbg.io.cloud.ovh.net" in rclone[0] \
         and "socle-prod-backups/web" in rclone[0], rclone
