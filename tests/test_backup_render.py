@@ -193,3 +193,13 @@ def test_app_servers_push_to_the_backup_server_append_only_and_it_lives_in_the_b
     assert vm.plain["region"] == cfg.ovh.backup_region, vm.plain["region"]
     access = next(r for r in ovh_run.resources if r.name == f"{cfg.backup.targets.server}-restic-access")
     assert "stdin" in access.secret_paths(), "the backup server's bundle holds repository passwords: a secret"
+
+
+def test_the_backup_benchmark_still_runs_end_to_end(tmp_path):
+    """A tiny run of tools.bench_backup (its figures are for the README; here: it still works, e.g.
+    after the runner stopped creating repositories on a nightly run)."""
+    require("restic")
+    res = subprocess.run([sys.executable, "-m", "tools.bench_backup", "--nights", "2", "--size-mb", "4",
+                          "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "restored trees identical: yes" in res.stdout, res.stdout[-2000:]

@@ -73,6 +73,18 @@ def job(tmp, pg, major, targets):
     return run
 
 
+def prepared(server, tmp_path):
+    """A seeded server, the stand-in docker, and a job whose local repository exists."""
+    major, pg = server
+    require("restic")
+    tmp_path.chmod(0o755)
+    seed(pg)
+    path = fake_docker(tmp_path, postgres_bin(18))
+    run = job(tmp_path, pg, major, [{"name": "local", "kind": "local", "repository": str(tmp_path / "repo")}])
+    ok(run("init", path=path), "init")
+    return major, pg, run, path
+
+
 def test_debians_pg_dump_cannot_dump_a_newer_server(server):
     major, pg = server
     debian = require("pg_dump", "postgresql-client")
@@ -86,13 +98,7 @@ def test_debians_pg_dump_cannot_dump_a_newer_server(server):
 
 
 def test_the_runner_dumps_with_the_engines_client_and_every_row_comes_back(server, tmp_path):
-    major, pg = server
-    require("restic")
-    tmp_path.chmod(0o755)
-    seed(pg)
-    path = fake_docker(tmp_path, postgres_bin(18))
-    run = job(tmp_path, pg, major, [{"name": "local", "kind": "local", "repository": str(tmp_path / "repo")}])
-    ok(run("init", path=path), "init")
+    major, pg, run, path = prepared(server, tmp_path)
     ok(run("run", path=path), f"backup of PostgreSQL {major}")
     calls = (tmp_path / "docker.log").read_text()
     assert f"postgres:{major} pg_dump" in calls, calls
@@ -111,13 +117,7 @@ def test_the_runner_dumps_with_the_engines_client_and_every_row_comes_back(serve
 
 
 def test_without_the_image_the_old_client_fails_loudly_and_takes_no_snapshot(server, tmp_path):
-    major, pg = server
-    require("restic")
-    tmp_path.chmod(0o755)
-    seed(pg)
-    path = fake_docker(tmp_path, postgres_bin(18))
-    run = job(tmp_path, pg, major, [{"name": "local", "kind": "local", "repository": str(tmp_path / "repo")}])
-    ok(run("init", path=path), "init")
+    major, pg, run, path = prepared(server, tmp_path)
     manifest = json.loads((tmp_path / "backup.json").read_text())
     del manifest["databases"][0]["clientImage"]  # what socle did before: Debian's pg_dump 15
     (tmp_path / "backup.json").write_text(json.dumps(manifest))
