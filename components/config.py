@@ -150,6 +150,8 @@ class Access(_Model):
     """CIDR blocks allowed to reach SSH (the machine that runs `pulumi up` must be in one)."""
     ssh_port: Port = 22
     """SSH port of every server (a non-standard port cuts log noise; the security group follows it)."""
+    extra_ssh_ports: list[Port] = Field(default_factory=list)
+    """Ports sshd also listens on, opened like sshPort: how sshPort moves on running servers, in two deployments (add the new port here; then make it sshPort and remove it here)."""
     deploy_user: Name = "deploy"
     """Non-root user created by cloud-init; Docker is driven over SSH as this user."""
 
@@ -574,6 +576,12 @@ def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
             add("access.adminSshKeys", "required on target ovh: without a key nobody can log in")
         if not cfg.access.admin_cidrs:
             add("access.adminCidrs", "required on target ovh: SSH is only opened to these blocks")
+        taken = {cfg.access.ssh_port: "access.sshPort", cfg.proxy.http_port: "proxy.httpPort",
+                 cfg.proxy.https_port: "proxy.httpsPort"}
+        for i, port in enumerate(cfg.access.extra_ssh_ports):
+            if port in taken:
+                add(f"access.extraSshPorts.{i}", f"{port} is already {taken[port]}; list only the port sshd moves to")
+            taken[port] = f"access.extraSshPorts.{i}"
         for name, srv in cfg.servers.items():
             if not srv.flavor:
                 add(f"servers.{name}.flavor", "required on target ovh, e.g. b3-8")

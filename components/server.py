@@ -21,6 +21,7 @@ class ServerArgs:
     admin_keys: list[str] = field(default_factory=list)
     admin_cidrs: list[str] = field(default_factory=list)
     ssh_port: int = 22
+    extra_ssh_ports: tuple[int, ...] = ()   # sshd listens on these too (moving sshPort, step one)
     # ovh only
     project_id: str | None = None
     region: str | None = None
@@ -76,18 +77,19 @@ def _security_rules(args: ServerArgs) -> list[dict]:
                     {"direction": "INGRESS", "ethernet_type": eth, "protocol": "TCP", "port_range_min": port,
                      "port_range_max": port, "remote_ip_prefix": anywhere, "description": f"https proxy {port}"}
                 )
-    for cidr in args.admin_cidrs:
-        rules.append(
-            {"direction": "INGRESS", "ethernet_type": "IPV6" if ":" in cidr else "IPV4", "protocol": "TCP",
-             "port_range_min": args.ssh_port, "port_range_max": args.ssh_port, "remote_ip_prefix": cidr,
-             "description": "ssh from admin network"}
-        )
-    for client in args.ssh_clients:
-        rules.append(
-            {"direction": "INGRESS", "ethernet_type": "IPV4", "protocol": "TCP", "port_range_min": args.ssh_port,
-             "port_range_max": args.ssh_port, "remote_ip_prefix": pulumi.Output.concat(client, "/32"),
-             "description": "ssh from a socle server"}
-        )
+    for port in (args.ssh_port, *args.extra_ssh_ports):
+        for cidr in args.admin_cidrs:
+            rules.append(
+                {"direction": "INGRESS", "ethernet_type": "IPV6" if ":" in cidr else "IPV4", "protocol": "TCP",
+                 "port_range_min": port, "port_range_max": port, "remote_ip_prefix": cidr,
+                 "description": "ssh from admin network"}
+            )
+        for client in args.ssh_clients:
+            rules.append(
+                {"direction": "INGRESS", "ethernet_type": "IPV4", "protocol": "TCP", "port_range_min": port,
+                 "port_range_max": port, "remote_ip_prefix": pulumi.Output.concat(client, "/32"),
+                 "description": "ssh from a socle server"}
+            )
     return rules
 
 
@@ -211,7 +213,8 @@ class Server(pulumi.ComponentResource):
         )
         bundle = pulumi.Output.from_input(volume.id if volume else "").apply(
             lambda vid: render_host_bundle(role=args.role, deploy_user=args.deploy_user, admin_keys=args.admin_keys,
-                                           ssh_port=args.ssh_port, volume_id=vid or None))
+                                           ssh_port=args.ssh_port, volume_id=vid or None,
+                                           extra_ports=tuple(args.extra_ssh_ports)))
         self.host_setup = command.remote.Command(
             f"{name}-host-setup",
             connection=conn,

@@ -59,6 +59,7 @@ class Platform(pulumi.ComponentResource):
                 target=cfg.target, physical_name=self.pname(sname), role=srv.role,
                 deploy_user=cfg.access.deploy_user, admin_keys=cfg.access.authorized_keys(),
                 admin_cidrs=list(cfg.access.admin_cidrs), ssh_port=cfg.access.ssh_port,
+                extra_ssh_ports=tuple(cfg.access.extra_ssh_ports),
                 # A backup server lives in the backup region, away from the data it keeps.
                 project_id=ovh.project_id if ovh else None,
                 region=(ovh.backup_region if srv.role == "backup" else ovh.region) if ovh else None,

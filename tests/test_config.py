@@ -249,3 +249,15 @@ def test_a_server_holding_state_on_ovh_needs_a_data_volume():
     for app in v["apps"].values():
         app["server"] = "web"
     load(v)
+
+
+def test_an_extra_ssh_port_must_be_a_port_of_its_own():
+    v = prod()
+    v["access"]["extraSshPorts"] = [v["access"]["sshPort"], 443, 2222, 2222]
+    out = errors_of(v)
+    assert "socle:access.extraSshPorts.0: 4660 is already access.sshPort" in out
+    assert "socle:access.extraSshPorts.1: 443 is already proxy.httpsPort" in out
+    assert "socle:access.extraSshPorts.3: 2222 is already access.extraSshPorts.2" in out
+    v = prod()
+    v["access"]["extraSshPorts"] = [2222]
+    load(v)

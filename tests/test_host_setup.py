@@ -86,7 +86,8 @@ def test_a_key_that_smuggles_a_second_line_is_refused():
 @pytest.mark.parametrize("role", ["app", "backup"])
 def test_the_bundles_sshd_dropin_passes_sshd(tmp_path, role):
     sshd = require("sshd", "openssh-server")
-    doc = json.loads(bundle(role=role))
+    doc = json.loads(render_host_bundle(role=role, deploy_user=USER, admin_keys=[KEY], ssh_port=4660,
+                                        extra_ports=(2222,)))
     dropin = tmp_path / "10-socle.conf"
     dropin.write_text(doc["files"][SSHD_DROPIN]["content"])
     host_key = tmp_path / "hostkey"
@@ -95,6 +96,8 @@ def test_the_bundles_sshd_dropin_passes_sshd(tmp_path, role):
     main.write_text(f"Include {dropin}\nHostKey {host_key}\n")
     res = run([sshd, "-t", "-f", str(main)])
     assert res.returncode == 0, res.stderr
+    effective = run([sshd, "-T", "-f", str(main), "-C", f"user={USER},host=x,addr=127.0.0.1"]).stdout
+    assert "port 4660" in effective and "port 2222" in effective, "sshd must listen on both while the port moves"
 
 
 def test_the_wrapper_run_over_ssh_passes_shellcheck(tmp_path):

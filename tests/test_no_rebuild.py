@@ -52,7 +52,12 @@ def _backup_settings(v):
     v["backup"]["retention"]["daily"] = 14
 
 
+def _extra_ssh_port(v):
+    v["access"]["extraSshPorts"] = [2222]
+
+
 EDITS = {"add an admin key": (_add_key, True), "change the SSH port": (_ssh_port, True),
+         "open a second SSH port (moving the port, step one)": (_extra_ssh_port, True),
          "add an app": (_add_app, False), "change backup settings": (_backup_settings, False)}
 
 

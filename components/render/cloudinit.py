@@ -14,7 +14,7 @@ RESTIC_KEYS = "/etc/socle/restic_authorized_keys"
 
 
 def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[str] | None = None,
-                       keyed_users: dict[str, str] | None = None) -> str:
+                       keyed_users: dict[str, str] | None = None, extra_ports: tuple[int, ...] = ()) -> str:
     """sshd drop-in. sshd keeps the first value it reads for a keyword and Debian includes
     sshd_config.d/*.conf at the top of sshd_config, so this file (10-) wins over later ones,
     cloud-init's own 50-cloud-init.conf included.
@@ -26,7 +26,7 @@ def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[st
     return "\n".join(
         [
             "# Managed by socle: key-only SSH, no root, no passwords.",
-            f"Port {port}",
+            *[f"Port {p}" for p in (port, *extra_ports)],
             "PermitRootLogin no",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
@@ -111,11 +111,11 @@ def sshd_users(role: str, deploy_user: str) -> tuple[list[str], dict[str, str]]:
     return ([deploy_user, "restic"], {"restic": RESTIC_KEYS}) if role == "backup" else ([deploy_user], {})
 
 
-def managed_files(*, role: str, deploy_user: str, ssh_port: int) -> dict[str, str]:
+def managed_files(*, role: str, deploy_user: str, ssh_port: int, extra_ports: tuple[int, ...] = ()) -> dict[str, str]:
     """The configuration files socle owns on a server, the same at first boot and in host setup."""
     allow, keyed = sshd_users(role, deploy_user)
     return {
-        SSHD_DROPIN: render_sshd_config(port=ssh_port, allow_users=allow, keyed_users=keyed),
+        SSHD_DROPIN: render_sshd_config(port=ssh_port, allow_users=allow, keyed_users=keyed, extra_ports=extra_ports),
         "/etc/apt/apt.conf.d/20auto-upgrades": _AUTO_UPGRADES,
         "/etc/apt/apt.conf.d/52socle-unattended": _UNATTENDED,
         REBOOT_SCRIPT: _REBOOT,

@@ -35,9 +35,10 @@ def volume_spec(role: str, volume_id: str) -> dict:
 
 
 def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ssh_port: int,
-                       volume_id: str | None = None) -> str:
+                       volume_id: str | None = None, extra_ports: tuple[int, ...] = ()) -> str:
     files = {path: {"mode": MODES.get(path, "0644"), "content": content}
-             for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port).items()}
+             for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port,
+                                                extra_ports=extra_ports).items()}
     files[f"/home/{deploy_user}/.ssh/authorized_keys"] = {
         "mode": "0600", "dir_mode": "0700", "owner": deploy_user, "content": authorized_keys(admin_keys)}
     enable = (["docker"] if role == "app" else []) + ["unattended-upgrades", "socle-reboot.timer"]
