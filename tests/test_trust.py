@@ -4,7 +4,6 @@ deployment environments limited to main, secrets and write tokens in different j
 tables equal to what the workflows do, and the repository files that carry the model."""
 
 import copy
-import fnmatch
 import re
 
 import pytest
