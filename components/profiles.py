@@ -89,8 +89,7 @@ def apply_profile(stack: str, values: dict, profile: Path = PROFILE) -> dict:
 
 
 def _profile_values(profile: Path, number: int) -> dict:
-    doc = yaml.safe_load(profile.read_text()) or {}
-    return {k.split(":", 1)[1]: _fill(v, number) for k, v in (doc.get("config") or {}).items()}
+    return {k: _fill(v, number) for k, v in _socle_values(profile).items()}
 
 
 def review_issues(stack: str, values: dict, root: Path = ROOT, profile: Path = PROFILE) -> list[tuple[str, str]]:

@@ -16,7 +16,12 @@ changed servers.<name>.rebuild allows that server's instance to be replaced, and
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 # Input properties whose change replaces the resource ("replace") or reinstalls it in place,
 # wiping its disk ("rebuild"), per type; ALL: every input. Read for the versions requirements.txt
@@ -136,12 +141,9 @@ def compare(base: list, head: list, normalize=lambda inputs: inputs) -> list[Cha
         a, b = old.get(urn), new.get(urn)
         r = b or a
         stateful = r.type in STATEFUL
-        protected = bool((b or a).options.get("protect"))
-        if a is None:
-            out.append(Change("create", urn, r.type, r.name, (), "", stateful, protected))
-            continue
-        if b is None:
-            out.append(Change("delete", urn, r.type, r.name, (), "", stateful, bool(a.options.get("protect"))))
+        protected = bool(r.options.get("protect"))
+        if a is None or b is None:
+            out.append(Change("create" if a is None else "delete", urn, r.type, r.name, (), "", stateful, protected))
             continue
         ignored = set(b.options.get("ignoreChanges", []))
         before, after = normalize(a.inputs), normalize(b.inputs)
@@ -196,17 +198,13 @@ def _from_json(doc: dict) -> list[_Plain]:
 def base_resources(stack: str, ref: str, root) -> list[_Plain]:
     """The base side: a stack file evaluated with the current code, or a git ref evaluated with that
     ref's own code and stack file (in a temporary worktree), so code changes show too."""
-    import json
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
+    def plan_json(cwd, *args):
+        return subprocess.run([sys.executable, "-m", "tools.plan", stack, *args, "--json"], cwd=cwd,
+                              capture_output=True, text=True)
 
     path = Path(ref)
-    cmd_tail = ["--json"]
     if path.is_file():
-        res = subprocess.run([sys.executable, "-m", "tools.plan", stack, "--config-file", str(path.resolve()),
-                              *cmd_tail], cwd=root, capture_output=True, text=True)
+        res = plan_json(root, "--config-file", str(path.resolve()))
     else:
         check = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=root,
                                capture_output=True, text=True)
@@ -221,8 +219,7 @@ def base_resources(stack: str, ref: str, root) -> list[_Plain]:
             try:
                 if not (tree / f"Pulumi.{stack}.yaml").exists():
                     return []  # the stack is new in this change: everything is a creation
-                res = subprocess.run([sys.executable, "-m", "tools.plan", stack, *cmd_tail], cwd=tree,
-                                     capture_output=True, text=True)
+                res = plan_json(tree)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True)
     if res.returncode == 2 or not res.stdout.strip().startswith("{"):
