@@ -19,6 +19,7 @@ from .dns import DnsRecords, DnsRecordsArgs, Record, caa_values, relative_name
 from .naming import ovh_location, physical_name
 from .backup_job import RUNNER_SOURCE
 from .render.backup import (
+    PING_ENV,
     RESTIC_ROOT,
     backup_server_bundle,
     render_env,
@@ -243,7 +244,7 @@ class Platform(pulumi.ComponentResource):
             pings = {"run": b.ping_url, "check": b.check_ping_url, "drill": b.drill_ping_url}
             for job, url in pings.items():
                 if url is not None:
-                    secret_env["SOCLE_PING_URL" + ("" if job == "run" else f"_{job.upper()}")] = (
+                    secret_env[PING_ENV[job]] = (
                         pulumi.Output.secret(self._secrets[url.config]) if isinstance(url, ConfigSecret) else url)
             targets: list = []
             mounts = [(v["name"], v["path"]) for v in volumes[sname]]

@@ -203,3 +203,12 @@ def test_the_backup_benchmark_still_runs_end_to_end(tmp_path):
                           "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "restored trees identical: yes" in res.stdout, res.stdout[-2000:]
+
+
+def test_the_platform_and_the_runner_name_the_dead_man_urls_alike():
+    from components.render.backup import PING_ENV
+
+    sys.path.insert(0, str(ROOT / "backup"))
+    import socle_backup
+
+    assert {job: socle_backup.PING_ENV[job] for job in PING_ENV} == PING_ENV

@@ -12,6 +12,9 @@ RUNNER_PATH = "/usr/local/lib/socle/socle_backup.py"
 MANIFEST_PATH = "/etc/socle/backup.json"
 ENV_PATH = "/etc/socle/backup.env"
 SSH_KEY_PATH = "/etc/socle/backup_ssh_key"
+# The env file's dead-man URL of each job; the runner (standalone on the server) has the same
+# table, PING_ENV, and a test keeps the two equal.
+PING_ENV = {"run": "SOCLE_PING_URL", "check": "SOCLE_PING_URL_CHECK", "drill": "SOCLE_PING_URL_DRILL"}
 # rclone reads the object-locked bucket as it was before an attack (--s3-version-at).
 PACKAGES = ["restic", "postgresql-client", "mariadb-client", "rsync", "rclone", "python3"]
 
