@@ -500,7 +500,7 @@ def ping(url: str | None, ok: bool, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="socle-backup", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="socle-backup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--env-file", type=Path, default=ENV_FILE)

@@ -90,17 +90,109 @@ def _domain(value: str) -> str:
     return value
 
 
+_KEY_TYPES = {
+    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+}
+
+
 def _ssh_key(value: str) -> str:
+    """One OpenSSH public key on one line: `type base64 [comment]`. The line goes into
+    authorized_keys as it is, so anything that could add a second key or an option is refused
+    (newlines by the control-character check in `load`, options such as `command=` here)."""
+    import base64
+    import binascii
+
     parts = value.split()
-    if len(parts) < 2 or parts[0] not in {
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-    }:
-        raise ValueError("is not an OpenSSH public key; paste the one line of your ~/.ssh/id_ed25519.pub")
+    if len(parts) < 2 or parts[0] not in _KEY_TYPES:
+        raise ValueError("is not an OpenSSH public key; paste the one line of your ~/.ssh/id_ed25519.pub "
+                         "(it starts with ssh-ed25519; no options such as command= or from= before it)")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"the key data of this {parts[0]} key is not base64; paste the .pub line again, whole") from None
+    name_len = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+    if blob[4:4 + name_len].decode("ascii", "replace") != parts[0]:
+        raise ValueError(f"the key data does not hold a {parts[0]} key (a truncated or mixed-up paste); "
+                         "paste the .pub line again, whole")
+    if len(parts) > 2 and any(p in _KEY_TYPES for p in parts[2:]):
+        raise ValueError("holds more than one key on one line; give each key its own list entry")
+    return value
+
+
+# Users a Debian server already has, or that socle creates for itself (the backup server's restic
+# user): the deploy user must be a fresh, unprivileged account.
+_RESERVED_USERS = frozenset({
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+    "www-data", "backup", "list", "irc", "nobody", "systemd-network", "systemd-resolve",
+    "systemd-timesync", "messagebus", "sshd", "_apt", "debian", "admin", "docker", "restic", "ubuntu",
+})
+
+
+def _deploy_user(value: str) -> str:
+    if value in _RESERVED_USERS:
+        raise ValueError(f"'{value}' is a system or reserved account; SSH logins as it would run with its rights "
+                         "(root logins are refused by sshd): keep the default 'deploy' or choose a new name")
+    return value
+
+
+def _admin_cidr(value: str) -> str:
+    """SSH is opened to these blocks only: a block wider than an office or a VPN (an ISP's or the
+    whole Internet) turns the firewall rule into nothing."""
+    net = ipaddress.ip_network(value, strict=True)
+    widest = 24 if net.version == 4 else 48
+    if net.prefixlen < widest:
+        what = "the whole Internet" if net.prefixlen == 0 else f"{net.num_addresses:,} addresses (an ISP's range)"
+        raise ValueError(
+            f"'{value}' opens SSH to {what}; list only your office's or VPN's address or block "
+            f"(at most /{widest}, e.g. 203.0.113.10/32), and use a bastion or VPN for everyone else")
+    return value
+
+
+def _email(value: str) -> str:
+    # Written into the Caddyfile's `email` option: a strict shape, no spaces, quotes or braces.
+    if not re.fullmatch(r"[A-Za-z0-9._%+-]+@(?!-)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}", value):
+        raise ValueError(f"'{value}' is not an e-mail address (letters, digits and ._%+- before the @, a domain after; "
+                         "no spaces, quotes or braces), e.g. admin@example.org")
+    return value
+
+
+# Docker image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path.
+_IMAGE_RE = re.compile(
+    r"(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?")
+
+
+def _image(value: str) -> str:
+    m = _IMAGE_RE.fullmatch(value)
+    registry = m.group("registry") if m else None
+    # Docker reads the first component as a registry only if it has a dot or a port or is localhost;
+    # otherwise it is part of the repository path, which is lower case.
+    if not m or (registry and not re.search(r"[.:]", registry) and registry != "localhost"
+                 and registry != registry.lower()):
+        raise ValueError(f"'{value}' is not a Docker image reference; write NAME:TAG, e.g. nginx:1.27-alpine")
+    if not m.group("tag") and not m.group("digest"):
+        raise ValueError(f"'{value}' has no tag, so every deployment may pull a different image; pin a version, "
+                         f"e.g. {value}:1.2.3 (or @sha256:DIGEST)")
+    if m.group("tag") in ("latest", "stable", "main", "master", "edge", "nightly") and not m.group("digest"):
+        raise ValueError(f"'{value}' uses the moving tag '{m.group('tag')}', so every deployment may pull a different "
+                         "image; pin a version, e.g. nginx:1.27-alpine (or @sha256:DIGEST)")
+    return value
+
+
+def _https_url(value: str) -> str:
+    # Written into an environment file read by systemd and a shell: no quotes, spaces, $ or backticks.
+    from urllib.parse import urlsplit
+
+    if not re.fullmatch(r"https://[A-Za-z0-9._~:/?#@!&*+,;=%-]+", value) or not urlsplit(value).hostname:
+        raise ValueError(f"'{value}' is not an https:// URL of plain characters (no spaces, quotes, $ or backticks)")
+    return value
+
+
+def _caa_issuer(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", value):
+        raise ValueError(f"'{value}' is not a certificate authority's domain, e.g. letsencrypt.org")
     return value
 
 
@@ -115,6 +207,11 @@ Cron = Annotated[str, AfterValidator(_cron)]
 TimeOfDay = Annotated[str, AfterValidator(_hhmmss)]
 Name = Annotated[str, AfterValidator(_name)]
 SshPublicKey = Annotated[str, AfterValidator(_ssh_key)]
+AdminCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(_admin_cidr)]
+Email = Annotated[str, AfterValidator(_email)]
+Image = Annotated[str, AfterValidator(_image)]
+HttpsUrl = Annotated[str, AfterValidator(_https_url)]
+CaaIssuer = Annotated[str, AfterValidator(_caa_issuer)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -146,13 +243,13 @@ class Access(_Model):
     """OpenSSH public keys of the administrators, installed for the deploy user."""
     ci_ssh_key: SshPublicKey | None = None
     """Public half of this environment's own CI deploy key (the DEPLOY_SSH_KEY secret of its GitHub environments), installed like adminSshKeys; a review stack's must be authorised on no other stack."""
-    admin_cidrs: list[Cidr] = Field(default_factory=list)
+    admin_cidrs: list[AdminCidr] = Field(default_factory=list)
     """CIDR blocks allowed to reach SSH (the machine that runs `pulumi up` must be in one)."""
     ssh_port: Port = 22
     """SSH port of every server (a non-standard port cuts log noise; the security group follows it)."""
     extra_ssh_ports: list[Port] = Field(default_factory=list)
     """Ports sshd also listens on, opened like sshPort: how sshPort moves on running servers, in two deployments (add the new port here; then make it sshPort and remove it here)."""
-    deploy_user: Name = "deploy"
+    deploy_user: Annotated[Name, AfterValidator(_deploy_user)] = "deploy"
     """Non-root user created by cloud-init; Docker is driven over SSH as this user."""
 
     def authorized_keys(self) -> list[str]:
@@ -180,14 +277,14 @@ class Dns(_Model):
     """Default TTL of the records socle creates."""
     records: list[DnsRecord] = Field(default_factory=list)
     """Extra records (MX, TXT, CAA ...) besides the app records socle derives."""
-    caa_issuers: list[str] = Field(default_factory=lambda: ["letsencrypt.org"])
+    caa_issuers: list[CaaIssuer] = Field(default_factory=lambda: ["letsencrypt.org"])
     """Certificate authorities allowed by the CAA record at the domain (empty: no CAA record, refused by the policy pack)."""
 
 
 class Proxy(_Model):
-    acme_email: str | None = None
+    acme_email: Email | None = None
     """Contact address for Let's Encrypt (required on target ovh)."""
-    image: str = "caddy:2.8-alpine"
+    image: Image = "caddy:2.8-alpine"
     """Caddy image of the reverse proxy."""
     hsts_max_age: int = Field(default=31536000, ge=86400)
     """Strict-Transport-Security max-age in seconds (at least one day)."""
@@ -362,8 +459,8 @@ def _short_volume(value: Any) -> Any:
 
 
 class App(_Model):
-    image: str = Field(min_length=1)
-    """Container image, pinned to a tag."""
+    image: Image
+    """Container image, pinned to a tag (or a digest); `latest` and untagged images are refused."""
     server: Name
     """Server it runs on."""
     command: list[str] | None = None
@@ -406,6 +503,10 @@ class Retention(_Model):
     yearly: int = Field(default=0, ge=0)
     """... of this many years (prod: 5, i.e. 1825 days covered)."""
 
+    def days(self) -> int:
+        """How far back the oldest kept snapshot reaches (days); policy.rules.retention_days is its twin."""
+        return max(self.daily, 7 * self.weekly, 30 * self.monthly, 365 * self.yearly)
+
 
 class BackupTargets(_Model):
     bucket: Name | None = None
@@ -431,11 +532,11 @@ class Backup(_Model):
     """Monthly restore drill: restore the latest snapshot, load the dumps, compare with the source."""
     prune_schedule: Cron = "0 7 * * *"
     """On a backup server (targets.server): when it applies the retention to every client's repository; the clients can only append."""
-    ping_url: Union[str, ConfigSecret, None] = None
+    ping_url: Union[HttpsUrl, ConfigSecret, None] = None
     """Dead-man URL of the nightly run (Healthchecks-style: pinged on success, URL/fail on any failure); {config: KEY} keeps it secret. Required by the policy pack in staging and prod."""
-    check_ping_url: Union[str, ConfigSecret, None] = None
+    check_ping_url: Union[HttpsUrl, ConfigSecret, None] = None
     """Dead-man URL of the weekly check, a check of its own (never the run's: a weekly success must not hide stopped nightly runs)."""
-    drill_ping_url: Union[str, ConfigSecret, None] = None
+    drill_ping_url: Union[HttpsUrl, ConfigSecret, None] = None
     """Dead-man URL of the monthly restore drill."""
     max_age_hours: int = Field(default=36, ge=2)
     """The weekly check fails when the newest snapshot is older than this (a sound repository nobody writes to any more)."""
@@ -512,13 +613,62 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
 
 
+_TYPE_ERRORS = ("string_type", "int_type", "int_parsing", "bool_type", "bool_parsing", "literal_error",
+                "dict_type", "list_type", "model_type", "model_attributes_type", "float_type", "enum")
+
+
+def _all_keys(model=None, seen=None) -> set[str]:
+    """Every key (camelCase) the config model knows, at any depth: the candidates of "did you mean"."""
+    import typing
+
+    model = model or StackConfig
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        keys.add(field.alias or name)
+        stack = [field.annotation]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                keys |= _all_keys(t, seen)
+            stack.extend(typing.get_args(t))
+    return keys
+
+
+def _hint_for(e: dict) -> str:
+    """Why a value of the wrong type was probably written so: YAML's implicit typing."""
+    value = e.get("input")
+    if isinstance(value, bool) and e["type"] in ("string_type", "literal_error"):
+        return ("; YAML 1.1 reads yes/no/on/off as true/false: write the value in quotes, e.g. 'no'")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and e["type"] in ("string_type", "literal_error"):
+        return f"; write it in quotes: '{value}'"
+    return ""
+
+
 def _pydantic_issues(err: ValidationError) -> list[tuple[str, str]]:
+    import difflib
+
     out = []
-    for e in err.errors(include_url=False):
-        loc = tuple(p for p in e["loc"] if p not in ("GeneratedSecret", "ConfigSecret"))
+    errors = err.errors(include_url=False)
+    # A union (a secret's two forms, a URL or {config: NAME}) reports one error per member; where
+    # one member gave a reason, the others' "wrong type" errors are noise: one problem, one line.
+    def clean(loc):
+        return _loc(tuple(p for p in loc if p not in ("GeneratedSecret", "ConfigSecret")))
+
+    reasons = {clean(e["loc"]) for e in errors if e["type"] not in _TYPE_ERRORS}
+    for e in errors:
+        path = clean(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] in _TYPE_ERRORS and path in reasons and e["type"] != "extra_forbidden":
+            continue
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling against the README's config reference"
+            key = str(e["loc"][-1])
+            close = difflib.get_close_matches(key, sorted(_all_keys()), n=1, cutoff=0.7)
+            msg = (f"unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                   + " (the README's config reference lists every key)")
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif e["type"] in ("model_type", "model_attributes_type") and _is_secret_path(e["loc"]):
@@ -527,9 +677,8 @@ def _pydantic_issues(err: ValidationError) -> list[tuple[str, str]]:
                 "`pulumi config set --secret --path 'socle:secrets.NAME' VALUE` and write {config: NAME}"
             )
         elif "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], dict):
-            msg = f"{msg} (got {json.dumps(e['input'], default=str)})"
-        out.append((_loc(loc), msg))
-    # A plain-text secret fails both union members; report it once.
+            msg = f"{msg} (got {json.dumps(e['input'], default=str)}){_hint_for(e)}"
+        out.append((path, msg))
     seen, unique = set(), []
     for item in out:
         if item not in seen:
@@ -538,205 +687,29 @@ def _pydantic_issues(err: ValidationError) -> list[tuple[str, str]]:
     return unique
 
 
+def _control_characters(values: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string of the stack config ends up in a rendered file (Caddyfile, authorized_keys,
+    systemd units, environment files, restic's exclude lists): a newline or another control
+    character there would start a new directive, key or entry. None is ever needed, so all are refused."""
+    out = []
+    if isinstance(values, dict):
+        for k, v in values.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and re.search(r"[\x00-\x1f\x7f]", k):
+                out.append((sub, f"the key {json.dumps(k)} holds a control character; retype it"))
+            out += _control_characters(v, sub)
+    elif isinstance(values, list):
+        for i, v in enumerate(values):
+            out += _control_characters(v, f"{path}.{i}")
+    elif isinstance(values, str) and re.search(r"[\x00-\x1f\x7f]", values):
+        what = "a newline" if "\n" in values or "\r" in values else ("a tab" if "\t" in values else "a control character")
+        out.append((path, f"{json.dumps(values)} holds {what}, which would start a new line in the file it is "
+                          "written to (a second key, directive or URL); keep the value on one line"))
+    return out
+
+
 def _is_secret_path(loc: tuple) -> bool:
     return len(loc) >= 3 and loc[0] == "apps" and loc[2] == "secrets"
-
-
-def _known(kind: str, names) -> str:
-    return f"(known {kind}: {', '.join(sorted(names)) or 'none'})"
-
-
-def _holds_state(cfg: StackConfig, server: str) -> bool:
-    """A backup server, or an app server with a stateful volume or a container database."""
-    if cfg.servers[server].role == "backup":
-        return True
-    if any(app.server == server and any(v.stateful for v in app.volumes.values()) for app in cfg.apps.values()):
-        return True
-    return any(cfg.database_hosting(d) == "container" and cfg.host_of("databases", d) == server
-               for d in cfg.databases)
-
-
-def _cross_check(cfg: StackConfig) -> list[tuple[str, str]]:
-    issues: list[tuple[str, str]] = []
-    add = lambda path, msg: issues.append((path, msg))  # noqa: E731
-
-    if cfg.target == "ovh":
-        if cfg.ovh is None:
-            add("ovh", "required on target ovh: set projectId, region and backupRegion")
-        # A backupRegion in the same location as region is well-formed but not off-site: the
-        # policy pack (database-backups-offsite) refuses it, where the organisation's rules live.
-        if cfg.dns.provider == "none":
-            add("dns.provider", "target ovh needs a DNS provider for the app hostnames: gandi or ovh")
-        zone = cfg.dns_zone()
-        if not (cfg.domain == zone or cfg.domain.endswith("." + zone)):
-            add("dns.zone", f"'{zone}' does not contain the domain '{cfg.domain}'; use the domain or a parent of it")
-        if not cfg.proxy.acme_email:
-            add("proxy.acmeEmail", "required on target ovh: Let's Encrypt needs a contact address")
-        if not cfg.access.admin_ssh_keys:
-            add("access.adminSshKeys", "required on target ovh: without a key nobody can log in")
-        if not cfg.access.admin_cidrs:
-            add("access.adminCidrs", "required on target ovh: SSH is only opened to these blocks")
-        taken = {cfg.access.ssh_port: "access.sshPort", cfg.proxy.http_port: "proxy.httpPort",
-                 cfg.proxy.https_port: "proxy.httpsPort"}
-        for i, port in enumerate(cfg.access.extra_ssh_ports):
-            if port in taken:
-                add(f"access.extraSshPorts.{i}", f"{port} is already {taken[port]}; list only the port sshd moves to")
-            taken[port] = f"access.extraSshPorts.{i}"
-        for name, srv in cfg.servers.items():
-            if not srv.flavor:
-                add(f"servers.{name}.flavor", "required on target ovh, e.g. b3-8")
-            if srv.disk_gb is None and _holds_state(cfg, name):
-                add(f"servers.{name}.diskGb", "required on target ovh for a server that holds state: its data "
-                    "lives on a block storage volume of this size, which a rebuild of the root disk keeps "
-                    "(e.g. 50)")
-    else:
-        if len(cfg.servers) != 1:
-            add(
-                "servers",
-                f"target local runs everything on the one local Docker engine: declare exactly one "
-                f"server (got {len(cfg.servers)}: {', '.join(cfg.servers)})",
-            )
-        if cfg.dns.provider != "none":
-            add("dns.provider", f"'{cfg.dns.provider}' is not used on target local; set it to none")
-        if not cfg.domain.endswith("localhost"):
-            add("domain", f"'{cfg.domain}' on target local must end in .localhost, e.g. socle.localhost")
-        for name, db in cfg.databases.items():
-            if db.hosting == "managed":
-                add(f"databases.{name}.hosting", "managed databases exist only on target ovh; use container")
-
-    app_servers = cfg.app_servers()
-    if not app_servers:
-        add("servers", "at least one server must have role app")
-
-    def check_server(path: str, server: str | None, must_be_app: bool = True):
-        if server is None:
-            if len(app_servers) > 1:
-                add(path, f"several app servers exist; say which one {_known('servers', app_servers)}")
-            return
-        if server not in cfg.servers:
-            add(path, f"unknown server '{server}' {_known('servers', cfg.servers)}")
-        elif must_be_app and cfg.servers[server].role != "app":
-            add(path, f"server '{server}' has role {cfg.servers[server].role}; containers run on app servers")
-
-    for name, db in cfg.databases.items():
-        if cfg.database_hosting(name) == "container":
-            check_server(f"databases.{name}.server", db.server)
-            if db.nodes != 1:
-                add(f"databases.{name}.nodes", "a container database has exactly one node")
-        elif db.plan == "essential" and db.nodes != 1:
-            add(f"databases.{name}.nodes", f"plan essential has one node (got {db.nodes}); use plan business")
-        elif db.plan != "essential" and db.nodes < 2:
-            add(f"databases.{name}.nodes", f"plan {db.plan} is multi-node; set nodes to 2 or 3")
-    for name, b in cfg.buckets.items():
-        if cfg.target == "local":
-            check_server(f"buckets.{name}.server", b.server)
-        if b.object_lock and not b.versioning:
-            add(f"buckets.{name}.versioning", "object lock needs versioning; set versioning: true")
-    for name, c in cfg.caches.items():
-        check_server(f"caches.{name}.server", c.server)
-
-    hostnames: dict[str, str] = {}
-    shared_lengths: dict[str, tuple[int, str]] = {}
-    for name, app in cfg.apps.items():
-        p = f"apps.{name}"
-        check_server(f"{p}.server", app.server)
-        if app.hostname is not None:
-            h = app.hostname
-            labels = h.split(".")
-            if not all(_HOST_LABEL_RE.match(lbl) for lbl in labels):
-                add(f"{p}.hostname", f"'{h}' is not a valid hostname")
-            elif not (h == cfg.domain or h.endswith("." + cfg.domain)):
-                add(f"{p}.hostname", f"'{h}' is outside the stack's domain '{cfg.domain}'; use NAME.{cfg.domain}")
-            if h in hostnames:
-                add(f"{p}.hostname", f"'{h}' is already served by app '{hostnames[h]}'; one hostname, one app")
-            else:
-                hostnames[h] = name
-            if app.port is None:
-                add(f"{p}.port", "required with hostname: the port the app listens on in its container")
-        for i, use in enumerate(app.databases):
-            db_name, logical = use.use.split(".")
-            if db_name not in cfg.databases:
-                add(f"{p}.databases.{i}.use", f"unknown database '{db_name}' {_known('databases', cfg.databases)}")
-                continue
-            db = cfg.databases[db_name]
-            if logical not in db.databases:
-                add(
-                    f"{p}.databases.{i}.use",
-                    f"database '{db_name}' has no logical database '{logical}' "
-                    f"(known: {', '.join(db.databases)}); add it to databases.{db_name}.databases",
-                )
-            if cfg.database_hosting(db_name) == "container" and app.server in cfg.servers:
-                host = cfg.host_of("databases", db_name) if (db.server or len(app_servers) == 1) else None
-                if host and host != app.server:
-                    add(
-                        f"{p}.databases.{i}.use",
-                        f"database '{db_name}' runs as a container on server '{host}', but the app runs on "
-                        f"'{app.server}'; containers reach each other only on one server",
-                    )
-        for i, use in enumerate(app.buckets):
-            if use.use not in cfg.buckets:
-                add(f"{p}.buckets.{i}.use", f"unknown bucket '{use.use}' {_known('buckets', cfg.buckets)}")
-        for i, use in enumerate(app.caches):
-            if use.use not in cfg.caches:
-                add(f"{p}.caches.{i}.use", f"unknown cache '{use.use}' {_known('caches', cfg.caches)}")
-            elif app.server in cfg.servers and (cfg.caches[use.use].server or len(app_servers) == 1):
-                host = cfg.host_of("caches", use.use)
-                if host != app.server:
-                    add(
-                        f"{p}.caches.{i}.use",
-                        f"cache '{use.use}' runs on server '{host}', but the app runs on '{app.server}'",
-                    )
-        for var, src in app.secrets.items():
-            if isinstance(src, GeneratedSecret) and src.shared:
-                first = shared_lengths.setdefault(src.shared, (src.generate, f"{p}.secrets.{var}"))
-                if first[0] != src.generate:
-                    add(f"{p}.secrets.{var}.generate",
-                        f"shared secret '{src.shared}' has length {first[0]} at {first[1]}; use the same length")
-        for vname, vol in app.volumes.items():
-            for j, inc in enumerate(vol.include):
-                if inc.startswith("/") or ".." in inc.split("/"):
-                    add(f"{p}.volumes.{vname}.include.{j}", f"'{inc}' must be a path inside the volume, e.g. data/")
-        clash = set(app.env) & set(app.secrets)
-        for var in sorted(clash):
-            add(f"{p}.env.{var}", "also set in secrets; keep it in one place")
-    b = cfg.backup
-    if b.enabled:
-        t = b.targets
-        if not (t.bucket or t.server or t.local_path):
-            add("backup.targets", "set at least one target: bucket, server (role backup) or localPath (target local)")
-        if t.bucket and t.bucket not in cfg.buckets:
-            add("backup.targets.bucket", f"unknown bucket '{t.bucket}' {_known('buckets', cfg.buckets)}")
-        if t.server and t.server not in cfg.servers:
-            add("backup.targets.server", f"unknown server '{t.server}' {_known('servers', cfg.servers)}")
-        elif t.server and cfg.servers[t.server].role != "backup":
-            add("backup.targets.server", f"server '{t.server}' has role {cfg.servers[t.server].role}; "
-                "the backup target must be a server with role backup")
-        if t.local_path and cfg.target != "local":
-            add("backup.targets.localPath", "only on target local; use bucket or server on ovh")
-        if t.bucket and t.bucket in cfg.buckets:
-            used = [a for a in cfg.apps if t.bucket in {u.use for u in cfg.apps[a].buckets}]
-            if used:
-                add("backup.targets.bucket", f"bucket '{t.bucket}' is also used by apps {', '.join(used)}; "
-                    "backups need a bucket of their own")
-    from .render.backup import ScheduleError, cron_to_oncalendar
-
-    for key, cron in (("schedule", b.schedule), ("checkSchedule", b.check_schedule), ("drillSchedule", b.drill_schedule),
-                      ("pruneSchedule", b.prune_schedule)):
-        try:
-            cron_to_oncalendar(cron)
-        except ScheduleError as e:
-            add(f"backup.{key}", f"{e}; servers run backups from systemd timers")
-    for key, url in (("pingUrl", b.ping_url), ("checkPingUrl", b.check_ping_url), ("drillPingUrl", b.drill_ping_url)):
-        if isinstance(url, str) and not re.match(r"^https://[^\s]+$", url):
-            add(f"backup.{key}", f"'{url}' is not an https:// URL (one line, no spaces)")
-    urls = [u for u in (b.ping_url, b.check_ping_url, b.drill_ping_url) if u is not None]
-    if len({json.dumps(u, default=str, sort_keys=True) if not isinstance(u, str) else u for u in urls}) < len(urls):
-        add("backup.checkPingUrl", "run, check and drill must each report to a check of their own: a weekly check's "
-                                   "success on the run's URL would hide nightly runs that stopped")
-    for name in cfg.apps:
-        if name in cfg.databases or name in cfg.caches or (cfg.target == "local" and name in cfg.buckets):
-            add(f"apps.{name}", f"'{name}' is also a database, cache or bucket name; container names must differ")
-    return issues
 
 
 def load(values: dict[str, Any], secret_keys: set[str] | frozenset = frozenset()) -> tuple[StackConfig, dict]:
@@ -755,11 +728,16 @@ def load(values: dict[str, Any], secret_keys: set[str] | frozenset = frozenset()
     if not isinstance(secrets, dict):
         issues.append(("secrets", "must be a map of NAME: VALUE"))
         secrets = {}
+    control = _control_characters(values)
+    if control:  # reported alone: the value's own validator would only repeat it less clearly
+        raise ConfigError(issues + control)
     try:
         cfg = StackConfig.model_validate(values)
     except ValidationError as err:
         raise ConfigError(issues + _pydantic_issues(err)) from None
-    issues += _cross_check(cfg)
+    from .checks import cross_check
+
+    issues += cross_check(cfg)
     refs = [(f"apps.{n}.secrets.{v}.config", s_) for n, a in cfg.apps.items() for v, s_ in a.secrets.items()]
     refs += [(f"backup.{k}.config", getattr(cfg.backup, f)) for k, f in
              (("pingUrl", "ping_url"), ("checkPingUrl", "check_ping_url"), ("drillPingUrl", "drill_ping_url"))]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
+from .stack_file import StackFileError, read
 
 REVIEW = re.compile(r"pr-([1-9][0-9]{0,6})")
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +45,7 @@ def _fill(value, number: int):
 
 
 def _socle_values(path: Path) -> dict:
-    doc = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(doc, dict):
-        raise ValueError("not a YAML mapping")
+    doc = read(path).doc
     return {k.split(":", 1)[1]: v for k, v in (doc.get("config") or {}).items()
             if isinstance(k, str) and k.startswith("socle:")}
 
@@ -121,7 +119,7 @@ def review_issues(stack: str, values: dict, root: Path = ROOT, profile: Path = P
             continue
         try:
             theirs = _socle_values(other)
-        except (OSError, ValueError, yaml.YAMLError) as err:
+        except (OSError, StackFileError) as err:
             issues.append(("", f"cannot read {other.name} to check that review stack {stack} shares nothing "
                                f"with stack {name} ({err}); fix that file first"))
             continue

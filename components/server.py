@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
 
+from .config import ConfigError
 from .render.cloudinit import render_cloud_init
 from .render.host_setup import host_setup_stdin, render_host_bundle, render_host_setup_command
 
@@ -38,17 +40,22 @@ class ServerArgs:
     ssh_clients: list[pulumi.Input[str]] = field(default_factory=list)
 
 
-def _pick(kind: str, wanted: str, region: str):
+class CatalogError(ConfigError, pulumi.RunError):
+    """A flavor or image that OVH does not offer in the region: a config error naming the server's key
+    (pulumi.RunError: the engine prints the message without a Python traceback)."""
+
+
+def _pick(kind: str, wanted: str, region: str, key_path: str):
     def pick(items):
         for item in items or []:
             name = item["name"] if isinstance(item, dict) else item.name
             if name == wanted:
                 return item["id"] if isinstance(item, dict) else item.id
         names = sorted({(i["name"] if isinstance(i, dict) else i.name) for i in items or []})
-        raise ValueError(
-            f"{kind} '{wanted}' is not offered in region {region} (offered: {', '.join(names[:30]) or 'none'}); "
-            f"fix socle:servers.*.{kind}"
-        )
+        close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise CatalogError([(key_path, f"{kind} '{wanted}' is not offered in region {region}; {hint}"
+                                       f"(offered: {', '.join(names[:40]) or 'none'})")])
 
     return pick
 
@@ -133,8 +140,8 @@ class Server(pulumi.ComponentResource):
 
         flavors = ovh.get_cloud_instance_flavors_output(region=args.region, service_name=args.project_id)
         images = ovh.get_cloud_instance_images_output(region=args.region, service_name=args.project_id)
-        flavor_id = flavors.flavors.apply(_pick("flavor", args.flavor, args.region))
-        image_id = images.images.apply(_pick("image", args.image, args.region))
+        flavor_id = flavors.flavors.apply(_pick("flavor", args.flavor, args.region, f"servers.{name}.flavor"))
+        image_id = images.images.apply(_pick("image", args.image, args.region, f"servers.{name}.image"))
 
         sg = ovh.CloudSecurityGroup(
             f"{name}-sg",

@@ -39,6 +39,7 @@ def _res(r) -> rules.Res:
         parent=parent.urn if parent is not None else None,
         dependencies=[d.urn for d in getattr(r, "dependencies", []) or []],
         provider=provider.urn if provider is not None else None,
+        protect=bool(getattr(getattr(r, "opts", None), "protect", False)),
     )
 
 
@@ -55,7 +56,8 @@ def _resource_policy(rule):
         if args.resource_type not in rule.types:
             return
         res = rules.Res(type=args.resource_type, name=args.name, urn=args.urn, props=_plain(args.props),
-                        provider=args.provider.urn if args.provider is not None else None)
+                        provider=args.provider.urn if args.provider is not None else None,
+                        protect=bool(getattr(getattr(args, "opts", None), "protect", False)))
         for f in rules.run_resource_rule(rule, res, dict(args.get_config() or {})):
             if not f.unknown:  # unknown at preview: checked again on update
                 report_violation(f.message)

@@ -46,16 +46,30 @@ T_LB = "ovh:index/cloudLoadbalancer:CloudLoadbalancer"
 T_LB_LISTENER = "ovh:index/cloudLoadbalancerListener:CloudLoadbalancerListener"
 T_LB_L7POLICY = "ovh:index/cloudLoadbalancerL7policy:CloudLoadbalancerL7policy"
 T_REMOTE_COMMAND = "command:remote:Command"
+T_OVH_BLOCK_VOLUME = "ovh:index/cloudStorageBlockVolume:CloudStorageBlockVolume"
+T_OVH_DATABASE_INSTANCE = "ovh:CloudProjectDatabase/databaseInstance:DatabaseInstance"
 
 BACKUP_MANIFEST_PATH = "/etc/socle/backup.json"
 
 
 class Unknown(Exception):
-    """Raised inside a rule when a value it needs is not known yet."""
+    """Raised inside a rule when a value it needs is not known yet. A stack rule may also *yield* one
+    (see `each`): the rule then goes on judging the other resources."""
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, resource: str = ""):
         super().__init__(what)
         self.what = what
+        self.resource = resource
+
+
+def each(items: Iterable, check: Callable[[Any], Iterable[str]]) -> Iterable:
+    """Run `check` on every item; an item whose values are unknown yields an Unknown naming it, and
+    the others are still judged: one unknown address must not hide a bad record beside it."""
+    for item in items:
+        try:
+            yield from check(item)
+        except Unknown as u:
+            yield Unknown(u.what, u.resource or getattr(item, "name", "") or "")
 
 
 def is_unknown(value: Any) -> bool:
@@ -84,6 +98,7 @@ class Res:
     parent: str | None = None
     dependencies: list[str] = field(default_factory=list)
     provider: str | None = None  # URN of the provider resource, if any
+    protect: bool = False        # the resource option `protect` (CrossGuard: args.opts.protect)
 
     def label(self, key: str) -> Any:
         labels = self.props.get("labels")
@@ -330,21 +345,32 @@ def _host_ip(host: str) -> str | None:
 def dns_points_at_tls_terminator(resources: list[Res], cfg: dict) -> Iterable[str]:
     by_urn = {r.urn: r for r in resources}
     terminators: set[str] = set(cfg.get("allowedAddresses") or [])
+    pending: list[str] = []  # proxies whose server address is not known yet
     for c in resources:
         if c.type == T_CONTAINER and _role(c) == "proxy" and c.provider in by_urn:
-            ip = _host_ip(known(by_urn[c.provider].props.get("host"), f"host of {c.provider}"))
-            if ip:
-                terminators.add(ip)
-    for rec, name, rtype, values in _record_rows(resources):
+            host = by_urn[c.provider].props.get("host")
+            if is_unknown(host):
+                pending.append(by_urn[c.provider].name)
+            elif _host_ip(host):
+                terminators.add(_host_ip(host))
+
+    def check(row):
+        rec, name, rtype, values = row
         if rtype not in ("A", "AAAA"):
-            continue
+            return
         if any(by_urn.get(d) is not None and by_urn[d].type == T_LB for d in rec.dependencies):
-            continue
+            return
         for v in known(values, f"values of DNS record {rec.name}"):
-            if v not in terminators:
-                yield (f"DNS record {name} {rtype} points at {v}, which runs no HTTPS proxy; "
-                       "point it at the app's server (give the app a hostname in socle:apps) or list the address "
-                       "in this policy's allowedAddresses if it serves no HTTP.")
+            if v in terminators:
+                continue
+            if pending:
+                raise Unknown(f"the address of {', '.join(pending)} (to tell whether {v} runs the HTTPS proxy)",
+                              rec.name)
+            yield (f"DNS record {name} {rtype} points at {v}, which runs no HTTPS proxy; "
+                   "point it at the app's server (give the app a hostname in socle:apps) or list the address "
+                   "in this policy's allowedAddresses if it serves no HTTP.")
+
+    yield from each(_record_rows(resources), check)
 
 
 @rule("zone-has-caa",
@@ -352,9 +378,14 @@ def dns_points_at_tls_terminator(resources: list[Res], cfg: dict) -> Iterable[st
       kind="stack")
 def zone_has_caa(resources: list[Res], cfg: dict) -> Iterable[str]:
     rows = _record_rows(resources)
-    if rows and not any(known(t, f"type of DNS record {r.name}") == "CAA" for r, _, t, _ in rows):
-        yield ("The DNS zone has records but no CAA record; keep socle:dns.caaIssuers non-empty "
-               "(default: letsencrypt.org) so socle creates one.")
+    if not rows or any(t == "CAA" for _, _, t, _ in rows):
+        return
+    unsure = [r.name for r, _, t, _ in rows if is_unknown(t)]
+    if unsure:
+        yield Unknown(f"the type of DNS record {', '.join(unsure)}", unsure[0])
+        return
+    yield ("The DNS zone has records but no CAA record; keep socle:dns.caaIssuers non-empty "
+           "(default: letsencrypt.org) so socle creates one.")
 
 
 _DB_URL = re.compile(r"^(postgres(?:ql)?|mysql|mariadb)://(?:[^@/]*@)?([^:/?]+)(?::\d+)?/[^?]*(\?.*)?$")
@@ -365,7 +396,14 @@ _TLS_QUERY = re.compile(r"(sslmode=(require|verify-ca|verify-full))|(ssl-mode=(R
 @rule("database-connections-use-tls",
       "Database URLs that leave the server (managed databases) require TLS.", types=(T_CONTAINER,))
 def database_connections_use_tls(res: Res, cfg: dict) -> Iterable[str]:
-    for entry in known(res.props.get("envs") or [], f"envs of {res.name}"):
+    envs = known(res.props.get("envs") or [], f"envs of {res.name}") if is_unknown(res.props.get("envs")) \
+        else res.props.get("envs") or []
+    pending = [e for e in envs if is_unknown(e)]
+    if pending:  # the known entries are judged below; these wait for the update
+        yield Unknown(f"{len(pending)} of the environment entries of {res.name}", res.name)
+    for entry in envs:
+        if is_unknown(entry):
+            continue
         var, _, value = entry.partition("=")
         m = _DB_URL.match(value)
         if not m:
@@ -441,17 +479,25 @@ def bucket_versioning(res: Res, cfg: dict) -> Iterable[str]:
                    "set socle:buckets.*.versioning: true.")
 
 
-def backup_manifests(resources: list[Res]) -> list[tuple[Res, dict]]:
+def backup_manifests(resources: list[Res], pending: list[str] | None = None) -> list[tuple[Res, dict]]:
     """The backup jobs' manifests: what each job dumps and snapshots, where, and for how long.
-    The backup script reads the very same file, so this is what really runs, not a label."""
+    The backup script reads the very same file, so this is what really runs, not a label.
+    A job whose manifest is not known yet (it holds addresses known only at the update) is added to
+    `pending` if given, else raises Unknown."""
     out = []
     for r in resources:
-        text = None
-        if r.type == T_CONTAINER and _role(r) == "backup":
-            text = _uploads(r).get(BACKUP_MANIFEST_PATH)
-        elif r.type == T_REMOTE_COMMAND and r.name.endswith("-backup-install"):
-            bundle = known(r.props.get("stdin"), f"stdin of {r.name}")
-            text = json.dumps(json.loads(bundle)["manifest"]) if bundle else None
+        try:
+            text = None
+            if r.type == T_CONTAINER and _role(r) == "backup":
+                text = known(_uploads(r).get(BACKUP_MANIFEST_PATH), f"the backup manifest of {r.name}")
+            elif r.type == T_REMOTE_COMMAND and r.name.endswith("-backup-install"):
+                bundle = known(r.props.get("stdin"), f"the backup manifest of {r.name}")
+                text = json.dumps(json.loads(bundle)["manifest"]) if bundle else None
+        except Unknown:
+            if pending is None:
+                raise
+            pending.append(r.name)
+            continue
         if text:
             out.append((r, json.loads(text)))
     return out
@@ -463,14 +509,20 @@ def _backup_server_parents(resources: list[Res]) -> set[str]:
             and str(r.props.get("description") or "").startswith("socle backup server")}
 
 
-def _data_locations(resources: list[Res]) -> set[str]:
-    """Where the data lives: the app servers' and the managed databases' locations."""
+def _data_locations(resources: list[Res], pending: list[str]) -> set[str]:
+    """Where the data lives: the app servers' and the managed databases' locations (the names of
+    those whose region is not known yet are added to `pending`)."""
     backup_servers = _backup_server_parents(resources)
-    locations = {_location(known(r.props.get("region"), f"region of {r.name}"))
-                 for r in resources if r.type == T_OVH_INSTANCE and (r.parent or "") not in backup_servers}
+    locations: set[str] = set()
     for r in resources:
-        if r.type == T_OVH_DATABASE:
-            locations |= {_location(n.get("region")) for n in known(r.props.get("nodes") or [], f"nodes of {r.name}")}
+        try:
+            if r.type == T_OVH_INSTANCE and (r.parent or "") not in backup_servers:
+                locations.add(_location(known(r.props.get("region"), f"region of {r.name}")))
+            elif r.type == T_OVH_DATABASE:
+                locations |= {_location(known(n.get("region"), f"region of {r.name}"))
+                              for n in known(r.props.get("nodes") or [], f"nodes of {r.name}")}
+        except Unknown:
+            pending.append(r.name)
     return locations
 
 
@@ -479,27 +531,33 @@ def _data_locations(resources: list[Res]) -> set[str]:
       "site's loss does not take the data and its backups together.", kind="stack")
 def backup_server_offsite(resources: list[Res], cfg: dict) -> Iterable[str]:
     backup_servers = _backup_server_parents(resources)
-    data = _data_locations(resources)
-    for vm in resources:
-        if vm.type == T_OVH_INSTANCE and (vm.parent or "") in backup_servers:
-            loc = _location(known(vm.props.get("region"), f"region of {vm.name}"))
-            if loc in data:
-                yield (f"Backup server '{vm.props.get('name') or vm.name}' is in {loc}, where the data it keeps "
-                       "lives; set socle:ovh.backupRegion to another location (e.g. SBG5 for data in GRA).")
+    pending: list[str] = []
+    data = _data_locations(resources, pending)
+
+    def check(vm):
+        loc = _location(known(vm.props.get("region"), f"region of {vm.name}"))
+        if loc in data:
+            yield (f"Backup server '{vm.props.get('name') or vm.name}' is in {loc}, where the data it keeps "
+                   "lives; set socle:ovh.backupRegion to another location (e.g. SBG5 for data in GRA).")
+        elif pending:
+            raise Unknown(f"the region of {', '.join(pending)}", vm.name)
+
+    yield from each([vm for vm in resources if vm.type == T_OVH_INSTANCE and (vm.parent or "") in backup_servers],
+                    check)
 
 
 @rule("backup-bucket-immutable-offsite",
       "A bucket holding backups has object lock in compliance mode for at least the minimum lock period and "
       "lives in another region than the data it protects.", kind="stack", minLockDays=30)
 def backup_bucket_immutable_offsite(resources: list[Res], cfg: dict) -> Iterable[str]:
-    data_locations = _data_locations(resources)
+    pending: list[str] = []
+    data_locations = _data_locations(resources, pending)
     min_days = int(cfg.get("minLockDays", 30))
-    for b in resources:
-        if b.type != T_OVH_STORAGE:
-            continue
+
+    def check(b):
         tags = known(b.props.get("tags") or {}, f"tags of {b.name}")
         if tags.get("socle-purpose") != "backup":
-            continue
+            return
         name = b.props.get("name") or b.name
         lock = known(b.props.get("objectLock") or {}, f"objectLock of {b.name}")
         rule_ = lock.get("rule") or {}
@@ -514,13 +572,18 @@ def backup_bucket_immutable_offsite(resources: list[Res], cfg: dict) -> Iterable
         if loc in data_locations:
             yield (f"Backup bucket '{name}' is in {loc}, where the data it protects lives; put it in "
                    "socle:ovh.backupRegion (another location).")
+        elif pending:
+            raise Unknown(f"the region of {', '.join(pending)}", b.name)
+
+    yield from each([b for b in resources if b.type == T_OVH_STORAGE], check)
 
 
 @rule("stateful-data-backed-up",
       "Every stateful volume and every database is covered by a backup job whose retention meets the stack's "
       "minimum.", kind="stack", minRetentionDays=7)
 def stateful_data_backed_up(resources: list[Res], cfg: dict) -> Iterable[str]:
-    manifests = backup_manifests(resources)
+    pending: list[str] = []
+    manifests = backup_manifests(resources, pending)
     volumes_covered: set[str] = set()
     dbs_covered: set[str] = set()
     min_days = int(cfg.get("minRetentionDays", 7))
@@ -533,24 +596,37 @@ def stateful_data_backed_up(resources: list[Res], cfg: dict) -> Iterable[str]:
                    f"{min_days}; raise socle:backup.retention (e.g. yearly: {max(1, -(-min_days // 365))}).")
         if not m.get("targets"):
             yield f"Backup job of server '{m.get('host', job.name)}' has no target; set socle:backup.targets."
-    for v in resources:
-        if v.type == T_VOLUME and v.label("socle.stateful") == "true":
-            name = known(v.props.get("name"), f"name of {v.name}")
-            if name not in volumes_covered:
-                yield (f"Volume '{name}' holds state but no backup job covers it; keep socle:backup enabled for its "
-                       "server and do not set backup: false on the volume.")
-    for c in resources:
-        if c.type == T_OVH_DATABASE or (c.type == T_CONTAINER and _role(c) == "database"):
-            cluster = c.label("socle.database") if c.type == T_CONTAINER else (c.props.get("description") or c.name)
-            wanted = [d for d in (c.label("socle.databases") or "").split(",") if d] if c.type == T_CONTAINER else None
-            covered = {d.split("/", 1)[1] for d in dbs_covered if d.split("/", 1)[0] == cluster}
-            if wanted is None:  # managed cluster: its logical databases are separate resources
-                wanted = sorted({r.props.get("name") for r in resources
-                                 if r.type.endswith("databaseInstance:DatabaseInstance") and r.parent == c.parent})
-            missing = [d for d in wanted if d not in covered]
-            if missing or not covered:
-                yield (f"Database '{cluster}' is not dumped by any backup job ({', '.join(missing) or 'all'} missing); "
-                       "every database an app uses is dumped by the backup job of that app's server.")
+    waiting = f"the backup manifest of {', '.join(pending)}"
+
+    def volume(v):
+        if v.label("socle.stateful") != "true":
+            return
+        name = known(v.props.get("name"), f"name of {v.name}")
+        if name in volumes_covered:
+            return
+        if pending:  # a job not known yet may cover it: judged on the update
+            raise Unknown(waiting, v.name)
+        yield (f"Volume '{name}' holds state but no backup job covers it; keep socle:backup enabled for its "
+               "server and do not set backup: false on the volume.")
+
+    def database(c):
+        if not (c.type == T_OVH_DATABASE or (c.type == T_CONTAINER and _role(c) == "database")):
+            return
+        cluster = c.label("socle.database") if c.type == T_CONTAINER else (c.props.get("description") or c.name)
+        wanted = [d for d in (c.label("socle.databases") or "").split(",") if d] if c.type == T_CONTAINER else None
+        covered = {d.split("/", 1)[1] for d in dbs_covered if d.split("/", 1)[0] == cluster}
+        if wanted is None:  # managed cluster: its logical databases are separate resources
+            wanted = sorted({r.props.get("name") for r in resources
+                             if r.type.endswith("databaseInstance:DatabaseInstance") and r.parent == c.parent})
+        missing = [d for d in wanted if d not in covered]
+        if (missing or not covered) and pending:
+            raise Unknown(waiting, c.name)
+        if missing or not covered:
+            yield (f"Database '{cluster}' is not dumped by any backup job ({', '.join(missing) or 'all'} missing); "
+                   "every database an app uses is dumped by the backup job of that app's server.")
+
+    yield from each([v for v in resources if v.type == T_VOLUME], volume)
+    yield from each(resources, database)
 
 
 @rule("backups-are-watched",
@@ -560,7 +636,11 @@ def stateful_data_backed_up(resources: list[Res], cfg: dict) -> Iterable[str]:
 def backups_are_watched(resources: list[Res], cfg: dict) -> Iterable[str]:
     required = list(cfg.get("requiredPings", ["run", "check"]))
     keys = {"run": "pingUrl", "check": "checkPingUrl", "drill": "drillPingUrl"}
-    for job, m in backup_manifests(resources):
+    pending: list[str] = []
+    manifests = backup_manifests(resources, pending)
+    for job in pending:
+        yield Unknown(f"the backup manifest of {job}", job)
+    for job, m in manifests:
         watched = set(m.get("watched") or [])
         missing = [j for j in required if j not in watched]
         if missing:
@@ -580,19 +660,72 @@ def instance_backups(resources: list[Res], cfg: dict) -> Iterable[str]:
         if v.type == T_VOLUME and v.label("socle.stateful") == "true" and v.provider in by_urn:
             stateful_parents.add(by_urn[v.provider].parent or "")
     min_rotation = int(cfg.get("minRotation", 7))
-    for vm in resources:
-        if vm.type != T_OVH_INSTANCE or vm.parent not in stateful_parents:
-            continue
+
+    def check(vm):
         name = vm.props.get("name") or vm.name
         flows = [w for w in resources if w.type == T_OVH_WORKFLOW_BACKUP and w.parent == vm.parent]
         if not flows:
             yield (f"Server '{name}' holds state but has no instance backup; set socle:servers.*.autoBackup "
                    f"(rotation: {min_rotation}).")
-            continue
+            return
         rotation = max(int(known(w.props.get("rotation"), f"rotation of {w.name}")) for w in flows)
         if rotation < min_rotation:
             yield (f"Server '{name}' keeps {rotation} instance backups, below the required {min_rotation}; "
                    f"raise socle:servers.*.autoBackup.rotation to {min_rotation}.")
+
+    yield from each([vm for vm in resources if vm.type == T_OVH_INSTANCE and vm.parent in stateful_parents], check)
+
+
+# ---------------------------------------------------------------------------- operations
+
+
+STATEFUL_CLOUD_TYPES = (T_OVH_INSTANCE, T_OVH_BLOCK_VOLUME, T_OVH_DATABASE, T_OVH_DATABASE_INSTANCE, T_OVH_STORAGE)
+
+
+@rule("stateful-resources-protected",
+      "Servers, data volumes, databases and buckets carry Pulumi's `protect` option, so that no destroy and no "
+      "replacement deletes them without someone unlocking them by hand (enabled for production stacks).",
+      types=STATEFUL_CLOUD_TYPES)
+def stateful_resources_protected(res: Res, cfg: dict) -> Iterable[str]:
+    if res.protect is not True:
+        yield (f"'{_name(res)}' ({res.type.split(':')[-1]}) holds data but is not protected, so a destroy or a "
+               "replacement would delete it without asking; set socle:protect: true in this stack.")
+
+
+@rule("databases-managed",
+      "Databases are managed clusters (backups with point-in-time recovery, failover, minor upgrades by OVH), "
+      "not containers beside the apps (enabled for production stacks).", types=(T_CONTAINER,))
+def databases_managed(res: Res, cfg: dict) -> Iterable[str]:
+    if _role(res) == "database":
+        yield (f"Database '{res.label('socle.database') or _name(res)}' runs as a container on an app server (the review "
+               "profile's setting); in this stack a database is an OVH managed cluster: remove hosting: container "
+               "from socle:databases.")
+
+
+@rule("ssh-from-admin-networks-only",
+      "A security group opens SSH (or any port other than 80 and 443) only to blocks no wider than /24 (IPv4) or "
+      "/48 (IPv6): never to the whole Internet or an ISP's range.", types=(T_OVH_SECURITY_GROUP,),
+      maxPrefixV4=24, maxPrefixV6=48)
+def ssh_from_admin_networks_only(res: Res, cfg: dict) -> Iterable[str]:
+    widest = {4: int(cfg.get("maxPrefixV4", 24)), 6: int(cfg.get("maxPrefixV6", 48))}
+    rules_ = res.props.get("rules") or []
+    if is_unknown(rules_):
+        raise Unknown(f"rules of {res.name}")
+    for r in rules_:
+        if is_unknown(r) or is_unknown(r.get("remoteIpPrefix")) or is_unknown(r.get("portRangeMin")):
+            yield Unknown(f"a rule of {res.name} (its source address)", res.name)
+            continue
+        port = int(r.get("portRangeMin") or 0)
+        if port in (80, 443) and int(r.get("portRangeMax") or port) == port:
+            continue
+        try:
+            net = ipaddress.ip_network(str(r.get("remoteIpPrefix") or "0.0.0.0/0"), strict=False)
+        except ValueError:
+            yield f"Security group '{_name(res)}' opens port {port} to '{r.get('remoteIpPrefix')}', which is not a block."
+            continue
+        if net.prefixlen < widest[net.version]:
+            yield (f"Security group '{_name(res)}' opens port {port} to {net} ({net.num_addresses:,} addresses); "
+                   f"list only admin blocks of /{widest[net.version]} or narrower in socle:access.adminCidrs.")
 
 
 # ---------------------------------------------------------------------------- running the rules
@@ -616,20 +749,27 @@ def enforcement(rule_: Rule, policy_config: dict) -> str:
     return policy_config.get("all", "advisory")
 
 
-def run_resource_rule(rule_: Rule, res: Res, cfg: dict) -> list[Finding]:
+def _collect(rule_: Rule, resource: str, findings: Iterable) -> list[Finding]:
+    """The findings of one rule run: what it judged is kept even when a later value is unknown."""
+    out: list[Finding] = []
+
+    def unknown(u: Unknown) -> Finding:
+        return Finding(rule_.name, u.resource or resource, f"cannot check yet: {u.what} is not known until the "
+                                                         "update; this rule runs again then.", unknown=True)
     try:
-        return [Finding(rule_.name, res.name, msg) for msg in rule_.check(res, cfg)]
+        for item in findings:
+            out.append(unknown(item) if isinstance(item, Unknown) else Finding(rule_.name, resource, item))
     except Unknown as u:
-        return [Finding(rule_.name, res.name, f"cannot check yet: {u.what} is not known until the update; "
-                                              "this rule runs again then.", unknown=True)]
+        out.append(unknown(u))
+    return out
+
+
+def run_resource_rule(rule_: Rule, res: Res, cfg: dict) -> list[Finding]:
+    return _collect(rule_, res.name, rule_.check(res, cfg))
 
 
 def run_stack_rule(rule_: Rule, resources: list[Res], cfg: dict) -> list[Finding]:
-    try:
-        return [Finding(rule_.name, "", msg) for msg in rule_.check(resources, cfg)]
-    except Unknown as u:
-        return [Finding(rule_.name, "", f"cannot check yet: {u.what} is not known until the update; "
-                                        "this rule runs again then.", unknown=True)]
+    return _collect(rule_, "", rule_.check(resources, cfg))
 
 
 @dataclass

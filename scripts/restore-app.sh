@@ -7,7 +7,11 @@
 # Without --at: the latest snapshot. The containers using a restored volume are stopped during the
 # restore and started again after. List what exists with:
 #   bash scripts/restore-app.sh STACK SERVER --list
+#
+# Exit status: 0 restored (or, with --dry-run, the plan of it printed), 2 bad arguments or a missing
+# tool, other: the failing command's.
 set -euo pipefail
+case " $* " in *" -h "*|*" --help "*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 # shellcheck source=scripts/lib/restore-common.sh
 source "$(dirname "$0")/lib/restore-common.sh"
 

@@ -6,7 +6,11 @@
 #
 # The bucket's object lock keeps every version for objectLock.days, whatever the attacker deleted
 # with the server's keys; rclone --s3-version-at reads the versions current at that instant.
+#
+# Exit status: 0 restored (or, with --dry-run, the plan of it printed), 2 bad arguments or a missing
+# tool, other: the failing command's.
 set -euo pipefail
+case " $* " in *" -h "*|*" --help "*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 # shellcheck source=scripts/lib/restore-common.sh
 source "$(dirname "$0")/lib/restore-common.sh"
 

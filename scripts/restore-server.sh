@@ -6,7 +6,11 @@
 # `pulumi refresh` notices the lost instance, `pulumi up` creates a new one with the same
 # cloud-init, containers and backup job (same repository password and keys: they are in the
 # state), then the runner restores every volume and database from the latest (or --at) snapshot.
+#
+# Exit status: 0 restored (or, with --dry-run, the plan of it printed), 2 bad arguments or a missing
+# tool, other: the failing command's.
 set -euo pipefail
+case " $* " in *" -h "*|*" --help "*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 # shellcheck source=scripts/lib/restore-common.sh
 source "$(dirname "$0")/lib/restore-common.sh"
 

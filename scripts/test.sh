@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (Debian packages, a virtualenv with the pinned requirements)
 # and runs the whole suite. Extra arguments go to pytest. `.ci/run` calls exactly this.
+#
+#   bash scripts/test.sh [PYTEST ARGUMENTS]     e.g. -q, -k corpus, tests/test_corpus.py
+#
+# Runs as root on a fresh Debian machine (or with sudo). When another install holds the package
+# manager's lock (unattended-upgrades on a fresh machine), it waits for it, up to 10 minutes.
+#
+# Exit status: 0 every test passed, 1 a test failed or no test ran, other: the failing step's.
 set -euo pipefail
+case " $* " in *" -h "*|*" --help "*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 
 # Real tools the tests run: caddy (validate + live HTTPS), cloud-init (schema), sshd (-t, and a
@@ -14,8 +22,8 @@ PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd rest
           mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+APT=(apt-get -o DPkg::Lock::Timeout=600)
+if [ "$(id -u)" -ne 0 ]; then APT=(sudo "${APT[@]}"); fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -23,8 +31,15 @@ for pkg in "${PACKAGES[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "socle: installing Debian packages: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # DPkg::Lock::Timeout: wait for the dpkg lock instead of failing; `update` takes the lists lock,
+  # which the option does not cover on every apt version, so it is retried too.
+  for attempt in $(seq 1 60); do
+    "${APT[@]}" update -qq && break
+    [ "$attempt" -lt 60 ] || { echo "socle: apt-get update kept failing (another install holding its lock?)" >&2; exit 1; }
+    echo "socle: apt-get update failed (another install running?); retrying in 10 s ($attempt/60)" >&2
+    sleep 10
+  done
+  DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x venv/bin/python ]; then

@@ -2,7 +2,13 @@
 # Brings up the `dev` stack (or the stack given as first argument) on the local Docker engine with
 # a local state backend: no account, no cloud. Needs the Pulumi CLI and a running Docker engine;
 # without them it says so and points to the offline plan, which needs neither.
+#
+#   bash scripts/up.sh [STACK]
+#
+# Exit status: 0 deployed, 3 the Pulumi CLI or Docker is missing (the message says how to get them
+# and how to plan offline instead), other: pulumi's.
 set -euo pipefail
+case " $* " in *" -h "*|*" --help "*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 STACK="${1:-dev}"
 

@@ -233,7 +233,10 @@ def test_dead_man_urls_are_one_line_https_and_one_per_job():
     assert "socle:backup.checkPingUrl: run, check and drill must each report to a check of their own" in errors_of(v)
     v = prod()
     v["backup"]["pingUrl"] = "https://hc-ping.com/abc\nX-Injected: 1"
-    assert "socle:backup.pingUrl: 'https://hc-ping.com/abc\nX-Injected: 1' is not an https:// URL (one line" in errors_of(v)
+    assert 'socle:backup.pingUrl: "https://hc-ping.com/abc\\nX-Injected: 1" holds a newline' in errors_of(v)
+    v = prod()
+    v["backup"]["pingUrl"] = "https://hc-ping.com/abc'$(id)"
+    assert "is not an https:// URL of plain characters" in errors_of(v)
     v = prod()
     v["backup"]["drillPingUrl"] = {"config": "drillPing"}
     assert "socle:backup.drillPingUrl.config: 'drillPing' is not set in socle:secrets" in errors_of(v)

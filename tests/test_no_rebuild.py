@@ -102,7 +102,7 @@ def test_an_explicit_rebuild_replaces_that_server_only_and_is_allowed():
 
 @pytest.mark.parametrize("edit,expected", [
     (lambda v: v["buckets"]["backups"].pop("objectLock"), ("backups-bucket", "replace")),
-    (lambda v: v["ovh"].__setitem__("region", "SBG5"), ("web-vm", "replace")),
+    (lambda v: v["ovh"].update(region="BHS5"), ("web-vm", "replace")),
     (lambda v: (v["databases"]["main"]["databases"].remove("etherpad"), v["apps"].pop("etherpad")),
      ("main-etherpad", "delete")),
 ])
@@ -139,7 +139,7 @@ def test_the_diff_command_exit_codes(tmp_path):
     bad = _plan("prod", "--diff-from", "no-such-ref-xyz")
     assert bad.returncode == 2 and "neither a stack file nor a git commit" in bad.stderr, bad.stderr
     both = _plan("prod", "--diff-from", "HEAD", "--json")
-    assert both.returncode == 2 and "cannot be combined" in both.stderr
+    assert both.returncode == 2 and "not allowed with argument --diff-from" in both.stderr
 
 
 def test_the_diff_from_a_git_ref_uses_that_refs_own_code():

@@ -58,8 +58,11 @@ def analyzer_resources(run):
             p = by_urn.get(r.provider)
             if p is not None:
                 prov = pb.AnalyzerProviderResource(type=p.type, urn=p.urn, name=p.name, properties=struct(p.plain))
+        # The resource options as the engine sends them (the pack reads `protect` from them).
+        opts = pb.AnalyzerResourceOptions(protect=bool(r.options.get("protect")))
         out.append(pb.AnalyzerResource(type=r.type, urn=r.urn, name=r.name, properties=struct(r.plain),
-                                       parent=r.parent or "", dependencies=r.dependencies, provider=prov))
+                                       parent=r.parent or "", dependencies=r.dependencies, provider=prov,
+                                       options=opts))
     return out
 
 
@@ -76,7 +79,7 @@ def test_each_stack_passes_the_real_pack(pack, stack):
     diags = list(pack.AnalyzeStack(pb.AnalyzeStackRequest(resources=analyzer_resources(run))).diagnostics)
     for r in analyzer_resources(run):
         diags += list(pack.Analyze(pb.AnalyzeRequest(type=r.type, urn=r.urn, name=r.name, properties=r.properties,
-                                                     provider=r.provider)).diagnostics)
+                                                     provider=r.provider, options=r.options)).diagnostics)
     assert not diags, "\n".join(f"{d.policyName}: {d.message}" for d in diags)
 
 

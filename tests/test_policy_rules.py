@@ -196,7 +196,7 @@ def test_caa_fails():
 def test_caa_unknown():
     r = rec("A")
     r.props["type"] = U_STR
-    assert check("zone-has-caa", [r]) == unknown("type of DNS record dns-A")
+    assert check("zone-has-caa", [r]) == unknown("the type of DNS record dns-A")
 
 
 # ---------------------------------------------------------------- database-connections-use-tls
@@ -406,7 +406,9 @@ def test_backed_up_fails_uncovered_volume_and_database():
 
 
 def test_backed_up_unknown():
-    assert check("stateful-data-backed-up", backup_graph(stdin=U_STR)) == unknown("stdin of web-backup-install")
+    # one finding per resource it could not judge: the volume and the database
+    assert check("stateful-data-backed-up", backup_graph(stdin=U_STR)) == 2 * unknown(
+        "the backup manifest of web-backup-install")
 
 
 # ---------------------------------------------------------------- backups-are-watched
@@ -425,7 +427,7 @@ def test_watched_fails_without_dead_man_urls():
 
 
 def test_watched_unknown():
-    assert check("backups-are-watched", backup_graph(stdin=U_STR)) == unknown("stdin of web-backup-install")
+    assert check("backups-are-watched", backup_graph(stdin=U_STR)) == unknown("the backup manifest of web-backup-install")
 
 
 def test_retention_days():
@@ -474,6 +476,10 @@ def test_enforcement_per_stack(stack, level):
     levels = {r.name: rules.enforcement(r, conf) for r in RULES}
     expected = {n: level for n in levels}
     expected["database-deletion-protection"] = "mandatory" if stack == "prod" else "disabled"
+    # Production-only rules: staging deploys without protect; dev runs its database as a container.
+    expected["stateful-resources-protected"] = "mandatory" if stack == "prod" else "disabled"
+    if stack == "dev":
+        expected["databases-managed"] = "disabled"
     assert levels == expected
 
 
@@ -487,3 +493,113 @@ def test_policy_config_files_only_name_known_rules_and_keys():
             if isinstance(value, dict):
                 unknown_keys = set(value) - set(RULE[key].config) - {"enforcementLevel"}
                 assert not unknown_keys, f"policy/config/{stack}.json: {key} has unknown keys {unknown_keys}"
+
+
+# ---------------------------------------------------------------- one unknown hides nothing else
+
+def test_dns_judges_known_records_beside_an_unknown_one():
+    g = dns_graph(["198.51.100.7"])
+    g.append(Res(rules.T_GANDI_RECORD, "dns-app-pad", "urn:rec2", {"name": "pad", "type": "A", "values": U_ARR}))
+    found = check("dns-points-at-tls-terminator", g)
+    assert ("fail", "DNS record app A points at 198.51.100.7, which runs no HTTPS proxy; point it at the app's server "
+            "(give the app a hostname in socle:apps) or list the address in this policy's allowedAddresses if it "
+            "serves no HTTP.") in found, found
+    assert ("unknown", "cannot check yet: values of DNS record dns-app-pad is not known until the update; this rule "
+            "runs again then.") in found, found
+
+
+def test_dns_record_to_an_unknown_proxy_address_is_unknown_not_failed():
+    assert check("dns-points-at-tls-terminator", dns_graph(["198.51.100.7"], proxy_host=U_STR)) == unknown(
+        "the address of web-docker (to tell whether 198.51.100.7 runs the HTTPS proxy)")
+
+
+def test_backed_up_judges_what_it_can_while_a_manifest_is_unknown():
+    g = backup_graph(stdin=U_STR)
+    found = check("stateful-data-backed-up", g)
+    assert [f[0] for f in found] == ["unknown", "unknown"], found
+    assert {f[1] for f in found} == {
+        "cannot check yet: the backup manifest of web-backup-install is not known until the update; this rule runs "
+        "again then."}
+    # the finding names the volume and the database it could not judge, one each
+    r = RULE["stateful-data-backed-up"]
+    assert sorted(f.resource for f in rules.run_stack_rule(r, g, r.config)) == ["main-cluster", "v"]
+
+
+def test_a_stack_rule_keeps_its_violations_when_a_later_value_is_unknown():
+    late = Res(rules.T_OVH_INSTANCE, "backup-vm", "urn:b", {"name": "socle-prod-backup", "region": U_STR},
+               parent="urn:backupsrv")
+    sg = Res(rules.T_OVH_SECURITY_GROUP, "backup-sg", "urn:bsg", {"description": "socle backup server: SSH"},
+             parent="urn:backupsrv")
+    bad = Res(rules.T_OVH_INSTANCE, "backup2-vm", "urn:b2", {"name": "socle-prod-backup2", "region": "GRA9"},
+              parent="urn:backupsrv2")
+    sg2 = Res(rules.T_OVH_SECURITY_GROUP, "backup2-sg", "urn:bsg2", {"description": "socle backup server: SSH"},
+              parent="urn:backupsrv2")
+    data = Res(rules.T_OVH_INSTANCE, "web-vm", "urn:w", {"name": "socle-prod-web", "region": "GRA11"}, parent="urn:websrv")
+    found = check("backup-server-offsite", [late, sg, bad, sg2, data])
+    assert ("fail", "Backup server 'socle-prod-backup2' is in GRA, where the data it keeps lives; set "
+            "socle:ovh.backupRegion to another location (e.g. SBG5 for data in GRA).") in found, found
+    assert ("unknown", "cannot check yet: region of backup-vm is not known until the update; this rule runs again "
+            "then.") in found, found
+
+
+# ---------------------------------------------------------------- stateful-resources-protected
+
+def test_protected_passes_fails_and_ignores_unknown_props():
+    vm = Res(rules.T_OVH_INSTANCE, "web-vm", "urn:w", {"name": "socle-prod-web", "region": U_STR}, protect=True)
+    assert check("stateful-resources-protected", vm) == [], "protect is an option, known even when props are not"
+    db = Res(rules.T_OVH_DATABASE, "main-cluster", "urn:c", {"description": "socle-prod-main"})
+    assert check("stateful-resources-protected", db) == [("fail",
+        "'main-cluster' (Database) holds data but is not protected, so a destroy or a replacement would delete it "
+        "without asking; set socle:protect: true in this stack.")]
+
+
+def test_protected_checks_only_stateful_cloud_types():
+    assert rules.T_OVH_SECURITY_GROUP not in RULE["stateful-resources-protected"].types
+    assert set(RULE["stateful-resources-protected"].types) >= {rules.T_OVH_INSTANCE, rules.T_OVH_DATABASE,
+                                                               rules.T_OVH_STORAGE, rules.T_OVH_BLOCK_VOLUME}
+
+
+# ---------------------------------------------------------------- databases-managed
+
+def test_databases_managed_pass_fail_unknown():
+    assert check("databases-managed", container("socle-prod-web")) == []
+    db = container("socle-prod-main", "database")
+    db.props["labels"].append({"label": "socle.database", "value": "main"})
+    assert check("databases-managed", db) == [("fail",
+        "Database 'main' runs as a container on an app server (the review profile's setting); in this stack a "
+        "database is an OVH managed cluster: remove hosting: container from socle:databases.")]
+    odd = Res(rules.T_CONTAINER, "c", "urn:c", {"name": "x", "labels": U_ARR})
+    assert check("databases-managed", odd) == unknown("labels of c")
+
+
+# ---------------------------------------------------------------- ssh-from-admin-networks-only
+
+def sg(*rules_):
+    return Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg", {"name": "socle-prod-web-sg", "rules": list(rules_)})
+
+
+def sg_rule(port, prefix):
+    return {"portRangeMin": port, "portRangeMax": port, "remoteIpPrefix": prefix}
+
+
+def test_ssh_exposure_passes_admin_blocks_and_public_https():
+    assert check("ssh-from-admin-networks-only", sg(sg_rule(443, "0.0.0.0/0"), sg_rule(80, "::/0"),
+                                                    sg_rule(4660, "203.0.113.0/28"), sg_rule(4660, "2001:db8::/56"))) == []
+
+
+def test_ssh_exposure_fails_the_internet_and_an_isp():
+    assert check("ssh-from-admin-networks-only", sg(sg_rule(4660, "0.0.0.0/0"), sg_rule(22, "81.56.0.0/13"))) == [
+        ("fail", "Security group 'socle-prod-web-sg' opens port 4660 to 0.0.0.0/0 (4,294,967,296 addresses); list only "
+                 "admin blocks of /24 or narrower in socle:access.adminCidrs."),
+        ("fail", "Security group 'socle-prod-web-sg' opens port 22 to 81.56.0.0/13 (524,288 addresses); list only "
+                 "admin blocks of /24 or narrower in socle:access.adminCidrs."),
+    ]
+
+
+def test_ssh_exposure_judges_known_rules_beside_an_unknown_one():
+    found = check("ssh-from-admin-networks-only", sg(sg_rule(4660, U_STR), sg_rule(4660, "0.0.0.0/0")))
+    assert found[0] == ("unknown", "cannot check yet: a rule of web-sg (its source address) is not known until the "
+                                   "update; this rule runs again then.")
+    assert found[1][0] == "fail" and "0.0.0.0/0" in found[1][1]
+    assert check("ssh-from-admin-networks-only", Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg",
+                                                     {"rules": U_ARR})) == unknown("rules of web-sg")

@@ -89,9 +89,18 @@ def readme_section(text: str) -> str:
     return m.group(1) if m else ""
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from tools.cli import SIGNALS
+
+    ap = argparse.ArgumentParser(prog="python -m tools.config_reference", description=__doc__, epilog=SIGNALS,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="rewrite the README's config reference in place "
+                                                         "(default: print the table)")
+    args = ap.parse_args(argv)
     table = render()
-    if "--write" in sys.argv:
+    if args.write:
         text = README.read_text()
         if START not in text:
             sys.exit(f"{README} has no {START} marker")
@@ -99,3 +108,10 @@ if __name__ == "__main__":
         print(f"updated the config reference in {README}")
     else:
         print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    from tools.cli import main_guard
+
+    main_guard(main)

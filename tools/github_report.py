@@ -11,6 +11,8 @@ workflow's own token (--author, github-actions[bot] by default): a marker pasted
 else's comment is ignored. Otherwise one comment is created.
 The drift issue is the one open issue labelled `drift` (edited, or opened). Repository and token
 come from GITHUB_REPOSITORY and GH_TOKEN, as in a workflow step.
+
+Exit status: 0 reported, 1 a gh command failed, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def upsert_drift_issue(repo: str, stack: str, diff: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.github_report", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.github_report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("pr-comment")
     c.add_argument("--pr", type=int, required=True)

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "socle"
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -82,6 +80,18 @@ class Run:
     def by_urn(self) -> dict[str, Resource]:
         return {r.urn: r for r in self.resources}
 
+    def objects(self) -> list[Resource]:
+        """What a deployment creates at a provider: cloud and Docker objects and explicit providers."""
+        return [r for r in self.resources if r.custom or r.type.startswith("pulumi:providers:")]
+
+    def count_line(self) -> str:
+        """The one resource count every tool prints (plan, benchmark, README): every resource the
+        program registers, the stack and socle's components included, as `pulumi preview` counts
+        them (the engine adds its default providers on top)."""
+        objects = len(self.objects())
+        return (f"{len(self.resources)} resources ({objects} cloud and Docker objects, "
+                f"{len(self.resources) - objects} socle components and the stack)")
+
 
 def unwrap(v: Any) -> Any:
     if isinstance(v, dict):
@@ -98,8 +108,11 @@ def _fake(kind: str, name: str, n: int = 12) -> str:
 
 
 def stack_config(path: Path) -> tuple[dict[str, str], list[str]]:
-    """A stack file's `config:` as the engine passes it: 'ns:key' -> string (JSON for objects)."""
-    doc = yaml.safe_load(path.read_text()) or {}
+    """A stack file's `config:` as the engine passes it: 'ns:key' -> string (JSON for objects).
+    Read strictly (components.stack_file): duplicate keys or YAML 1.1 surprises raise StackFileError."""
+    from components.stack_file import read
+
+    doc = read(path).doc
     config, secret_keys = {}, []
     for key, value in (doc.get("config") or {}).items():
         full = key if ":" in key else f"{PROJECT}:{key}"
@@ -124,8 +137,13 @@ def stack_config(path: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def run_program(stack: str = "dev", config_file: Path | None = None,
-                config: dict[str, str] | None = None, secret_keys: list[str] | None = None) -> Run:
+                config: dict[str, str] | None = None, secret_keys: list[str] | None = None,
+                preview: bool = False) -> Run:
     """Evaluate __main__.py for `stack` and return every registered resource.
+
+    preview=True evaluates as `pulumi preview` of a new stack does: what the cloud computes
+    (addresses, generated passwords, IDs) is unknown, and so is everything derived from it; the
+    recorded inputs then hold the engine's unknown sentinels where a value is not known yet.
 
     Raises the program's error (pulumi.RunError for invalid config) if it fails."""
     import pulumi
@@ -148,6 +166,8 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             outs = dict(args.inputs)
             t, n = args.typ, args.name
+            if preview:  # only the inputs are known: every computed output stays unknown
+                return _fake("id", n), outs
             if t.endswith("RandomPassword"):
                 outs["result"] = _fake("secret", n, 24)
                 secret_values.add(outs["result"])
@@ -203,10 +223,10 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
             return resp
 
     exports: dict[str, Any] = {}
-    psettings.reset_options(project=PROJECT, stack=stack, preview=False)
+    psettings.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_all_config(config, secret_keys or [])
     mocks = Mocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=Monitor(mocks))
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=Monitor(mocks))
     real_export = pulumi.export
     pulumi.export = lambda k, v: exports.__setitem__(k, v)
     cwd = os.getcwd()

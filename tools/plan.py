@@ -1,7 +1,7 @@
 """The offline plan: what a stack would create, whether the policy pack accepts it, and the longest
 chain of dependencies a deployment has to walk — with no Pulumi CLI, Docker or credentials.
 
-    python -m tools.plan STACK [--config-file PATH] [--policy-config PATH] [--json] [--mermaid]
+    python -m tools.plan STACK [--config-file PATH] [--policy-config PATH] [--json | --mermaid]
     python -m tools.plan STACK --diff-from REF [--config-file PATH]
 
 It runs the real program under Pulumi mocks (tools.harness) with Pulumi.STACK.yaml (or the file
@@ -12,7 +12,8 @@ With --diff-from (a git ref, evaluated with its own code, or a stack file) it pr
 would be created, updated in place, replaced, rebuilt or deleted (tools/diff.py).
 
 Exit status: 0 no mandatory violation (with --diff-from: no stateful resource of a protected stack
-replaced, rebuilt or deleted without the stack file asking), 1 the opposite, 2 invalid config or REF.
+replaced, rebuilt or deleted without the stack file asking), 1 the opposite, 2 an invalid stack
+file, config, REF or command line (each problem as FILE:LINE: socle:KEY: what to do).
 """
 
 from __future__ import annotations
@@ -50,11 +51,6 @@ def mask(v, fingerprint: bool = False):
     if isinstance(v, list):
         return [mask(x, fingerprint) for x in v]
     return v
-
-
-def _short(s: str, n: int = 60) -> str:
-    s = str(s)
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 def summary(r: Resource) -> str:
@@ -136,7 +132,7 @@ def group_of(r: Resource, by_urn: dict[str, Resource]) -> str:
 
 
 def custom(run: Run) -> list[Resource]:
-    return [r for r in run.resources if r.custom or r.type.startswith("pulumi:providers:")]
+    return run.objects()
 
 
 def critical_path(run: Run) -> list[Resource]:
@@ -169,7 +165,7 @@ def critical_path(run: Run) -> list[Resource]:
         if urn in memo:
             return memo[urn]
         best: list[str] = []
-        for d in deps[urn]:
+        for d in sorted(deps[urn]):  # sorted, and the first longest kept: two runs print the same path
             if d not in seen:
                 chain = longest(d, seen | {urn})
                 if len(chain) > len(best):
@@ -177,7 +173,11 @@ def critical_path(run: Run) -> list[Resource]:
         memo[urn] = best + [urn]
         return memo[urn]
 
-    path = max((longest(u) for u in nodes), key=len, default=[])
+    path: list[str] = []
+    for u in sorted(nodes):
+        chain = longest(u)
+        if len(chain) > len(path):
+            path = chain
     return [nodes[u] for u in path]
 
 
@@ -227,35 +227,49 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.splitlines()[0])
+    from tools.cli import SIGNALS
+
+    ap = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__, epilog=SIGNALS,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stack", help="stack name: reads Pulumi.STACK.yaml and policy/config/STACK.json")
     ap.add_argument("--config-file", type=Path, help="a stack file of the same form to plan instead")
     ap.add_argument("--policy-config", type=Path, help="policy config file (default: policy/config/STACK.json)")
-    ap.add_argument("--json", action="store_true", help="print one JSON document")
-    ap.add_argument("--mermaid", action="store_true", help="print a Mermaid diagram of the platform")
-    ap.add_argument("--diff-from", metavar="REF", help="compare with a git ref or a stack file instead of planning")
+    out = ap.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON document")
+    out.add_argument("--mermaid", action="store_true", help="print a Mermaid diagram of the platform")
+    out.add_argument("--diff-from", metavar="REF", help="compare with a git ref or a stack file instead of planning")
     args = ap.parse_args(argv)
-    if args.diff_from and (args.json or args.mermaid):
-        ap.error("--diff-from prints a diff; it cannot be combined with --json or --mermaid")
+    if args.diff_from and args.policy_config:
+        ap.error("--diff-from compares resources and runs no policy: --policy-config does not apply")
 
     import pulumi
 
     from components.config import ConfigError, decode
+    from components.profiles import review_number
+    from components.stack_file import StackFileError, read
     from tools.harness import stack_config
     from tools.policy_graph import policy_config, policy_config_path, verdicts
-
-    from components.profiles import review_number
+    from tools.cli import config_problems
 
     path = args.config_file or ROOT / f"Pulumi.{args.stack}.yaml"
     review = review_number(args.stack) is not None
     if not path.exists() and not review:
         print(f"plan: no stack file {path}; create it or pass --config-file", file=sys.stderr)
         return 2
+    stack_file = None
     try:
+        stack_file = read(path) if path.exists() else None
         config, secret_keys = stack_config(path) if path.exists() else ({}, [])
         run = run_program(args.stack, config=config, secret_keys=secret_keys)
-    except (pulumi.RunError, ConfigError) as err:
+    except (StackFileError, ConfigError) as err:
+        print(config_problems(err, stack_file), file=sys.stderr)
+        return 2
+    except pulumi.RunError as err:
         print(str(err), file=sys.stderr)
+        return 2
+    ppath = policy_config_path(args.stack, args.policy_config)
+    if not args.diff_from and not ppath.exists():
+        print(f"plan: no policy config {ppath}; pass --policy-config or create it", file=sys.stderr)
         return 2
     if args.diff_from:
         from tools import diff
@@ -268,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
         changes = diff.compare(base, run.resources, lambda inputs: mask(inputs, fingerprint=True))
         print(diff.render(args.stack, args.diff_from, changes))
         return 1 if diff.dangerous(changes) else 0
-    ppath = policy_config_path(args.stack, args.policy_config)
     pconf = policy_config(args.stack, ppath)
     found = verdicts(run, pconf)
     mandatory = [v for v in found if v.level == "mandatory" and not v.finding.unknown]
@@ -301,14 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         resources = custom(run)
         source = path.name if not review else "review profile" + (f" + {path.name}" if path.exists() else "")
         print(f"socle plan for stack '{args.stack}' ({source}), evaluated offline under Pulumi mocks:")
-        print(f"{len(resources)} resources would be created; addresses and IDs below are stand-ins.\n")
+        print(f"{run.count_line()} would be created; addresses and IDs below are stand-ins.\n")
         groups: dict[str, list[Resource]] = {}
         for r in resources:
             groups.setdefault(group_of(r, by_urn), []).append(r)
         for g in sorted(groups):
             print(f"{g}")
-            rows = [[r.type.split(":")[-1] if r.type.startswith(("docker:", "ovh:", "gandi:", "random:", "command:", "tls:"))
-                     else r.type, r.name, _short(summary(r), 110)] for r in groups[g]]
+            rows = sorted([r.type.split(":")[-1] if r.type.startswith(("docker:", "ovh:", "gandi:", "random:", "command:", "tls:"))
+                           else r.type, r.name, summary(r)] for r in groups[g])
             print("  " + table(rows, ["type", "name", "settings"]).replace("\n", "\n  ") + "\n")
         levels = {}
         for v in found:
@@ -330,4 +343,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tools.cli import main_guard
+
+    main_guard(main)

@@ -13,7 +13,7 @@ from tools.harness import ROOT, Run
 def resources(run: Run) -> list[rules.Res]:
     return [
         rules.Res(type=r.type, name=r.name, urn=r.urn, props=r.plain, parent=r.parent,
-                  dependencies=list(r.dependencies), provider=r.provider)
+                  dependencies=list(r.dependencies), provider=r.provider, protect=bool(r.options.get("protect")))
         for r in run.resources
     ]
 

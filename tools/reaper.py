@@ -48,7 +48,7 @@ def sh(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.reaper", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.reaper", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ttl-days", type=float, default=7)
     ap.add_argument("--only", default="", metavar="pr-<number>",
                     help="consider only this review stack (empty: all of them)")

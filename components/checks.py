@@ -1,0 +1,495 @@
+"""What a field alone cannot check: the stack config as a whole, one concern per function.
+
+`cross_check` runs them all on a model that pydantic has already accepted field by field, and
+returns every problem as (key path, message): the value as written, why it is wrong or dangerous,
+and the fix. The policy pack judges the resource graph; this judges the stack file, so that a
+mistake visible in the file stops the program (exit 2) before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from . import ovh_catalog
+from .config import (
+    _HOST_LABEL_RE,
+    GeneratedSecret,
+    StackConfig,
+)
+
+Issues = list[tuple[str, str]]
+
+# Environment variable names that say "secret": their value belongs in `secrets`, which Pulumi keeps
+# encrypted, not in `env`, which sits in plain text in the stack file, the state and the plan.
+_SECRET_NAME = re.compile(
+    r"(^|_)(PASSWORD|PASSWD|PASS|PWD|SECRET|TOKEN|API_?KEY|APIKEY|PRIVATE_?KEY|ACCESS_?KEY|SECRET_?KEY|"
+    r"CREDENTIALS?|AUTH_?KEY|SALT)(_|$)")
+# Values that are secrets whatever their name: URLs with a password, cloud keys, private keys, tokens.
+_SECRET_VALUE = (
+    (re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"), "a URL with a password in it"),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "an AWS-style access key"),
+    (re.compile(r"\b(sk|rk)_live_[0-9A-Za-z]{10,}"), "a Stripe live key"),
+    (re.compile(r"\bgh[pousr]_[0-9A-Za-z]{30,}"), "a GitHub token"),
+    (re.compile(r"\bxox[abprs]-[0-9A-Za-z-]{10,}"), "a Slack token"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+)
+# Values that cannot be secrets even under a secret-sounding name (PASSWORD_MIN_LENGTH: "12").
+_HARMLESS = re.compile(r"^(|[0-9]+|true|false|yes|no|on|off|none|/[^\s]*)$", re.I)
+
+
+def _known(kind: str, names) -> str:
+    return f"(known {kind}: {', '.join(sorted(names)) or 'none'})"
+
+
+def holds_state(cfg: StackConfig, server: str) -> bool:
+    """A backup server, or an app server with a stateful volume or a container database."""
+    if cfg.servers[server].role == "backup":
+        return True
+    if any(app.server == server and any(v.stateful for v in app.volumes.values()) for app in cfg.apps.values()):
+        return True
+    return any(cfg.database_hosting(d) == "container" and cfg.host_of("databases", d) == server
+               for d in cfg.databases)
+
+
+def cross_check(cfg: StackConfig) -> Issues:
+    issues: Issues = []
+    for check in (_target, _ports, _ovh_catalog, _placement, _apps, _secrets_in_env, _dns, _buckets,
+                  _backup, _backup_keeps_something, _physical_names):
+        issues += check(cfg)
+    return issues
+
+
+# ---------------------------------------------------------------------------- target
+
+
+def _target(cfg: StackConfig) -> Issues:
+    issues: Issues = []
+    add = lambda path, msg: issues.append((path, msg))  # noqa: E731
+    if cfg.target == "ovh":
+        if cfg.ovh is None:
+            add("ovh", "required on target ovh: set projectId, region and backupRegion")
+        if cfg.dns.provider == "none":
+            add("dns.provider", "target ovh needs a DNS provider for the app hostnames: gandi or ovh")
+        zone = cfg.dns_zone()
+        if not (cfg.domain == zone or cfg.domain.endswith("." + zone)):
+            add("dns.zone", f"'{zone}' does not contain the domain '{cfg.domain}'; use the domain or a parent of it")
+        if not cfg.proxy.acme_email:
+            add("proxy.acmeEmail", "required on target ovh: Let's Encrypt needs a contact address")
+        if not cfg.access.admin_ssh_keys:
+            add("access.adminSshKeys", "required on target ovh: without a key nobody can log in")
+        if not cfg.access.admin_cidrs:
+            add("access.adminCidrs", "required on target ovh: SSH is only opened to these blocks")
+        for name, srv in cfg.servers.items():
+            if not srv.flavor:
+                add(f"servers.{name}.flavor", "required on target ovh, e.g. b3-8")
+            if srv.disk_gb is None and holds_state(cfg, name):
+                add(f"servers.{name}.diskGb", "required on target ovh for a server that holds state: its data "
+                    "lives on a block storage volume of this size, which a rebuild of the root disk keeps "
+                    "(e.g. 50)")
+    else:
+        if len(cfg.servers) != 1:
+            add("servers", f"target local runs everything on the one local Docker engine: declare exactly one "
+                           f"server (got {len(cfg.servers)}: {', '.join(cfg.servers)})")
+        if cfg.dns.provider != "none":
+            add("dns.provider", f"'{cfg.dns.provider}' is not used on target local; set it to none")
+        if not cfg.domain.endswith("localhost"):
+            add("domain", f"'{cfg.domain}' on target local must end in .localhost, e.g. socle.localhost")
+        for name, db in cfg.databases.items():
+            if db.hosting == "managed":
+                add(f"databases.{name}.hosting", "managed databases exist only on target ovh; use container")
+    return issues
+
+
+def _ports(cfg: StackConfig) -> Issues:
+    """The proxy's two ports and sshd's: each port one listener, and 80 never the HTTPS one."""
+    issues: Issues = []
+    http, https = cfg.proxy.http_port, cfg.proxy.https_port
+    if http == https:
+        issues.append(("proxy.httpsPort", f"{https} is also proxy.httpPort; HTTP (redirects) and HTTPS need a port each"))
+    elif http == 443 or https == 80:
+        issues.append(("proxy.httpPort", f"httpPort {http} and httpsPort {https} look swapped: browsers speak HTTP on "
+                                         "80 and HTTPS on 443, so set httpPort: 80 and httpsPort: 443"))
+    taken = {http: "proxy.httpPort", https: "proxy.httpsPort"}
+    if cfg.target == "ovh":
+        if cfg.access.ssh_port in taken:
+            issues.append(("access.sshPort", f"{cfg.access.ssh_port} is already {taken[cfg.access.ssh_port]}, where the "
+                                             "HTTPS proxy listens; choose another SSH port, e.g. 4660"))
+        taken[cfg.access.ssh_port] = "access.sshPort"
+        for i, port in enumerate(cfg.access.extra_ssh_ports):
+            if port in taken:
+                issues.append((f"access.extraSshPorts.{i}",
+                               f"{port} is already {taken[port]}; list only the port sshd moves to"))
+            taken[port] = f"access.extraSshPorts.{i}"
+    return issues
+
+
+def _ovh_catalog(cfg: StackConfig) -> Issues:
+    """Regions and engine versions OVH really offers (components/ovh_catalog.py)."""
+    issues: Issues = []
+    if cfg.target == "ovh" and cfg.ovh is not None:
+        from .naming import ovh_location
+
+        for key, value in (("ovh.region", cfg.ovh.region), ("ovh.backupRegion", cfg.ovh.backup_region)):
+            why = ovh_catalog.region_problem(value)
+            if why:
+                issues.append((key, why))
+        if not issues and ovh_location(cfg.ovh.region) == ovh_location(cfg.ovh.backup_region):
+            issues.append(("ovh.backupRegion", f"'{cfg.ovh.backup_region}' is in {ovh_location(cfg.ovh.region)}, like "
+                           f"ovh.region '{cfg.ovh.region}': the off-site copies (backup server, backup bucket, database "
+                           "backups) would burn with the data; choose another location, e.g. SBG5 for GRA11"))
+        for name, b in cfg.buckets.items():
+            if b.region:
+                why = ovh_catalog.region_problem(b.region, locations_too=True)
+                if why:
+                    issues.append((f"buckets.{name}.region", why))
+    for name, db in cfg.databases.items():
+        why = ovh_catalog.version_problem(db.engine, db.version, cfg.database_hosting(name))
+        if why:
+            issues.append((f"databases.{name}.version", why))
+        if cfg.database_hosting(name) == "managed":
+            if db.backup_time[:2] == db.maintenance_time[:2]:
+                issues.append((f"databases.{name}.maintenanceTime",
+                               f"'{db.maintenance_time}' is in the hour of backupTime '{db.backup_time}': a maintenance "
+                               "restart would hit the daily backup; move it an hour or more away"))
+    return issues
+
+
+# ---------------------------------------------------------------------------- where things run
+
+
+def _placement(cfg: StackConfig) -> Issues:
+    issues: Issues = []
+    add = lambda path, msg: issues.append((path, msg))  # noqa: E731
+    app_servers = cfg.app_servers()
+    if not app_servers:
+        add("servers", "at least one server must have role app")
+
+    def check_server(path: str, server: str | None):
+        if server is None:
+            if len(app_servers) > 1:
+                add(path, f"several app servers exist; say which one {_known('servers', app_servers)}")
+            return
+        if server not in cfg.servers:
+            add(path, f"unknown server '{server}' {_known('servers', cfg.servers)}")
+        elif cfg.servers[server].role != "app":
+            add(path, f"server '{server}' has role {cfg.servers[server].role}; containers run on app servers")
+
+    for name, db in cfg.databases.items():
+        if cfg.database_hosting(name) == "container":
+            check_server(f"databases.{name}.server", db.server)
+            if db.nodes != 1:
+                add(f"databases.{name}.nodes", "a container database has exactly one node")
+        elif db.plan == "essential" and db.nodes != 1:
+            add(f"databases.{name}.nodes", f"plan essential has one node (got {db.nodes}); use plan business")
+        elif db.plan != "essential" and db.nodes < 2:
+            add(f"databases.{name}.nodes", f"plan {db.plan} is multi-node; set nodes to 2 or 3")
+    for name, b in cfg.buckets.items():
+        if cfg.target == "local":
+            check_server(f"buckets.{name}.server", b.server)
+    for name, c in cfg.caches.items():
+        check_server(f"caches.{name}.server", c.server)
+    for name, app in cfg.apps.items():
+        check_server(f"apps.{name}.server", app.server)
+    for name in cfg.apps:
+        if name in cfg.databases or name in cfg.caches or (cfg.target == "local" and name in cfg.buckets):
+            add(f"apps.{name}", f"'{name}' is also a database, cache or bucket name; container names must differ")
+    return issues
+
+
+# ---------------------------------------------------------------------------- apps
+
+
+def _apps(cfg: StackConfig) -> Issues:
+    issues: Issues = []
+    add = lambda path, msg: issues.append((path, msg))  # noqa: E731
+    app_servers = cfg.app_servers()
+    hostnames: dict[str, str] = {}
+    shared_lengths: dict[str, tuple[int, str]] = {}
+    for name, app in cfg.apps.items():
+        p = f"apps.{name}"
+        if app.hostname is not None:
+            h = app.hostname
+            if not all(_HOST_LABEL_RE.match(lbl) for lbl in h.split(".")):
+                add(f"{p}.hostname", f"'{h}' is not a valid hostname (lower-case letters, digits and '-' between dots)")
+            elif not (h == cfg.domain or h.endswith("." + cfg.domain)):
+                add(f"{p}.hostname", f"'{h}' is outside the stack's domain '{cfg.domain}'; use NAME.{cfg.domain}")
+            if h in hostnames:
+                add(f"{p}.hostname", f"'{h}' is already served by app '{hostnames[h]}'; one hostname, one app")
+            else:
+                hostnames[h] = name
+            if app.port is None:
+                add(f"{p}.port", "required with hostname: the port the app listens on in its container")
+        for i, use in enumerate(app.databases):
+            db_name, logical = use.use.split(".")
+            if db_name not in cfg.databases:
+                add(f"{p}.databases.{i}.use", f"unknown database '{db_name}' {_known('databases', cfg.databases)}")
+                continue
+            db = cfg.databases[db_name]
+            if logical not in db.databases:
+                add(f"{p}.databases.{i}.use", f"database '{db_name}' has no logical database '{logical}' "
+                    f"(known: {', '.join(db.databases)}); add it to databases.{db_name}.databases")
+            if cfg.database_hosting(db_name) == "container" and app.server in cfg.servers:
+                host = cfg.host_of("databases", db_name) if (db.server or len(app_servers) == 1) else None
+                if host and host != app.server:
+                    add(f"{p}.databases.{i}.use", f"database '{db_name}' runs as a container on server '{host}', but "
+                        f"the app runs on '{app.server}'; containers reach each other only on one server")
+        for i, use in enumerate(app.buckets):
+            if use.use not in cfg.buckets:
+                add(f"{p}.buckets.{i}.use", f"unknown bucket '{use.use}' {_known('buckets', cfg.buckets)}")
+        for i, use in enumerate(app.caches):
+            if use.use not in cfg.caches:
+                add(f"{p}.caches.{i}.use", f"unknown cache '{use.use}' {_known('caches', cfg.caches)}")
+            elif app.server in cfg.servers and (cfg.caches[use.use].server or len(app_servers) == 1):
+                host = cfg.host_of("caches", use.use)
+                if host != app.server:
+                    add(f"{p}.caches.{i}.use", f"cache '{use.use}' runs on server '{host}', but the app runs on "
+                                               f"'{app.server}'")
+        for var, src in app.secrets.items():
+            if isinstance(src, GeneratedSecret) and src.shared:
+                first = shared_lengths.setdefault(src.shared, (src.generate, f"{p}.secrets.{var}"))
+                if first[0] != src.generate:
+                    add(f"{p}.secrets.{var}.generate",
+                        f"shared secret '{src.shared}' has length {first[0]} at {first[1]}; use the same length")
+        for vname, vol in app.volumes.items():
+            for j, inc in enumerate(vol.include):
+                if inc.startswith("/") or ".." in inc.split("/"):
+                    add(f"{p}.volumes.{vname}.include.{j}", f"'{inc}' must be a path inside the volume, e.g. data/")
+        for var in sorted(set(app.env) & set(app.secrets)):
+            add(f"{p}.env.{var}", "also set in secrets; keep it in one place")
+    return issues
+
+
+def _secrets_in_env(cfg: StackConfig) -> Issues:
+    """A password or key pasted into plain `env` (it would sit unencrypted in the stack file, the
+    state, the plan and every preview comment)."""
+    issues: Issues = []
+    for name, app in cfg.apps.items():
+        for var, value in app.env.items():
+            what = next((why for rx, why in _SECRET_VALUE if rx.search(value)), None)
+            if what is None and _SECRET_NAME.search(var.upper()) and not _HARMLESS.match(value.strip()):
+                what = f"a secret, by its name {var}"
+            if what:
+                issues.append((f"apps.{name}.env.{var}",
+                               f"holds {what} in plain text, readable in the stack file, the state and every preview; "
+                               f"move it to apps.{name}.secrets.{var}: {{generate: 32}}, or "
+                               f"`pulumi config set --secret --path 'socle:secrets.{var}' VALUE` and {{config: {var}}}"))
+    return issues
+
+
+# ---------------------------------------------------------------------------- DNS
+
+
+def _dns(cfg: StackConfig) -> Issues:
+    """Records that cannot coexist, and a CAA that would keep the proxy from getting certificates."""
+    issues: Issues = []
+    zone = cfg.dns_zone()
+    # What socle itself writes: an A record per app hostname, the CAA record at the domain.
+    owners: dict[tuple[str, str], str] = {}
+    for name, app in cfg.apps.items():
+        if app.hostname and (app.hostname == zone or app.hostname.endswith("." + zone)):
+            rel = "@" if app.hostname == zone else app.hostname[: -len(zone) - 1]
+            owners.setdefault((rel, "A"), f"apps.{name}.hostname")
+    caa_at = "@" if cfg.domain == zone else cfg.domain[: -len(zone) - 1]
+    if cfg.dns.caa_issuers:
+        owners[(caa_at, "CAA")] = "dns.caaIssuers"
+    types_at: dict[str, set[str]] = {}
+    for (rel, rtype) in owners:
+        types_at.setdefault(rel, set()).add(rtype)
+    for i, rec in enumerate(cfg.dns.records):
+        p = f"dns.records.{i}"
+        name = rec.name
+        if name.endswith(".") or name == zone or name.endswith("." + zone):
+            issues.append((f"{p}.name", f"'{name}' is written in full; record names are relative to the zone {zone} "
+                                        f"('@' for {zone} itself, 'www' for www.{zone})"))
+            continue
+        owner = owners.get((name, rec.type))
+        if owner and owner.startswith("dns.records"):
+            issues.append((p, f"a second {rec.type} record set at '{name}' ({owner} has one); list every value in "
+                              "that entry's `values`: the DNS provider keeps one record set per name and type"))
+            continue
+        if owner:
+            issues.append((p, f"a {rec.type} record at '{name}' is already written by socle from {owner}; "
+                              "set it there instead of adding a record"))
+            continue
+        if rec.type == "CNAME" and name == "@":
+            issues.append((p, f"a CNAME at the zone apex ({zone}) is forbidden by the DNS (RFC 1034 §3.6.2: the apex "
+                              "has SOA and NS records); use an A/AAAA record, or an ALIAS at your DNS provider"))
+        elif rec.type == "CNAME" and (types_at.get(name, set()) - {"CNAME"}):
+            issues.append((p, f"a CNAME at '{name}' beside its {', '.join(sorted(types_at[name]))} record(s): a name with "
+                              "a CNAME can have no other record (RFC 1034 §3.6.2); remove one of them"))
+        elif rec.type != "CNAME" and "CNAME" in types_at.get(name, set()):
+            issues.append((p, f"a {rec.type} record at '{name}', which already has a CNAME: a name with a CNAME can have "
+                              "no other record (RFC 1034 §3.6.2); remove one of them"))
+        if rec.type == "CNAME" and len(rec.values) != 1:
+            issues.append((f"{p}.values", f"a CNAME has exactly one target (got {len(rec.values)})"))
+        owners.setdefault((name, rec.type), p)
+        types_at.setdefault(name, set()).add(rec.type)
+    if cfg.target == "ovh" and cfg.dns.caa_issuers and "letsencrypt.org" not in cfg.dns.caa_issuers:
+        issues.append(("dns.caaIssuers", f"{cfg.dns.caa_issuers} does not allow letsencrypt.org, the ACME issuer the "
+                                         "HTTPS proxy uses: no certificate could ever be issued; add letsencrypt.org"))
+    return issues
+
+
+# ---------------------------------------------------------------------------- buckets and backups
+
+
+def _buckets(cfg: StackConfig) -> Issues:
+    issues: Issues = []
+    for name, b in cfg.buckets.items():
+        if b.object_lock and not b.versioning:
+            issues.append((f"buckets.{name}.versioning", "object lock needs versioning; set versioning: true"))
+        if not b.encryption:
+            issues.append((f"buckets.{name}.encryption", "false stores every object unencrypted at rest; remove the key "
+                                                        "(encryption: true is the default)"))
+    return issues
+
+
+def _backup(cfg: StackConfig) -> Issues:
+    issues: Issues = []
+    add = lambda path, msg: issues.append((path, msg))  # noqa: E731
+    b = cfg.backup
+    if b.enabled:
+        t = b.targets
+        if not (t.bucket or t.server or t.local_path):
+            add("backup.targets", "set at least one target: bucket, server (role backup) or localPath (target local)")
+        if t.bucket and t.bucket not in cfg.buckets:
+            add("backup.targets.bucket", f"unknown bucket '{t.bucket}' {_known('buckets', cfg.buckets)}")
+        if t.server and t.server not in cfg.servers:
+            add("backup.targets.server", f"unknown server '{t.server}' {_known('servers', cfg.servers)}")
+        elif t.server and cfg.servers[t.server].role != "backup":
+            add("backup.targets.server", f"server '{t.server}' has role {cfg.servers[t.server].role}; "
+                "the backup target must be a server with role backup")
+        if t.local_path and cfg.target != "local":
+            add("backup.targets.localPath", "only on target local; use bucket or server on ovh")
+        if t.bucket and t.bucket in cfg.buckets:
+            used = [a for a in cfg.apps if t.bucket in {u.use for u in cfg.apps[a].buckets}]
+            if used:
+                add("backup.targets.bucket", f"bucket '{t.bucket}' is also used by apps {', '.join(used)}; "
+                    "backups need a bucket of their own")
+            issues += _backup_bucket(cfg, t.bucket)
+    from .render.backup import ScheduleError, cron_to_oncalendar
+
+    for key, cron in (("schedule", b.schedule), ("checkSchedule", b.check_schedule),
+                      ("drillSchedule", b.drill_schedule), ("pruneSchedule", b.prune_schedule)):
+        try:
+            cron_to_oncalendar(cron)
+        except ScheduleError as e:
+            add(f"backup.{key}", f"{e}; servers run backups from systemd timers")
+    urls = [u for u in (b.ping_url, b.check_ping_url, b.drill_ping_url) if u is not None]
+    if len({json.dumps(u, default=str, sort_keys=True) if not isinstance(u, str) else u for u in urls}) < len(urls):
+        add("backup.checkPingUrl", "run, check and drill must each report to a check of their own: a weekly check's "
+                                   "success on the run's URL would hide nightly runs that stopped")
+    gap = _longest_gap_hours(b.schedule)
+    if b.enabled and gap is not None and b.max_age_hours <= gap:
+        add("backup.maxAgeHours", f"{b.max_age_hours} hours is not longer than the {gap} hours between two runs of "
+                                  f"backup.schedule '{b.schedule}': the weekly check would fail on a sound repository; "
+                                  f"set it above {gap} (e.g. {gap + 12})")
+    return issues
+
+
+def _backup_bucket(cfg: StackConfig, name: str) -> Issues:
+    """The backup bucket's own rules must not undo the retention: no expiry of live objects, no
+    lock longer than what restic keeps (README "Backups": retention >= lock)."""
+    issues: Issues = []
+    bucket = cfg.buckets[name]
+    keep = cfg.backup.retention.days()
+    for i, rule in enumerate(bucket.lifecycle):
+        if rule.expire_days is not None:
+            issues.append((f"buckets.{name}.lifecycle.{i}.expireDays",
+                           f"{rule.expire_days} days: this bucket holds the restic repository, whose files live as "
+                           f"long as the snapshots that need them ({keep} days by backup.retention); expiring them "
+                           "breaks every snapshot. Remove the rule (restic's prune deletes what is no longer needed)"))
+    if bucket.object_lock and bucket.object_lock.days > keep:
+        issues.append((f"buckets.{name}.objectLock.days",
+                       f"{bucket.object_lock.days} days is longer than backup.retention keeps snapshots ({keep} days): "
+                       "prune could never delete what the retention drops, and the bucket only grows; lower the lock "
+                       f"to at most {keep} or raise the retention"))
+    if cfg.target == "ovh" and cfg.ovh is not None and bucket.region:
+        from .naming import ovh_location
+
+        if ovh_location(bucket.region) == ovh_location(cfg.ovh.region):
+            issues.append((f"buckets.{name}.region",
+                           f"'{bucket.region}' is where the data lives ({cfg.ovh.region}): the backup bucket must be "
+                           "in another location; remove the key (it defaults to ovh.backupRegion)"))
+    return issues
+
+
+def _backup_keeps_something(cfg: StackConfig) -> Issues:
+    issues: Issues = []
+    r = cfg.backup.retention
+    if cfg.backup.enabled and not any((r.daily, r.weekly, r.monthly, r.yearly)):
+        issues.append(("backup.retention", "keeps no snapshot at all (every count is 0): each night's prune would "
+                                           "delete the snapshot just taken; e.g. daily: 7, weekly: 4"))
+    for name, app in cfg.apps.items():
+        for vname, vol in app.volumes.items():
+            if not (vol.stateful and vol.backup):
+                continue
+            for j, pattern in enumerate(vol.exclude):
+                bare = pattern.strip().rstrip("/")
+                if bare in ("", "*", "**", "/", "/*", "/**", ".", "./", "./*") or (
+                        vol.include and pattern in vol.include):
+                    issues.append((f"apps.{name}.volumes.{vname}.exclude.{j}",
+                                   f"'{pattern}' excludes everything the volume holds, so its backup would be empty; "
+                                   "exclude only caches (e.g. cache/), or set stateful: false if nothing in it matters"))
+    return issues
+
+
+def _longest_gap_hours(cron: str) -> int | None:
+    """The longest time between two runs of a cron schedule over four weeks, in whole hours."""
+    from datetime import datetime, timezone
+
+    from croniter import croniter
+
+    try:
+        it = croniter(cron, datetime(2026, 1, 1, tzinfo=timezone.utc))
+        runs = [it.get_next(datetime) for _ in range(64)]
+    except (ValueError, KeyError):
+        return None
+    runs = [t for t in runs if t <= runs[0].replace(day=1, month=3)] or runs
+    if len(runs) < 2:
+        return None
+    return int(max((b - a).total_seconds() for a, b in zip(runs, runs[1:])) // 3600)
+
+
+# ---------------------------------------------------------------------------- physical names
+
+
+def _physical_names(cfg: StackConfig) -> Issues:
+    """Two Docker objects with the same name on one server: a second container fails to start, and
+    a second volume of the same name silently shares (and, on delete, loses) the first one's data.
+    The names are those the components give (components/naming.py, <name>-<suffix>)."""
+    seen: dict[tuple[str, str, str], str] = {}
+    issues: Issues = []
+
+    def claim(server: str | None, kind: str, name: str, path: str):
+        key = (server or "", kind, name)
+        if key in seen and seen[key] != path:
+            issues.append((path, f"its Docker {kind} would be named '{name}', like the one of {seen[key]}: one would "
+                                 f"replace or share the other's; rename one of them"))
+        seen.setdefault(key, path)
+
+    for sname, srv in cfg.servers.items():
+        if srv.role == "app":
+            claim(sname, "container", f"{sname}-proxy", f"servers.{sname} (its HTTPS proxy)")
+            claim(sname, "volume", f"{sname}-proxy-data", f"servers.{sname} (its proxy's certificates)")
+            claim(sname, "container", f"{sname}-backup", f"servers.{sname} (its backup job)")
+            claim(sname, "network", f"{sname}-net", f"servers.{sname} (its network)")
+    for dname, db in cfg.databases.items():
+        if cfg.database_hosting(dname) == "container" and (db.server or cfg.app_servers()):
+            host = cfg.host_of("databases", dname)
+            claim(host, "container", dname, f"databases.{dname}")
+            claim(host, "volume", f"{dname}-data", f"databases.{dname}")
+    for bname, b in cfg.buckets.items():
+        if cfg.target == "local" and (b.server or cfg.app_servers()):
+            host = cfg.host_of("buckets", bname)
+            claim(host, "volume", f"{bname}-data", f"buckets.{bname}")
+            claim(host, "container", f"{bname}-s3", f"buckets.{bname}")
+    for cname, c in cfg.caches.items():
+        if c.server or cfg.app_servers():
+            claim(cfg.host_of("caches", cname), "container", cname, f"caches.{cname}")
+    for aname, app in cfg.apps.items():
+        claim(app.server, "container", aname, f"apps.{aname}")
+        for vname in app.volumes:
+            claim(app.server, "volume", f"{aname}-{vname}", f"apps.{aname}.volumes.{vname}")
+    return issues
