@@ -69,7 +69,8 @@ def each(items: Iterable, check: Callable[[Any], Iterable[str]]) -> Iterable:
         try:
             yield from check(item)
         except Unknown as u:
-            yield Unknown(u.what, u.resource or getattr(item, "name", "") or "")
+            res = item[0] if isinstance(item, tuple) else item  # (resource, ...) rows name their resource first
+            yield Unknown(u.what, u.resource or getattr(res, "name", "") or "")
 
 
 def is_unknown(value: Any) -> bool:

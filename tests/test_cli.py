@@ -1,0 +1,102 @@
+"""Every command-line entry point behaves like a good Unix tool: `--help` describes it in full with
+its exit statuses and changes nothing; output piped into `head` ends quietly; the plan prints the
+same bytes on every run; options that exclude each other are refused."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = [sys.executable, "-m"]
+ENTRY_POINTS = [
+    PY + ["tools.plan"], PY + ["tools.reaper"], PY + ["tools.github_report"], PY + ["tools.bench_eval"],
+    PY + ["tools.bench_backup"], PY + ["tools.config_reference"], PY + ["tests.broken.generate"],
+    [sys.executable, "backup/socle_backup.py"], [sys.executable, "host/socle_host_setup.py"],
+] + [["bash", str(p.relative_to(ROOT))] for p in sorted((ROOT / "scripts").glob("*.sh"))]
+
+
+def _tree_state() -> str:
+    """Tracked and untracked files with their content hashes: what a side effect would change."""
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    diff = subprocess.run(["git", "diff", "--stat"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return out + diff
+
+
+def test_every_script_is_an_entry_point_here():
+    listed = {c[-1] for c in ENTRY_POINTS if c[0] == "bash"}
+    assert listed == {f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.sh")}
+
+
+@pytest.mark.parametrize("cmd", ENTRY_POINTS, ids=lambda c: c[-1])
+def test_help_describes_the_tool_and_changes_nothing(cmd, tmp_path):
+    # Any tool a side effect would need fails loudly and leaves a trace.
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    trace = tmp_path / "called"
+    for tool in ("apt-get", "pip", "npm", "pulumi", "docker", "gh", "restic", "ssh", "aws", "sudo", "curl"):
+        (shims / tool).write_text(f"#!/bin/sh\necho {tool} >> {trace}\nexit 97\n")
+        (shims / tool).chmod(0o755)
+    before = _tree_state()
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    res = subprocess.run([*cmd, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"{cmd[-1]} --help exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+    text = res.stdout
+    assert len(text.splitlines()) >= 5, f"{cmd[-1]} --help says too little:\n{text}"
+    assert "exit" in text.lower(), f"{cmd[-1]} --help does not give its exit statuses:\n{text}"
+    assert not trace.exists(), f"{cmd[-1]} --help ran {trace.read_text().split()}"
+    assert _tree_state() == before, f"{cmd[-1]} --help changed files of the project"
+
+
+def test_plan_output_piped_into_head_ends_quietly():
+    res = subprocess.run(f"{sys.executable} -m tools.plan prod | head -1", shell=True, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.stdout.startswith("socle plan for stack 'prod'"), res.stdout
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
+
+
+def test_plan_output_is_the_same_on_every_run():
+    def plan(seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed}  # set iteration order differs from run to run
+        return subprocess.run([*PY, "tools.plan", "prod"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120).stdout
+
+    first, second = plan("1"), plan("2")
+    assert first == second, "two runs of the plan differ"
+
+
+def test_plan_shows_every_setting_in_full(capsys):
+    from tools import plan
+
+    assert plan.main(["prod"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out, "a setting is cut off"
+    assert "allowed=" in out and "203.0.113." in out.split("allowed=", 1)[1].split("\n", 1)[0]
+
+
+def test_exclusive_options_are_refused(capsys):
+    from tools import plan
+
+    with pytest.raises(SystemExit) as err:
+        plan.main(["prod", "--json", "--mermaid"])
+    assert err.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_one_resource_count_in_plan_benchmark_and_readme():
+    from tools.harness import run_program
+
+    run = run_program("prod")
+    plan_line = subprocess.run([*PY, "tools.plan", "prod"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120).stdout.splitlines()[1]
+    assert plan_line.startswith(run.count_line()), plan_line
+    bench = (ROOT / "tools" / "bench_eval.py").read_text()
+    assert "len(r.resources)" in bench, "the benchmark counts something else than the plan"
+    readme = (ROOT / "README.md").read_text()
+    for stack in ("dev", "staging", "prod"):
+        n = len(run_program(stack).resources)
+        assert f"\n{stack:<10}{n:>10}" in readme, f"the README's benchmark table gives another count for {stack} ({n})"
+    assert f"{run.count_line()} would be created" in readme, "the README's plan example gives another count"
