@@ -27,6 +27,7 @@ from .render.backup import (
     render_installer,
     render_secrets_installer,
     render_systemd_units,
+    coverage,
     secrets_bundle,
 )
 
@@ -76,6 +77,9 @@ class BackupJob(pulumi.ComponentResource):
         conn = command.remote.ConnectionArgs(host=args.address, port=args.ssh_port, user=args.deploy_user,
                                              dial_error_limit=30)
         units = render_systemd_units(args.schedules)
+        # The coverage is plain config (names, counts), known at preview: written into the
+        # installer for the policy pack, which the installer holds the real manifest to.
+        declared = coverage({**args.manifest, "targets": args.targets})
         bundle = self.manifest.apply(lambda m: render_bundle(json.loads(m), RUNNER_SOURCE, units))
         timers = ["socle-backup" if j == "run" else f"socle-backup-{j}" for j in args.schedules]
         secrets = command.remote.Command(
@@ -89,8 +93,8 @@ class BackupJob(pulumi.ComponentResource):
         command.remote.Command(
             f"{name}-backup-install",
             connection=conn,
-            create=render_installer(timers),
-            update=render_installer(timers),
+            create=render_installer(timers, declared),
+            update=render_installer(timers, declared),
             delete="sudo systemctl disable --now " + " ".join(f"{t}.timer" for t in timers) + " || true",
             stdin=bundle,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secrets, *args.depends_on]),

@@ -480,6 +480,25 @@ def bucket_versioning(res: Res, cfg: dict) -> Iterable[str]:
                    "set socle:buckets.*.versioning: true.")
 
 
+_COVERAGE = re.compile(r"^COVERAGE = json\.loads\(r'''(\{.*\})'''\)$", re.M)
+
+
+def declared_coverage(script: Any) -> dict | None:
+    """The coverage a backup installer declares in its own text (components.render.backup.coverage),
+    as a manifest of the same shape, or None. The installer refuses a manifest that covers anything
+    else, so it is what will be installed, and it is known at preview."""
+    if not isinstance(script, str) or is_unknown(script):
+        return None
+    m = _COVERAGE.search(script)
+    if not m:
+        return None
+    c = json.loads(m.group(1))
+    return {"host": c.get("host"), "volumes": [{"name": v} for v in c.get("volumes", [])],
+            "databases": [dict(zip(("cluster", "database"), d.split("/", 1))) for d in c.get("databases", [])],
+            "retention": c.get("retention") or {}, "watched": c.get("watched") or [],
+            "targets": [{}] * int(c.get("targets") or 0)}
+
+
 def backup_manifests(resources: list[Res], pending: list[str] | None = None) -> list[tuple[Res, dict]]:
     """The backup jobs' manifests: what each job dumps and snapshots, where, and for how long.
     The backup script reads the very same file, so this is what really runs, not a label.
@@ -492,8 +511,12 @@ def backup_manifests(resources: list[Res], pending: list[str] | None = None) -> 
             if r.type == T_CONTAINER and _role(r) == "backup":
                 text = known(_uploads(r).get(BACKUP_MANIFEST_PATH), f"the backup manifest of {r.name}")
             elif r.type == T_REMOTE_COMMAND and r.name.endswith("-backup-install"):
-                bundle = known(r.props.get("stdin"), f"the backup manifest of {r.name}")
-                text = json.dumps(json.loads(bundle)["manifest"]) if bundle else None
+                declared = declared_coverage(r.props.get("create"))
+                if is_unknown(r.props.get("stdin")) and declared is not None:
+                    text = json.dumps(declared)  # at preview: what the installer will accept
+                else:
+                    bundle = known(r.props.get("stdin"), f"the backup manifest of {r.name}")
+                    text = json.dumps(json.loads(bundle)["manifest"]) if bundle else None
         except Unknown:
             if pending is None:
                 raise

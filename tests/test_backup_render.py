@@ -72,7 +72,9 @@ def test_the_installer_creates_repositories_once_and_the_nightly_run_never_does(
     assert not any(" init" in c for c in units.values()), "a scheduled job must never create a repository"
 
 
-@pytest.mark.parametrize("script", [render_installer(["socle-backup", "socle-backup-check"]), render_secrets_installer(),
+@pytest.mark.parametrize("script", [render_installer(["socle-backup", "socle-backup-check"], {
+                                        "host": "web", "volumes": ["v"], "databases": ["c/d"], "retention": {"daily": 7},
+                                        "watched": ["run"], "targets": 1}), render_secrets_installer(),
                                     render_restic_access()], ids=["installer", "secrets", "restic-access"])
 def test_installers_pass_shellcheck(tmp_path, script):
     f = tmp_path / "s.sh"
@@ -212,3 +214,37 @@ def test_the_platform_and_the_runner_name_the_dead_man_urls_alike():
     import socle_backup
 
     assert {job: socle_backup.PING_ENV[job] for job in PING_ENV} == PING_ENV
+
+
+def _installer_python(script: str) -> str:
+    """The Python the installer runs as root (its heredoc), with the paths it writes moved aside."""
+    return script.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+
+
+def test_the_installer_declares_its_coverage_and_refuses_any_other_manifest(tmp_path):
+    import json as _json
+    import subprocess
+    import sys
+
+    from components.render.backup import coverage
+    from policy.rules import declared_coverage
+
+    m = {"host": "web", "volumes": [{"name": "socle-prod-nextcloud-data", "path": "/x"}],
+         "databases": [{"cluster": "socle-prod-main", "database": "nextcloud", "host": "h"}],
+         "retention": {"daily": 7, "weekly": 4}, "watched": ["check", "run"], "targets": [{"kind": "s3"}, {"kind": "sftp"}]}
+    script = render_installer(["socle-backup"], coverage(m))
+    # The policy pack reads back exactly what the manifest covers (its twin of coverage()).
+    assert coverage(declared_coverage(script)) == coverage(m)
+    # The installer refuses a manifest that covers less (a volume dropped after review) before writing anything.
+    fewer = {**m, "volumes": []}
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(_json.dumps({"manifest": fewer, "files": {}}))
+    code = _installer_python(script).replace("/etc/socle/backup.json", str(tmp_path / "backup.json"))
+    res = subprocess.run([sys.executable, "-", str(bundle)], input=code, capture_output=True, text=True)
+    assert res.returncode != 0 and "not what was reviewed" in res.stderr, res.stderr
+    assert not (tmp_path / "backup.json").exists(), "the installer wrote a manifest it should have refused"
+    # and installs the one it declared
+    bundle.write_text(_json.dumps({"manifest": m, "files": {}}))
+    res = subprocess.run([sys.executable, "-", str(bundle)], input=code, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert _json.loads((tmp_path / "backup.json").read_text()) == m

@@ -124,10 +124,41 @@ def render_bundle(manifest: dict, runner: str, units: dict[str, str]) -> str:
     return json.dumps({"manifest": manifest, "files": files}, sort_keys=True)
 
 
-def render_installer(timers: list[str]) -> str:
+def coverage(manifest: dict) -> dict:
+    """What a backup job covers, the part of its manifest the policy pack judges: volumes, databases,
+    retention, dead-man pings and how many targets. Known at `pulumi preview`, unlike the manifest
+    itself (it holds the managed database's address); policy.rules.manifest_coverage is its twin."""
+    return {
+        "host": manifest.get("host"),
+        "volumes": sorted(v["name"] for v in manifest.get("volumes") or []),
+        "databases": sorted(f"{d['cluster']}/{d['database']}" for d in manifest.get("databases") or []),
+        "retention": manifest.get("retention") or {},
+        "watched": sorted(manifest.get("watched") or []),
+        "targets": len(manifest.get("targets") or []),
+    }
+
+
+COVERAGE_MARK = "COVERAGE = json.loads(r\'\'\'"
+
+
+def render_installer(timers: list[str], declared: dict | None = None) -> str:
     """Run over SSH (as the deploy user, with sudo) with the bundle on stdin. Idempotent: running
-    it again with a new bundle updates the job in place."""
+    it again with a new bundle updates the job in place.
+
+    `declared` (coverage() of the manifest) is written into the script itself, where the policy
+    pack reads it at preview; the script refuses a bundle whose manifest covers anything else, so
+    what the pack judged is what gets installed."""
     enable = " ".join(f"{t}.timer" for t in timers)
+    check = ""
+    if declared is not None:
+        check = (f"{COVERAGE_MARK}{json.dumps(declared, sort_keys=True)}\'\'\')\n"
+                 + "m = bundle[\"manifest\"]\n"
+                 + "got = {\"host\": m.get(\"host\"), \"volumes\": sorted(v[\"name\"] for v in m.get(\"volumes\") or []),\n"
+                 + "       \"databases\": sorted(d[\"cluster\"] + \"/\" + d[\"database\"] for d in m.get(\"databases\") or []),\n"
+                 + "       \"retention\": m.get(\"retention\") or {}, \"watched\": sorted(m.get(\"watched\") or []),\n"
+                 + "       \"targets\": len(m.get(\"targets\") or [])}\n"
+                 + "if got != COVERAGE:\n"
+                 + "    sys.exit(\"socle-backup: the manifest covers %s, not what was reviewed (%s); nothing installed\" % (got, COVERAGE))\n")
     return f"""set -eu
 bundle=$(mktemp)
 trap 'rm -f "$bundle"' EXIT
@@ -138,7 +169,7 @@ sudo install -d -m 0700 /etc/socle
 sudo python3 - "$bundle" <<'PY'
 import json, os, sys
 bundle = json.load(open(sys.argv[1]))
-with open("{MANIFEST_PATH}", "w") as f:
+{check}with open("{MANIFEST_PATH}", "w") as f:
     json.dump(bundle["manifest"], f, indent=1, sort_keys=True)
 for path, spec in bundle["files"].items():
     os.makedirs(os.path.dirname(path), exist_ok=True)
