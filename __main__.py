@@ -3,12 +3,13 @@
 import pulumi
 
 from components.config import ConfigError
+from components.stack_file import StackFileError
 from components.socle_platform import Platform
 from components.stack_config import read_stack_config
 
 try:
     cfg, secrets = read_stack_config()
-except ConfigError as err:
+except (ConfigError, StackFileError) as err:
     # Stop before any resource is registered, with every problem listed by key path.
     raise pulumi.RunError(str(err)) from None
 

@@ -264,3 +264,63 @@ def test_an_extra_ssh_port_must_be_a_port_of_its_own():
     v = prod()
     v["access"]["extraSshPorts"] = [2222]
     load(v)
+
+
+# ---------------------------------------------------------------- what the Pulumi CLI hands over
+
+def test_yaml_1_1_booleans_from_the_cli_are_explained():
+    """The Pulumi CLI reads `restart: no` as false (Go yaml.v2): the message says to quote it."""
+    v = prod()
+    v["apps"]["worker"]["restart"] = False
+    msg = errors_of(v)
+    assert "socle:apps.worker.restart:" in msg and "(got false); YAML 1.1 reads yes/no/on/off as true/false: write " \
+        "the value in quotes" in msg, msg
+
+
+def test_a_number_where_text_is_expected_says_quote_it():
+    v = prod()
+    v["databases"]["main"]["version"] = 16
+    assert "socle:databases.main.version: Input should be a valid string (got 16); write it in quotes: '16'" in errors_of(v)
+
+
+def test_a_misspelt_key_gets_did_you_mean_and_a_far_one_does_not():
+    v = prod()
+    v["apps"]["etherpad"]["hostnme"] = v["apps"]["etherpad"].pop("hostname")
+    assert "socle:apps.etherpad.hostnme: unknown key 'hostnme'; did you mean 'hostname'?" in errors_of(v)
+    v = prod()
+    v["apps"]["etherpad"]["zzzzzz"] = 1
+    msg = errors_of(v)
+    assert "unknown key 'zzzzzz' (the README" in msg and "did you mean" not in msg, msg
+
+
+def test_a_control_character_anywhere_is_refused_once_by_key():
+    v = prod()
+    v["dns"]["records"][0]["values"][0] = "10 mx1.example.net.\r\n@ IN A 198.51.100.66"
+    msg = errors_of(v)
+    assert msg.count("\n  ") == 1 and "socle:dns.records.0.values.0: " in msg and "holds a newline" in msg, msg
+
+
+def test_a_bad_url_in_a_union_is_one_problem_not_two():
+    v = prod()
+    v["backup"]["pingUrl"] = "ftp://hc-ping.com/x"
+    msg = errors_of(v)
+    assert msg.count("\n  ") == 1 and "socle:backup.pingUrl: 'ftp://hc-ping.com/x' is not an https:// URL" in msg, msg
+
+
+@pytest.mark.parametrize("engine,version,hosting", [("postgresql", "16", "managed"), ("postgresql", "18", "managed"),
+                                                    ("mysql", "8", "managed"), ("postgresql", "13", "container"),
+                                                    ("mysql", "11.4", "container")])
+def test_offered_engine_versions_pass(engine, version, hosting):
+    from components.ovh_catalog import version_problem
+
+    assert version_problem(engine, version, hosting) is None
+
+
+def test_catalog_regions_have_the_shape_ovh_uses():
+    import re
+
+    from components.naming import ovh_location
+    from components.ovh_catalog import INSTANCE_REGIONS, LOCATIONS
+
+    assert all(re.fullmatch(r"[A-Z]+[0-9]+|[A-Z]+(-[A-Z]+){1,2}(-[0-9])?", r) for r in INSTANCE_REGIONS), INSTANCE_REGIONS
+    assert {ovh_location(r) for r in INSTANCE_REGIONS if r[-1].isdigit() and "-" not in r} <= LOCATIONS
