@@ -8,6 +8,7 @@ mistake visible in the file stops the program (exit 2) before any resource is re
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -23,11 +24,17 @@ Issues = list[tuple[str, str]]
 # Environment variable names that say "secret": their value belongs in `secrets`, which Pulumi keeps
 # encrypted, not in `env`, which sits in plain text in the stack file, the state and the plan.
 _SECRET_NAME = re.compile(
-    r"(^|_)(PASSWORD|PASSWD|PASS|PWD|SECRET|TOKEN|API_?KEY|APIKEY|PRIVATE_?KEY|ACCESS_?KEY|SECRET_?KEY|"
-    r"CREDENTIALS?|AUTH_?KEY|SALT)(_|$)")
+    r"PASSWORD|PASSWD|SECRET|TOKEN|APIKEY|API_KEY|PRIVATE_?KEY|ACCESS_?KEY|CREDENTIAL|"
+    r"(^|_)(PASS|PWD|SALT|AUTH_?KEY)(_|$)|(^|_)KEY$")
+# ... unless the name says it is a setting about the secret, not the secret (ACCESS_TOKEN_LIFETIME).
+_SETTING_SUFFIX = re.compile(
+    r"_(LIFETIME|TTL|EXPIRY|EXPIRES|EXPIRATION|TIMEOUT|ENDPOINT|URL|URI|HASHER|ALGORITHM|ALGO|LENGTH|POLICY|FILE|"
+    r"PATH|DIR|HEADER|NAME|PREFIX|TYPE|ENABLED|REQUIRED|ROTATION|COST|ROUNDS|HOST|PORT|USER|USERNAME|ID)$")
 # Values that are secrets whatever their name: URLs with a password, cloud keys, private keys, tokens.
 _SECRET_VALUE = (
-    (re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"), "a URL with a password in it"),
+    (re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.I), "a URL with a password in it"),
+    (re.compile(r"(^|\s)[A-Z_]*(PASSWORD|PASSWD|SECRET|TOKEN)[A-Z_]*=\S+"), "a password assignment"),
+    (re.compile(r"^base64:[A-Za-z0-9+/=]{16,}$"), "an application key"),
     (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "an AWS-style access key"),
     (re.compile(r"\b(sk|rk)_live_[0-9A-Za-z]{10,}"), "a Stripe live key"),
     (re.compile(r"\bgh[pousr]_[0-9A-Za-z]{30,}"), "a GitHub token"),
@@ -35,7 +42,8 @@ _SECRET_VALUE = (
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
 )
 # Values that cannot be secrets even under a secret-sounding name (PASSWORD_MIN_LENGTH: "12").
-_HARMLESS = re.compile(r"^(|[0-9]+|true|false|yes|no|on|off|none|/[^\s]*)$", re.I)
+_HARMLESS = re.compile(r"^(|[0-9]{1,4}|true|false|yes|no|on|off|none|/(run|etc|var|srv|opt|data|usr|tmp|home|app)/\S*)$",
+                       re.I)
 
 
 def _known(kind: str, names) -> str:
@@ -115,6 +123,10 @@ def _ports(cfg: StackConfig) -> Issues:
         if cfg.access.ssh_port in taken:
             issues.append(("access.sshPort", f"{cfg.access.ssh_port} is already {taken[cfg.access.ssh_port]}, where the "
                                              "HTTPS proxy listens; choose another SSH port, e.g. 4660"))
+        elif cfg.access.ssh_port in (80, 443):
+            issues.append(("access.sshPort", f"{cfg.access.ssh_port}: the security groups open 80 and 443 to the whole "
+                                             "Internet for the HTTPS proxy, so SSH there would be open to everyone; "
+                                             "choose another port, e.g. 4660"))
         taken[cfg.access.ssh_port] = "access.sshPort"
         for i, port in enumerate(cfg.access.extra_ssh_ports):
             if port in taken:
@@ -176,6 +188,8 @@ def _placement(cfg: StackConfig) -> Issues:
             add(path, f"server '{server}' has role {cfg.servers[server].role}; containers run on app servers")
 
     for name, db in cfg.databases.items():
+        for dup in sorted({d for d in db.databases if db.databases.count(d) > 1}):
+            add(f"databases.{name}.databases", f"'{dup}' is listed twice; each logical database once")
         if cfg.database_hosting(name) == "container":
             check_server(f"databases.{name}.server", db.server)
             if db.nodes != 1:
@@ -265,9 +279,18 @@ def _secrets_in_env(cfg: StackConfig) -> Issues:
     state, the plan and every preview comment)."""
     issues: Issues = []
     for name, app in cfg.apps.items():
+        for i, arg in enumerate([*(app.command or []), *(app.healthcheck.test if app.healthcheck else [])]):
+            what = next((why for rx, why in _SECRET_VALUE if rx.search(arg)), None)
+            if what:
+                where = "command" if i < len(app.command or []) else "healthcheck.test"
+                j = i if where == "command" else i - len(app.command or [])
+                issues.append((f"apps.{name}.{where}.{j}", f"holds {what} in plain text, readable in the stack file, the "
+                               "state and every preview; pass it as an environment variable from apps."
+                               f"{name}.secrets and refer to it as $NAME"))
         for var, value in app.env.items():
             what = next((why for rx, why in _SECRET_VALUE if rx.search(value)), None)
-            if what is None and _SECRET_NAME.search(var.upper()) and not _HARMLESS.match(value.strip()):
+            if (what is None and _SECRET_NAME.search(var.upper()) and not _SETTING_SUFFIX.search(var.upper())
+                    and not _HARMLESS.match(value.strip())):
                 what = f"a secret, by its name {var}"
             if what:
                 issues.append((f"apps.{name}.env.{var}",
@@ -296,9 +319,10 @@ def _dns(cfg: StackConfig) -> Issues:
     types_at: dict[str, set[str]] = {}
     for (rel, rtype) in owners:
         types_at.setdefault(rel, set()).add(rtype)
+    app_names = {rel for (rel, t) in owners if t == "A"}
     for i, rec in enumerate(cfg.dns.records):
         p = f"dns.records.{i}"
-        name = rec.name
+        name = rec.name.lower()  # DNS names are case-insensitive: Cloud is cloud
         if name.endswith(".") or name == zone or name.endswith("." + zone):
             issues.append((f"{p}.name", f"'{name}' is written in full; record names are relative to the zone {zone} "
                                         f"('@' for {zone} itself, 'www' for www.{zone})"))
@@ -321,6 +345,15 @@ def _dns(cfg: StackConfig) -> Issues:
         elif rec.type != "CNAME" and "CNAME" in types_at.get(name, set()):
             issues.append((p, f"a {rec.type} record at '{name}', which already has a CNAME: a name with a CNAME can have "
                               "no other record (RFC 1034 §3.6.2); remove one of them"))
+        if rec.type == "NS" and any(a == name or a.endswith("." + name) or name == "@" for a in app_names):
+            issues.append((p, f"an NS record at '{name}' hands {name if name != '@' else 'the zone'} (and the app "
+                              "hostnames under it) to other name servers: whoever runs them decides where visitors go "
+                              "and can get certificates; remove it or delegate a name no app uses"))
+        if rec.type == "CAA" and cfg.target == "ovh" and not any(
+                re.search(r'issue(wild)?\s+"?letsencrypt\.org', v) for v in rec.values):
+            issues.append((f"{p}.values", f"a CAA record at '{name}' that does not allow letsencrypt.org overrides the zone's "
+                                          "for that name and below: the HTTPS proxy could get no certificate there; add "
+                                          "'0 issue \"letsencrypt.org\"' or remove the record"))
         if rec.type == "CNAME" and len(rec.values) != 1:
             issues.append((f"{p}.values", f"a CNAME has exactly one target (got {len(rec.values)})"))
         owners.setdefault((name, rec.type), p)
@@ -380,6 +413,10 @@ def _backup(cfg: StackConfig) -> Issues:
     if len({json.dumps(u, default=str, sort_keys=True) if not isinstance(u, str) else u for u in urls}) < len(urls):
         add("backup.checkPingUrl", "run, check and drill must each report to a check of their own: a weekly check's "
                                    "success on the run's URL would hide nightly runs that stopped")
+    for key, cron in (("schedule", b.schedule), ("checkSchedule", b.check_schedule),
+                      ("drillSchedule", b.drill_schedule), ("pruneSchedule", b.prune_schedule)):
+        if _longest_gap_hours(cron) is None:
+            add(f"backup.{key}", f"'{cron}' never runs (a day that does not exist in that month); e.g. '0 3 * * *'")
     gap = _longest_gap_hours(b.schedule)
     if b.enabled and gap is not None and b.max_age_hours <= gap:
         add("backup.maxAgeHours", f"{b.max_age_hours} hours is not longer than the {gap} hours between two runs of "
@@ -426,30 +463,35 @@ def _backup_keeps_something(cfg: StackConfig) -> Issues:
             if not (vol.stateful and vol.backup):
                 continue
             for j, pattern in enumerate(vol.exclude):
-                bare = pattern.strip().rstrip("/")
-                if bare in ("", "*", "**", "/", "/*", "/**", ".", "./", "./*") or (
-                        vol.include and pattern in vol.include):
-                    issues.append((f"apps.{name}.volumes.{vname}.exclude.{j}",
-                                   f"'{pattern}' excludes everything the volume holds, so its backup would be empty; "
-                                   "exclude only caches (e.g. cache/), or set stateful: false if nothing in it matters"))
+                path = f"apps.{name}.volumes.{vname}.exclude.{j}"
+                parts = [p for p in pattern.strip().split("/") if p not in ("", ".")]
+                if pattern.strip().startswith("/") or ".." in parts:
+                    issues.append((path, f"'{pattern}' is not a pattern inside the volume: restic would match it from the "
+                                         "server's root, where it could leave out every volume or the database dumps; "
+                                         "write it relative to the volume, e.g. cache/"))
+                elif not parts or re.fullmatch(r"(\*|\?|\[[^\]]*\])+", parts[0]) or (vol.include and pattern in vol.include):
+                    issues.append((path, f"'{pattern}' excludes everything the volume holds, so its backup would be empty; "
+                                         "exclude only caches (e.g. cache/), or set stateful: false if nothing in it matters"))
     return issues
 
 
+@functools.lru_cache(maxsize=256)
 def _longest_gap_hours(cron: str) -> int | None:
-    """The longest time between two runs of a cron schedule over four weeks, in whole hours."""
-    from datetime import datetime, timezone
+    """The longest time between two runs of a cron schedule over the next two years (at most 1000
+    runs), in whole hours; None for a schedule that never runs (31 February)."""
+    from datetime import datetime, timedelta, timezone
 
-    from croniter import croniter
+    from croniter import CroniterBadDateError, croniter
 
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     try:
-        it = croniter(cron, datetime(2026, 1, 1, tzinfo=timezone.utc))
-        runs = [it.get_next(datetime) for _ in range(64)]
-    except (ValueError, KeyError):
+        it = croniter(cron, start)
+        runs = [it.get_next(datetime)]
+        while runs[-1] < start + timedelta(days=731) and len(runs) < 1000:
+            runs.append(it.get_next(datetime))
+    except (CroniterBadDateError, ValueError, KeyError):
         return None
-    runs = [t for t in runs if t <= runs[0].replace(day=1, month=3)] or runs
-    if len(runs) < 2:
-        return None
-    return int(max((b - a).total_seconds() for a, b in zip(runs, runs[1:])) // 3600)
+    return int(max((b - a).total_seconds() for a, b in zip([start, *runs], runs)) // 3600)
 
 
 # ---------------------------------------------------------------------------- physical names

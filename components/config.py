@@ -111,13 +111,36 @@ def _ssh_key(value: str) -> str:
         blob = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"the key data of this {parts[0]} key is not base64; paste the .pub line again, whole") from None
-    name_len = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
-    if blob[4:4 + name_len].decode("ascii", "replace") != parts[0]:
-        raise ValueError(f"the key data does not hold a {parts[0]} key (a truncated or mixed-up paste); "
+    if not _ssh_wire_ok(parts[0], blob):
+        raise ValueError(f"the key data does not hold a whole {parts[0]} key (a truncated or mixed-up paste); "
                          "paste the .pub line again, whole")
-    if len(parts) > 2 and any(p in _KEY_TYPES for p in parts[2:]):
+    if any(p in _KEY_TYPES and q.startswith("AAAA") for p, q in zip(parts[2:], parts[3:])):
         raise ValueError("holds more than one key on one line; give each key its own list entry")
     return value
+
+
+def _ssh_wire_ok(key_type: str, blob: bytes) -> bool:
+    """The public key blob (RFC 4253 §6.6, RFC 8709, PROTOCOL.u2f) holds exactly the fields of its type."""
+    fields, i = [], 0
+    while i < len(blob):
+        if i + 4 > len(blob):
+            return False
+        n = int.from_bytes(blob[i:i + 4], "big")
+        if i + 4 + n > len(blob):
+            return False
+        fields.append(blob[i + 4:i + 4 + n])
+        i += 4 + n
+    if not fields or fields[0] != key_type.encode():
+        return False
+    expected = {"ssh-ed25519": 2, "ssh-rsa": 3, "sk-ssh-ed25519@openssh.com": 3,
+                "sk-ecdsa-sha2-nistp256@openssh.com": 4}.get(key_type, 3)  # ecdsa: type, curve, point
+    if len(fields) != expected:
+        return False
+    if key_type in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
+        return len(fields[1]) == 32
+    if key_type == "ssh-rsa":
+        return len(fields[2]) * 8 >= 2048 - 8
+    return len(fields[2]) > 32
 
 
 # Users a Debian server already has, or that socle creates for itself (the backup server's restic
@@ -187,6 +210,9 @@ def _https_url(value: str) -> str:
 
     if not re.fullmatch(r"https://[A-Za-z0-9._~:/?#@!&*+,;=%-]+", value) or not urlsplit(value).hostname:
         raise ValueError(f"'{value}' is not an https:// URL of plain characters (no spaces, quotes, $ or backticks)")
+    if urlsplit(value).password:
+        raise ValueError("holds a password in the URL, which would be readable in the stack file and the plan; keep "
+                         "the URL secret instead: {config: NAME} with `pulumi config set --secret`")
     return value
 
 
@@ -264,7 +290,7 @@ class DnsRecord(_Model):
     """Record type."""
     values: list[str] = Field(min_length=1)
     """Record values, exactly as the DNS provider expects them."""
-    ttl: int | None = Field(default=None, ge=60)
+    ttl: int | None = Field(default=None, ge=60, le=604800)
     """TTL in seconds (default: dns.ttl)."""
 
 
@@ -273,7 +299,7 @@ class Dns(_Model):
     """Who serves the zone: gandi (LiveDNS), ovh, or none (target local: *.localhost needs no DNS)."""
     zone: str | None = None
     """The DNS zone the records go in (default: domain), e.g. example.org for domain staging.example.org."""
-    ttl: int = Field(default=300, ge=60)
+    ttl: int = Field(default=300, ge=60, le=604800)
     """Default TTL of the records socle creates."""
     records: list[DnsRecord] = Field(default_factory=list)
     """Extra records (MX, TXT, CAA ...) besides the app records socle derives."""
@@ -286,7 +312,7 @@ class Proxy(_Model):
     """Contact address for Let's Encrypt (required on target ovh)."""
     image: Image = "caddy:2.8-alpine"
     """Caddy image of the reverse proxy."""
-    hsts_max_age: int = Field(default=31536000, ge=86400)
+    hsts_max_age: int = Field(default=31536000, ge=86400, le=63072000)
     """Strict-Transport-Security max-age in seconds (at least one day)."""
     http_port: Port = 80
     """Host port of the HTTP listener (it only redirects to HTTPS)."""
@@ -297,7 +323,7 @@ class Proxy(_Model):
 class AutoBackup(_Model):
     cron: Cron = "0 2 * * *"
     """When OVH snapshots the instance (cron, UTC)."""
-    rotation: int = Field(default=7, ge=1)
+    rotation: int = Field(default=7, ge=1, le=100)
     """How many instance snapshots OVH keeps."""
 
 
@@ -331,7 +357,7 @@ class Database(_Model):
     """OVH database flavor."""
     nodes: int = Field(default=1, ge=1, le=3)
     """Number of nodes of the managed cluster."""
-    disk_gb: int | None = Field(default=None, ge=10)
+    disk_gb: int | None = Field(default=None, ge=10, le=12000)
     """Disk size of the managed cluster in GB (default: the flavor's)."""
     backup_time: TimeOfDay = "02:00:00"
     """When OVH takes the daily backup (HH:MM:SS, UTC)."""
@@ -346,16 +372,16 @@ class Database(_Model):
 class LifecycleRule(_Model):
     prefix: str = ""
     """Objects whose key starts with this prefix."""
-    expire_days: int | None = Field(default=None, ge=1)
+    expire_days: int | None = Field(default=None, ge=1, le=36500)
     """Delete current versions after this many days."""
-    noncurrent_expire_days: int | None = Field(default=None, ge=1)
+    noncurrent_expire_days: int | None = Field(default=None, ge=1, le=36500)
     """Delete non-current (overwritten/deleted) versions after this many days."""
 
 
 class ObjectLock(_Model):
     mode: Literal["compliance", "governance"] = "compliance"
     """compliance: nobody, not even the owner, can shorten the lock."""
-    days: int = Field(ge=1)
+    days: int = Field(ge=1, le=36500)
     """Default retention of every new object version."""
 
 
@@ -377,11 +403,11 @@ class Bucket(_Model):
 class Cache(_Model):
     engine: Literal["redis", "valkey"] = "redis"
     """Cache engine (a container beside the apps)."""
-    version: str = "7"
-    """Image tag."""
+    version: str = Field(default="7", pattern=r"^[0-9]+(\.[0-9]+){0,2}$")
+    """Major (or major.minor) version: the image is redis:VERSION-alpine / valkey/valkey:VERSION-alpine."""
     server: Name | None = None
     """Server that runs it; default: the only app server."""
-    max_memory_mb: int = Field(default=256, ge=16)
+    max_memory_mb: int = Field(default=256, ge=16, le=1048576)
     """Memory limit; keys are evicted LRU beyond it."""
 
 
@@ -448,7 +474,7 @@ class Healthcheck(_Model):
     """Docker healthcheck, e.g. ["CMD", "curl", "-fsS", "http://localhost/"]."""
     interval: str = Field(default="30s", pattern=r"^[0-9]+(ms|s|m|h)$")
     """Time between checks."""
-    retries: int = Field(default=3, ge=1)
+    retries: int = Field(default=3, ge=1, le=100)
     """Failures before the container is unhealthy."""
     start_period: str = Field(default="60s", pattern=r"^[0-9]+(ms|s|m|h)$")
     """Grace period after start."""
@@ -494,13 +520,13 @@ class App(_Model):
 
 
 class Retention(_Model):
-    daily: int = Field(default=7, ge=0)
+    daily: int = Field(default=7, ge=0, le=10000)
     """Keep the last snapshot of this many days."""
-    weekly: int = Field(default=4, ge=0)
+    weekly: int = Field(default=4, ge=0, le=10000)
     """... of this many weeks."""
-    monthly: int = Field(default=12, ge=0)
+    monthly: int = Field(default=12, ge=0, le=10000)
     """... of this many months."""
-    yearly: int = Field(default=0, ge=0)
+    yearly: int = Field(default=0, ge=0, le=100)
     """... of this many years (prod: 5, i.e. 1825 days covered)."""
 
     def days(self) -> int:
@@ -538,7 +564,7 @@ class Backup(_Model):
     """Dead-man URL of the weekly check, a check of its own (never the run's: a weekly success must not hide stopped nightly runs)."""
     drill_ping_url: Union[HttpsUrl, ConfigSecret, None] = None
     """Dead-man URL of the monthly restore drill."""
-    max_age_hours: int = Field(default=36, ge=2)
+    max_age_hours: int = Field(default=36, ge=2, le=8760)
     """The weekly check fails when the newest snapshot is older than this (a sound repository nobody writes to any more)."""
     targets: BackupTargets = Field(default_factory=BackupTargets)
     """Where the restic repositories live (one or both)."""

@@ -77,7 +77,16 @@ def _sexagesimal(value: str) -> str:
     return f"{int(total)}" if total == int(total) else f"{total}"
 
 
-def _walk(node, path: tuple, positions: dict, problems: list):
+def _walk(node, path: tuple, positions: dict, problems: list, visited: set | None = None):
+    visited = set() if visited is None else visited
+    if id(node) in visited:  # the composer shares the node of an alias: `*name` refers to `&name`
+        if any("anchor and alias" in p[2] for p in problems):
+            return  # one alias is enough to say so (and an alias bomb must not be walked)
+        problems.append((node.start_mark.line + 1, node.start_mark.column + 1,
+                         f"`{'.'.join(map(str, path))}` repeats another value with a YAML anchor and alias (&name, *name); "
+                         "stack files write every value out (an alias can also multiply a file's size without end)"))
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict = {}
         for key_node, value_node in node.value:
@@ -93,11 +102,13 @@ def _walk(node, path: tuple, positions: dict, problems: list):
             if isinstance(key_node, yaml.ScalarNode):
                 _scalar(key_node, path + (key,), problems)
             positions[path + (key,)] = line
-            _walk(value_node, path + (key,), positions, problems)
+            _walk(value_node, path + (key,), positions, problems, visited)
+            if len(problems) > 50:
+                return
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             positions[path + (i,)] = item.start_mark.line + 1
-            _walk(item, path + (i,), positions, problems)
+            _walk(item, path + (i,), positions, problems, visited)
     elif isinstance(node, yaml.ScalarNode):
         _scalar(node, path, problems)
 
@@ -121,6 +132,17 @@ def _syntax_problem(text: str, err: yaml.YAMLError) -> tuple[int, int, str]:
     if "\t" in row[: max(col, 1)] or "'\\t'" in problem:
         return line, col, "a tab character: YAML indents with spaces only; replace the tab with spaces"
     return line, col, f"not valid YAML: {problem}; check the indentation and quotes on this line or the one above"
+
+
+def _not_json(value, path: tuple) -> list[tuple[tuple, object]]:
+    """Values YAML can build but JSON (how the engine passes config) cannot: dates, timestamps, bytes."""
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in _not_json(v, path + (k,))]
+    if isinstance(value, list):
+        return [x for i, v in enumerate(value) for x in _not_json(v, path + (i,))]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return []
+    return [(path, value)]
 
 
 def read(path: Path | str, text: str | None = None) -> StackFile:
@@ -148,6 +170,14 @@ def read(path: Path | str, text: str | None = None) -> StackFile:
         raise StackFileError(path, [_syntax_problem(text, err)]) from None
     if not isinstance(doc, dict):
         raise StackFileError(path, [(1, 1, "a stack file is a mapping with a `config:` key; see Pulumi.dev.yaml")])
+    odd = _not_json(doc, ())
+    if odd:
+        raise StackFileError(path, [(raw_positions.get(p, 1), 1, f"`{'.'.join(map(str, p))}` is read as "
+                                     + ("binary data (!!binary), which a stack config cannot hold; write the text itself"
+                                        if isinstance(v, bytes) else
+                                        f"a {type(v).__name__} ({v}), which a stack config cannot hold; write it in "
+                                        f"quotes: '{v}'"))
+                                    for p, v in odd])
     config = doc.get("config")
     if config is not None and not isinstance(config, dict):
         raise StackFileError(path, [(raw_positions.get(("config",), 1), 1,

@@ -164,8 +164,8 @@ def _uploads(res: Res) -> dict[str, str]:
 
 def _location(region: str) -> str:
     """The twin of components.naming.ovh_location (the pack cannot import components)."""
-    if (region or "").count("-") >= 2:  # a 3-AZ region (EU-WEST-PAR) is a location of its own
-        return region.upper()
+    if (region or "").count("-") >= 2:  # a 3-AZ region (EU-WEST-PAR) is a location of its own; US-EAST-VA-1 is in US-EAST-VA
+        return re.sub(r"-[0-9]+$", "", region.upper())
     m = re.match(r"[A-Za-z]+", region or "")
     return m.group(0).upper() if m else (region or "").upper()
 
@@ -496,7 +496,7 @@ def declared_coverage(script: Any) -> dict | None:
     return {"host": c.get("host"), "volumes": [{"name": v} for v in c.get("volumes", [])],
             "databases": [dict(zip(("cluster", "database"), d.split("/", 1))) for d in c.get("databases", [])],
             "retention": c.get("retention") or {}, "watched": c.get("watched") or [],
-            "targets": [{}] * int(c.get("targets") or 0)}
+            "targets": [{}] * int(c.get("targets") or 0), "check": {"maxAgeHours": c.get("maxAgeHours")}}
 
 
 def backup_manifests(resources: list[Res], pending: list[str] | None = None) -> list[tuple[Res, dict]]:
@@ -604,7 +604,8 @@ def backup_bucket_immutable_offsite(resources: list[Res], cfg: dict) -> Iterable
 
 @rule("stateful-data-backed-up",
       "Every stateful volume and every database is covered by a backup job whose retention meets the stack's "
-      "minimum.", kind="stack", minRetentionDays=7)
+      "minimum, and whose weekly check fails when the newest snapshot is older than maxBackupAgeHours.",
+      kind="stack", minRetentionDays=7, minDailySnapshots=1, maxBackupAgeHours=48)
 def stateful_data_backed_up(resources: list[Res], cfg: dict) -> Iterable[str]:
     pending: list[str] = []
     manifests = backup_manifests(resources, pending)
@@ -618,8 +619,18 @@ def stateful_data_backed_up(resources: list[Res], cfg: dict) -> Iterable[str]:
         if days < min_days:
             yield (f"Backup job of server '{m.get('host', job.name)}' keeps snapshots for {days} days, below the stack's minimum of "
                    f"{min_days}; raise socle:backup.retention (e.g. yearly: {max(1, -(-min_days // 365))}).")
+        daily, min_daily = int((m.get("retention") or {}).get("daily") or 0), int(cfg.get("minDailySnapshots", 1))
+        if daily < min_daily:
+            yield (f"Backup job of server '{m.get('host', job.name)}' keeps {daily} daily snapshots, below the stack's "
+                   f"minimum of {min_daily}: with only weekly, monthly or yearly ones, each night's prune replaces the "
+                   f"last good copy; set socle:backup.retention.daily to {min_daily} or more.")
         if not m.get("targets"):
             yield f"Backup job of server '{m.get('host', job.name)}' has no target; set socle:backup.targets."
+        age, max_age = (m.get("check") or {}).get("maxAgeHours"), int(cfg.get("maxBackupAgeHours", 48))
+        if age is not None and int(age) > max_age:
+            yield (f"Backup job of server '{m.get('host', job.name)}' accepts a newest snapshot {age} hours old, above "
+                   f"the stack's maximum of {max_age}: backups may run that rarely unnoticed; run socle:backup.schedule "
+                   f"at least every {max_age} hours and lower socle:backup.maxAgeHours.")
     waiting = f"the backup manifest of {', '.join(pending)}"
 
     def volume(v):

@@ -100,3 +100,28 @@ def test_one_resource_count_in_plan_benchmark_and_readme():
         n = len(run_program(stack).resources)
         assert f"\n{stack:<10}{n:>10}" in readme, f"the README's benchmark table gives another count for {stack} ({n})"
     assert f"{run.count_line()} would be created" in readme, "the README's plan example gives another count"
+
+
+def test_readme_exit_table_matches_the_plan(tmp_path, capsys):
+    import re
+
+    from tools import plan
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| exit | `tools.plan` (and `scripts/plan.sh`) |", 1)[1].split("\n\n", 1)[0]
+    codes = {c for row in re.findall(r"^\| ([0-9, ]+) \|", table, re.M) for c in re.split(r",\s*", row)}
+    assert codes == {"0", "1", "2", "130", "141"}, codes
+    assert plan.main(["prod"]) == 0
+    assert plan.main(["prod", "--config-file", str(ROOT / "tests" / "broken" / "app-publishes-8080.yaml")]) == 1
+    bad = tmp_path / "Pulumi.prod.yaml"
+    bad.write_text((ROOT / "Pulumi.prod.yaml").read_text().replace("region: GRA11", "region: GRA-11"))
+    assert plan.main(["prod", "--config-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"Pulumi\.prod\.yaml:\d+: socle:ovh\.region: 'GRA-11'", err), err
+
+
+def test_plan_script_installs_only_the_runtime_and_test_script_waits_for_apt():
+    plan_sh = (ROOT / "scripts" / "plan.sh").read_text()
+    assert "-r requirements.txt" in plan_sh and "requirements-dev" not in plan_sh
+    test_sh = (ROOT / "scripts" / "test.sh").read_text()
+    assert "DPkg::Lock::Timeout=" in test_sh and "retrying" in test_sh

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     import pulumi
 
     from components.config import ConfigError, decode
-    from components.profiles import review_number
+    from components.profiles import load_stack, review_number
     from components.stack_file import StackFileError, read
     from tools.harness import stack_config
     from tools.policy_graph import policy_config, policy_config_path, verdicts
@@ -260,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack_file = read(path) if path.exists() else None
         config, secret_keys = stack_config(path) if path.exists() else ({}, [])
+        # The config alone first, so its problems carry the stack file's line numbers (inside the
+        # program they would arrive as the engine's RunError text).
+        load_stack(args.stack, {k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")},
+                   {k.split(":", 1)[1] for k in secret_keys})
         run = run_program(args.stack, config=config, secret_keys=secret_keys)
     except (StackFileError, ConfigError) as err:
         print(config_problems(err, stack_file), file=sys.stderr)

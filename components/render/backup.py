@@ -25,25 +25,40 @@ class ScheduleError(ValueError):
     pass
 
 
-def _field(value: str, what: str, dow: bool = False) -> str:
-    """One cron field as a systemd calendar component: *, N, N,M, N-M, */S, N-M/S."""
-    parts = []
-    for item in value.split(","):
+_MONTHS = {m: str(i) for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+_DAY_NAMES = {d: str(i) for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
+
+
+def _field(value: str, what: str, base: int = 0, dow: bool = False) -> str:
+    """One cron field as a systemd calendar component: *, N, N,M, N-M, */S, N-M/S. `base` is the
+    field's first value (days and months start at 1: systemd rejects `0/2` there). Weekday
+    ranges are spelt out (systemd orders weeks Mon..Sun, so cron's 0-6 cannot be `Sun..Sat`)."""
+    names = _DAY_NAMES if dow else _MONTHS if what == "month" else {}
+    parts: list[str] = []
+    for item in value.lower().split(","):
         step = None
         if "/" in item:
             item, step = item.split("/", 1)
-            if not step.isdigit():
+            if not step.isdigit() or int(step) == 0:
                 raise ScheduleError(f"cannot convert {what} step '{step}'")
         if item == "*":
-            parts.append("*" if step is None else f"0/{step}" if not dow else f"*/{step}")
+            if dow:
+                if step is not None:
+                    raise ScheduleError("weekday steps are not supported; list the days, e.g. 1,3,5")
+                parts.append("*")
+            else:
+                parts.append("*" if step is None else f"{base}/{step}")
             continue
         lo, _, hi = item.partition("-")
+        lo, hi = names.get(lo, lo), names.get(hi, hi)
         if not lo.isdigit() or (hi and not hi.isdigit()):
             raise ScheduleError(f"cannot convert {what} '{item}'")
         if dow:
             if step:
-                raise ScheduleError("weekday steps are not supported")
-            parts.append(_DOW[lo] + (f"..{_DOW[hi]}" if hi else ""))
+                raise ScheduleError("weekday steps are not supported; list the days, e.g. 1,3,5")
+            days = range(int(lo), int(hi or lo) + 1)
+            parts += [_DOW[str(d)] for d in days if str(d) in _DOW and _DOW[str(d)] not in parts]
         else:
             parts.append(lo + (f"..{hi}" if hi else "") + (f"/{step}" if step else ""))
     return ",".join(parts)
@@ -58,7 +73,7 @@ def cron_to_oncalendar(cron: str) -> str:
     if dom != "*" and dow != "*":
         # cron ORs the two; systemd ANDs them. Refuse rather than change the meaning.
         raise ScheduleError(f"'{cron}' sets both day-of-month and day-of-week; set only one")
-    date = f"*-{_field(month, 'month')}-{_field(dom, 'day of month')}"
+    date = f"*-{_field(month, 'month', base=1)}-{_field(dom, 'day of month', base=1)}"
     time = f"{_field(hour, 'hour')}:{_field(minute, 'minute')}:00"
     prefix = "" if dow == "*" else _field(dow, "day of week", dow=True) + " "
     return f"{prefix}{date} {time} UTC"
@@ -135,6 +150,7 @@ def coverage(manifest: dict) -> dict:
         "retention": manifest.get("retention") or {},
         "watched": sorted(manifest.get("watched") or []),
         "targets": len(manifest.get("targets") or []),
+        "maxAgeHours": (manifest.get("check") or {}).get("maxAgeHours"),
     }
 
 
@@ -156,7 +172,7 @@ def render_installer(timers: list[str], declared: dict | None = None) -> str:
                  + "got = {\"host\": m.get(\"host\"), \"volumes\": sorted(v[\"name\"] for v in m.get(\"volumes\") or []),\n"
                  + "       \"databases\": sorted(d[\"cluster\"] + \"/\" + d[\"database\"] for d in m.get(\"databases\") or []),\n"
                  + "       \"retention\": m.get(\"retention\") or {}, \"watched\": sorted(m.get(\"watched\") or []),\n"
-                 + "       \"targets\": len(m.get(\"targets\") or [])}\n"
+                 + "       \"targets\": len(m.get(\"targets\") or []), \"maxAgeHours\": (m.get(\"check\") or {}).get(\"maxAgeHours\")}\n"
                  + "if got != COVERAGE:\n"
                  + "    sys.exit(\"socle-backup: the manifest covers %s, not what was reviewed (%s); nothing installed\" % (got, COVERAGE))\n")
     return f"""set -eu
