@@ -145,9 +145,24 @@ def _not_json(value, path: tuple) -> list[tuple[tuple, object]]:
     return [(path, value)]
 
 
+_CACHE: dict[tuple, StackFile] = {}
+
+
 def read(path: Path | str, text: str | None = None) -> StackFile:
-    """Parse a stack file strictly; raise StackFileError naming the file, line and fix."""
+    """Parse a stack file strictly; raise StackFileError naming the file, line and fix. A file read
+    again unchanged (the offline plan, then the program it runs) is parsed once."""
     path = Path(path)
+    if text is None and path.exists():
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        if key not in _CACHE:
+            _CACHE.clear()
+            _CACHE[key] = _read(path, None)
+        return _CACHE[key]
+    return _read(path, text)
+
+
+def _read(path: Path, text: str | None) -> StackFile:
     if text is None:
         try:
             text = path.read_text(encoding="utf-8")

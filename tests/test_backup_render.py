@@ -27,7 +27,10 @@ SCHEDULES = {"run": "0 3 * * *", "check": "30 5 * * 0", "drill": "0 6 1 * *"}
 
 
 @pytest.mark.parametrize("cron", ["0 3 * * *", "30 5 * * 0", "0 6 1 * *", "0 */6 * * *", "15 2 * * 1-5",
-                                  "0 0 1,15 * *", "0 4 * 1,7 *"])
+                                  "0 0 1,15 * *", "0 4 * 1,7 *",
+                                  # steps on days and months start at 1; weekday ranges and names spelt out
+                                  "0 3 */2 * *", "0 6 1 */3 *", "0 3 * * 0-6", "30 5 * * SUN", "0 7 * * 5-7",
+                                  "*/15 2 * JAN-MAR *"])
 def test_systemd_elapses_when_cron_would(cron):
     cal = cron_to_oncalendar(cron)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -43,6 +46,8 @@ def test_systemd_elapses_when_cron_would(cron):
 def test_schedules_systemd_cannot_express_are_refused_with_the_key():
     with pytest.raises(ScheduleError, match="sets both day-of-month and day-of-week"):
         cron_to_oncalendar("0 3 1 * 1")
+    with pytest.raises(ScheduleError, match="weekday steps are not supported"):
+        cron_to_oncalendar("0 6 * * */2")
     v = stack_values("prod")
     v["backup"]["drillSchedule"] = "0 3 1 * 1"
     with pytest.raises(Exception) as exc:

@@ -71,3 +71,15 @@ def test_not_a_mapping_and_not_utf8_are_messages(tmp_path):
     bad.write_bytes(b"config:\n  socle:domain: caf\xe9\n")
     with pytest.raises(StackFileError, match="not UTF-8 text"):
         read(bad)
+
+
+def test_dates_binary_values_and_aliases_are_refused_with_their_line():
+    assert problems("config:\n  socle:servers:\n    web: {rebuild: 2026-11-25}\n") == [
+        "Pulumi.x.yaml:3:1: `config.socle:servers.web.rebuild` is read as a date (2026-11-25), which a stack config "
+        "cannot hold; write it in quotes: '2026-11-25'"]
+    (line,) = problems("config:\n  socle:x: !!binary cHJvZApFVklMPTE=\n")
+    assert "binary data (!!binary)" in line, line
+    bomb = "config:\n  socle:lol:\n    a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"    {n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+    (line,) = problems(bomb)  # answered at once, not after walking 10^9 nodes
+    assert "YAML anchor and alias" in line, line
