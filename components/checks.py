@@ -409,14 +409,13 @@ def _backup(cfg: StackConfig) -> Issues:
             cron_to_oncalendar(cron)
         except ScheduleError as e:
             add(f"backup.{key}", f"{e}; servers run backups from systemd timers")
+            continue
+        if _longest_gap_hours(cron) is None:
+            add(f"backup.{key}", f"'{cron}' never runs (a day that does not exist in that month); e.g. '0 3 * * *'")
     urls = [u for u in (b.ping_url, b.check_ping_url, b.drill_ping_url) if u is not None]
     if len({json.dumps(u, default=str, sort_keys=True) if not isinstance(u, str) else u for u in urls}) < len(urls):
         add("backup.checkPingUrl", "run, check and drill must each report to a check of their own: a weekly check's "
                                    "success on the run's URL would hide nightly runs that stopped")
-    for key, cron in (("schedule", b.schedule), ("checkSchedule", b.check_schedule),
-                      ("drillSchedule", b.drill_schedule), ("pruneSchedule", b.prune_schedule)):
-        if _longest_gap_hours(cron) is None:
-            add(f"backup.{key}", f"'{cron}' never runs (a day that does not exist in that month); e.g. '0 3 * * *'")
     gap = _longest_gap_hours(b.schedule)
     if b.enabled and gap is not None and b.max_age_hours <= gap:
         add("backup.maxAgeHours", f"{b.max_age_hours} hours is not longer than the {gap} hours between two runs of "

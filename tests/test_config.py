@@ -324,3 +324,13 @@ def test_catalog_regions_have_the_shape_ovh_uses():
 
     assert all(re.fullmatch(r"[A-Z]+[0-9]+|[A-Z]+(-[A-Z]+){1,2}(-[0-9])?", r) for r in INSTANCE_REGIONS), INSTANCE_REGIONS
     assert {ovh_location(r) for r in INSTANCE_REGIONS if r[-1].isdigit() and "-" not in r} <= LOCATIONS
+
+
+@pytest.mark.parametrize("r", [{}, {"daily": 7, "weekly": 4}, {"daily": 0, "weekly": 0, "monthly": 0, "yearly": 5},
+                               {"daily": 30, "monthly": 2}])
+def test_retention_days_has_one_meaning_in_config_and_policy(r):
+    from components.config import Retention
+    from policy.rules import retention_days
+
+    model = Retention(**r)
+    assert model.days() == retention_days(model.model_dump())

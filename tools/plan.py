@@ -262,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         config, secret_keys = stack_config(path) if path.exists() else ({}, [])
         # The config alone first, so its problems carry the stack file's line numbers (inside the
         # program they would arrive as the engine's RunError text).
-        load_stack(args.stack, {k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")},
-                   {k.split(":", 1)[1] for k in secret_keys})
+        cfg = load_stack(args.stack, {k.split(":", 1)[1]: decode(v) for k, v in config.items()
+                                      if k.startswith("socle:")}, {k.split(":", 1)[1] for k in secret_keys})[0]
         run = run_program(args.stack, config=config, secret_keys=secret_keys)
     except (StackFileError, ConfigError) as err:
         print(config_problems(err, stack_file), file=sys.stderr)
@@ -308,11 +308,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(doc, indent=1))
     elif args.mermaid:
-        # The program accepted this config, so the model loads: the diagram is drawn from it.
-        from components.profiles import load_stack
-
-        values = {k.split(":", 1)[1]: decode(v) for k, v in config.items() if k.startswith("socle:")}
-        cfg = load_stack(args.stack, values, {k.split(":", 1)[1] for k in secret_keys})[0]
         print(mermaid(run, cfg), end="")
     else:
         resources = custom(run)
