@@ -31,7 +31,14 @@ def main_guard(main: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(code or 0)
+    except SystemExit as done:  # argparse's --help and usage errors
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(done.code if isinstance(done.code, int) else (0 if done.code is None else 2))
+    sys.stderr.flush()
+    # Skip the interpreter's teardown: the Pulumi SDK leaves an asyncio loop whose finaliser can
+    # print an "Exception ignored ... Invalid file descriptor" traceback at exit, after the work is done.
+    os._exit(code or 0)
 
 
 def config_problems(err: Exception, stack_file=None) -> str:
