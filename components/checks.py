@@ -271,6 +271,19 @@ def _apps(cfg: StackConfig) -> Issues:
                     add(f"{p}.volumes.{vname}.include.{j}", f"'{inc}' must be a path inside the volume, e.g. data/")
         for var in sorted(set(app.env) & set(app.secrets)):
             add(f"{p}.env.{var}", "also set in secrets; keep it in one place")
+        # Variables the database, bucket and cache entries set: one source per variable, or one
+        # would silently replace the other in the container.
+        sources: dict[str, str] = {}
+        for section in ("databases", "buckets", "caches"):
+            for i, use in enumerate(getattr(app, section)):
+                for var in use.env.values():
+                    here = f"{p}.{section}.{i}.env"
+                    if var in app.env or var in app.secrets:
+                        add(here, f"sets {var}, which {p}.{'env' if var in app.env else 'secrets'} sets too: the "
+                                  "container would get only one of them; rename one")
+                    elif var in sources:
+                        add(here, f"sets {var}, which {sources[var]} sets too; rename one")
+                    sources.setdefault(var, here)
     return issues
 
 
@@ -293,10 +306,12 @@ def _secrets_in_env(cfg: StackConfig) -> Issues:
                     and not _HARMLESS.match(value.strip())):
                 what = f"a secret, by its name {var}"
             if what:
+                random = (f"; or, if the app only needs some random value, {{generate: 32}}"
+                          if what.startswith("a secret, by its name") else "")
                 issues.append((f"apps.{name}.env.{var}",
                                f"holds {what} in plain text, readable in the stack file, the state and every preview; "
-                               f"move it to apps.{name}.secrets.{var}: {{generate: 32}}, or "
-                               f"`pulumi config set --secret --path 'socle:secrets.{var}' VALUE` and {{config: {var}}}"))
+                               f"store it with `pulumi config set --secret --path 'socle:secrets.{var}' VALUE` and "
+                               f"write apps.{name}.secrets.{var}: {{config: {var}}}{random}"))
     return issues
 
 
@@ -436,7 +451,7 @@ def _backup_bucket(cfg: StackConfig, name: str) -> Issues:
                            f"{rule.expire_days} days: this bucket holds the restic repository, whose files live as "
                            f"long as the snapshots that need them ({keep} days by backup.retention); expiring them "
                            "breaks every snapshot. Remove the rule (restic's prune deletes what is no longer needed)"))
-    if bucket.object_lock and bucket.object_lock.days > keep:
+    if bucket.object_lock and keep and bucket.object_lock.days > keep:
         issues.append((f"buckets.{name}.objectLock.days",
                        f"{bucket.object_lock.days} days is longer than backup.retention keeps snapshots ({keep} days): "
                        "prune could never delete what the retention drops, and the bucket only grows; lower the lock "

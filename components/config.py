@@ -19,10 +19,12 @@ from typing import Annotated, Any, Literal, Union
 from croniter import croniter
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
 )
 from pydantic.alias_generators import to_camel
@@ -219,6 +221,26 @@ def _https_url(value: str) -> str:
 def _caa_issuer(value: str) -> str:
     if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", value):
         raise ValueError(f"'{value}' is not a certificate authority's domain, e.g. letsencrypt.org")
+    return value
+
+
+def _secret_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", value):
+        raise ValueError(f"'{value}' is not a key of socle:secrets (letters, digits and _, starting with a letter), "
+                         f"e.g. {re.sub(r'[^A-Za-z0-9_]', '_', value).lstrip('_0123456789') or 'admin_password'}")
+    return value
+
+
+def _database_use(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*", value):
+        raise ValueError(f"'{value}' is not DATABASE.LOGICAL; write the name under socle:databases, a dot and one of "
+                         "its databases, e.g. main.nextcloud")
+    return value
+
+
+def _container_path(value: str) -> str:
+    if not value.startswith("/") or re.search(r"[\x00-\x1f:]", value):
+        raise ValueError(f"'{value}' is not an absolute path in the container; write it from the root, e.g. /{value.lstrip('/')}")
     return value
 
 
@@ -419,12 +441,32 @@ class GeneratedSecret(_Model):
 
 
 class ConfigSecret(_Model):
-    config: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    config: Annotated[str, AfterValidator(_secret_name)]
     """Key inside `socle:secrets`, set with `pulumi config set --secret --path 'socle:secrets.KEY'`."""
 
 
+def _secret_form(value: Any) -> str | None:
+    """Which form a secret is written in: the tag of its model, or None (then one message says
+    what a secret looks like, instead of one error per form)."""
+    if isinstance(value, dict):
+        if "generate" in value and "config" not in value:
+            return "generate"
+        if "config" in value and "generate" not in value:
+            return "config"
+    if isinstance(value, (GeneratedSecret, ConfigSecret)):
+        return "generate" if isinstance(value, GeneratedSecret) else "config"
+    return None
+
+
+SecretSource = Annotated[
+    Union[Annotated[GeneratedSecret, Tag("generate")], Annotated[ConfigSecret, Tag("config")]],
+    Discriminator(_secret_form, custom_error_type="secret_form",
+                  custom_error_message="a secret is written {generate: LENGTH} or {config: NAME}, one of the two"),
+]
+
+
 class DatabaseUse(_Model):
-    use: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*$")
+    use: Annotated[str, AfterValidator(_database_use)]
     """'<database>.<logical database>', e.g. main.nextcloud."""
     env: dict[Literal["url", "host", "port", "name", "user", "password"], EnvName] = Field(
         default_factory=lambda: {"url": "DATABASE_URL"}
@@ -457,7 +499,7 @@ class CacheUse(_Model):
 
 
 class Volume(_Model):
-    path: str = Field(pattern=r"^/")
+    path: Annotated[str, AfterValidator(_container_path)]
     """Mount path inside the container."""
     stateful: bool = True
     """Holds data that must be backed up (uploads, app data)."""
@@ -497,7 +539,7 @@ class App(_Model):
     """Port the app listens on inside its container (required with hostname)."""
     env: dict[EnvName, str] = Field(default_factory=dict)
     """Plain, non-secret environment."""
-    secrets: dict[EnvName, Union[GeneratedSecret, ConfigSecret]] = Field(default_factory=dict)
+    secrets: dict[EnvName, SecretSource] = Field(default_factory=dict)
     """Secret environment: {generate: LENGTH} or {config: KEY-in-socle:secrets}; never plain text."""
     volumes: dict[Name, Annotated[Volume, BeforeValidator(_short_volume)]] = Field(default_factory=dict)
     """Named volumes: NAME: /path, or NAME: {path, stateful, exclude}."""
@@ -682,11 +724,14 @@ def _pydantic_issues(err: ValidationError) -> list[tuple[str, str]]:
     # A union (a secret's two forms, a URL or {config: NAME}) reports one error per member; where
     # one member gave a reason, the others' "wrong type" errors are noise: one problem, one line.
     def clean(loc):
+        if len(loc) > 4 and loc[0] == "apps" and loc[2] == "secrets" and loc[4] in ("generate", "config"):
+            loc = loc[:4] + loc[5:]  # the tagged union's tag: apps.A.secrets.V.<tag>.field
         return _loc(tuple(p for p in loc if p not in ("GeneratedSecret", "ConfigSecret")))
 
     reasons = {clean(e["loc"]) for e in errors if e["type"] not in _TYPE_ERRORS}
     for e in errors:
         path = clean(e["loc"])
+        e = {**e, "loc": tuple(path.split("."))}
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] in _TYPE_ERRORS and path in reasons and e["type"] != "extra_forbidden":
             continue
@@ -697,7 +742,10 @@ def _pydantic_issues(err: ValidationError) -> list[tuple[str, str]]:
                    + " (the README's config reference lists every key)")
         elif e["type"] == "missing":
             msg = "required key is missing"
-        elif e["type"] in ("model_type", "model_attributes_type") and _is_secret_path(e["loc"]):
+        elif e["type"] == "secret_form" and isinstance(e.get("input"), dict):
+            msg = (f"{msg}, not {json.dumps(e['input'])}: generate makes a random value of that length, config "
+                   "reads one you stored with `pulumi config set --secret --path 'socle:secrets.NAME' VALUE`")
+        elif e["type"] in ("model_type", "model_attributes_type", "secret_form") and _is_secret_path(e["loc"]):
             msg = (
                 "a secret must not be written in plain text; use {generate: LENGTH} or store it with "
                 "`pulumi config set --secret --path 'socle:secrets.NAME' VALUE` and write {config: NAME}"

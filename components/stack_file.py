@@ -131,7 +131,9 @@ def _syntax_problem(text: str, err: yaml.YAMLError) -> tuple[int, int, str]:
     row = lines[line - 1] if 0 < line <= len(lines) else ""
     if "\t" in row[: max(col, 1)] or "'\\t'" in problem:
         return line, col, "a tab character: YAML indents with spaces only; replace the tab with spaces"
-    return line, col, f"not valid YAML: {problem}; check the indentation and quotes on this line or the one above"
+    return line, col, (f"not valid YAML: {problem}; check the indentation and quotes of this line and of the "
+                       "lines above it (a key indented differently from its neighbours is reported where the next "
+                       "block starts)")
 
 
 def _not_json(value, path: tuple) -> list[tuple[tuple, object]]:
@@ -152,7 +154,7 @@ def read(path: Path | str, text: str | None = None) -> StackFile:
     """Parse a stack file strictly; raise StackFileError naming the file, line and fix. A file read
     again unchanged (the offline plan, then the program it runs) is parsed once."""
     path = Path(path)
-    if text is None and path.exists():
+    if text is None and path.is_file():
         st = path.stat()
         key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
         if key not in _CACHE:
@@ -166,6 +168,8 @@ def _read(path: Path, text: str | None) -> StackFile:
     if text is None:
         try:
             text = path.read_text(encoding="utf-8")
+        except (IsADirectoryError, PermissionError, FileNotFoundError) as err:
+            raise StackFileError(path, [(1, 1, f"cannot be read ({err.strerror}); give the path of a stack file")]) from None
         except UnicodeDecodeError as err:
             raise StackFileError(path, [(1, 1, f"not UTF-8 text ({err.reason}); save it as UTF-8")]) from None
     try:

@@ -122,6 +122,46 @@ def test_readme_exit_table_matches_the_plan(tmp_path, capsys):
 
 def test_plan_script_installs_only_the_runtime_and_test_script_waits_for_apt():
     plan_sh = (ROOT / "scripts" / "plan.sh").read_text()
-    assert "-r requirements.txt" in plan_sh and "requirements-dev" not in plan_sh
+    assert '-r "$ROOT/requirements.txt"' in plan_sh and "requirements-dev" not in plan_sh
     test_sh = (ROOT / "scripts" / "test.sh").read_text()
     assert "DPkg::Lock::Timeout=" in test_sh and "retrying" in test_sh
+
+
+def test_a_policy_config_with_a_typo_is_refused_not_obeyed(tmp_path, capsys):
+    import json
+
+    from tools import plan
+    from tools.policy_graph import policy_config, policy_config_problems
+
+    for stack in ("dev", "staging", "prod", "review"):
+        assert policy_config_problems(policy_config(stack, ROOT / "policy" / "config" / f"{stack}.json")) == []
+    bad = tmp_path / "p.json"
+    for conf, says in (({"all": "mandatory", "only-proxy-publishes-ports": {"enforcementLevel": "mandatroy"}},
+                        "'mandatroy' is not an enforcement level (advisory, mandatory, disabled); did you mean 'mandatory'?"),
+                       ({"all": "mandatory", "only-proxy-publish-ports": "mandatory"},
+                        "only-proxy-publish-ports: no such rule; did you mean 'only-proxy-publishes-ports'?"),
+                       ({"all": "mandatory", "instance-backups": {"minRotaton": 7}}, "instance-backups.minRotaton: no such setting"),
+                       ([1], "must be a JSON object")):
+        bad.write_text(json.dumps(conf))
+        assert plan.main(["prod", "--policy-config", str(bad)]) == 2
+        assert says in capsys.readouterr().err
+    bad.write_text("{bad")
+    assert plan.main(["prod", "--policy-config", str(bad)]) == 2
+    assert "cannot be read as JSON" in capsys.readouterr().err
+
+
+def test_missing_or_unreadable_stack_files_are_messages(tmp_path, capsys):
+    from tools import plan
+
+    assert plan.main(["prod", "--config-file", str(tmp_path / "nope.yaml")]) == 2
+    assert f"plan: {tmp_path / 'nope.yaml'}: no such file" in capsys.readouterr().err
+    assert plan.main(["prod", "--config-file", str(tmp_path)]) == 2
+    assert "cannot be read (Is a directory)" in capsys.readouterr().err
+
+
+def test_plan_script_reads_relative_files_from_the_callers_directory(tmp_path):
+    (tmp_path / "mine.yaml").write_text((ROOT / "Pulumi.prod.yaml").read_text())
+    env = {**os.environ, "PATH": os.environ["PATH"]}
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "plan.sh"), "prod", "--config-file", "mine.yaml"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "(mine.yaml)" in res.stdout.splitlines()[0], res.stderr[-2000:]

@@ -248,11 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     from components.profiles import load_stack, review_number
     from components.stack_file import StackFileError, read
     from tools.harness import stack_config
-    from tools.policy_graph import policy_config, policy_config_path, verdicts
+    from tools.policy_graph import policy_config, policy_config_path, policy_config_problems, verdicts
     from tools.cli import config_problems
 
     path = args.config_file or ROOT / f"Pulumi.{args.stack}.yaml"
     review = review_number(args.stack) is not None
+    if args.config_file and not args.config_file.exists():
+        print(f"plan: {args.config_file}: no such file", file=sys.stderr)
+        return 2
     if not path.exists() and not review:
         print(f"plan: no stack file {path}; create it or pass --config-file", file=sys.stderr)
         return 2
@@ -286,7 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         changes = diff.compare(base, run.resources, lambda inputs: mask(inputs, fingerprint=True))
         print(diff.render(args.stack, args.diff_from, changes))
         return 1 if diff.dangerous(changes) else 0
-    pconf = policy_config(args.stack, ppath)
+    try:
+        pconf = policy_config(args.stack, ppath)
+        problems = policy_config_problems(pconf)
+    except (OSError, ValueError) as err:
+        problems = [f"cannot be read as JSON ({err})"]
+    if problems:
+        print(f"plan: policy config {ppath}:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     found = verdicts(run, pconf)
     mandatory = [v for v in found if v.level == "mandatory" and not v.finding.unknown]
     chain = critical_path(run)
