@@ -550,6 +550,15 @@ def _data_locations(resources: list[Res], pending: list[str]) -> set[str]:
     return locations
 
 
+def _beside_the_data(loc: str, data: set[str], pending: list[str], res: Res) -> bool:
+    """Whether a copy in `loc` sits where the data lives; Unknown while a data region is not known."""
+    if loc in data:
+        return True
+    if pending:
+        raise Unknown(f"the region of {', '.join(pending)}", res.name)
+    return False
+
+
 @rule("backup-server-offsite",
       "A backup server lives in another location than the data it keeps (socle:ovh.backupRegion), so that one "
       "site's loss does not take the data and its backups together.", kind="stack")
@@ -560,11 +569,9 @@ def backup_server_offsite(resources: list[Res], cfg: dict) -> Iterable[str]:
 
     def check(vm):
         loc = _location(known(vm.props.get("region"), f"region of {vm.name}"))
-        if loc in data:
+        if _beside_the_data(loc, data, pending, vm):
             yield (f"Backup server '{vm.props.get('name') or vm.name}' is in {loc}, where the data it keeps "
                    "lives; set socle:ovh.backupRegion to another location (e.g. SBG5 for data in GRA).")
-        elif pending:
-            raise Unknown(f"the region of {', '.join(pending)}", vm.name)
 
     yield from each([vm for vm in resources if vm.type == T_OVH_INSTANCE and (vm.parent or "") in backup_servers],
                     check)
@@ -593,11 +600,9 @@ def backup_bucket_immutable_offsite(resources: list[Res], cfg: dict) -> Iterable
             yield (f"Backup bucket '{name}' locks objects for {days} days, below the required {min_days}; "
                    f"raise its objectLock.days to {min_days}.")
         loc = _location(known(b.props.get("regionName"), f"regionName of {b.name}"))
-        if loc in data_locations:
+        if _beside_the_data(loc, data_locations, pending, b):
             yield (f"Backup bucket '{name}' is in {loc}, where the data it protects lives; put it in "
                    "socle:ovh.backupRegion (another location).")
-        elif pending:
-            raise Unknown(f"the region of {', '.join(pending)}", b.name)
 
     yield from each([b for b in resources if b.type == T_OVH_STORAGE], check)
 
