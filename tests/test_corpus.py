@@ -77,3 +77,12 @@ def test_case(case, tmp_path):
     if code == 2:
         assert text.count("\n  ") == len({line for line in text.splitlines() if line.startswith("  ")}), \
             f"{case['name']}: a problem reported twice:\n{text}"
+
+
+def test_readme_gives_the_corpus_size():
+    readme = (ROOT / "README.md").read_text()
+    broken = sum(1 for c in CASES if c["exit"] != 0)
+    legit = len(CASES) - broken
+    assert f"holds {broken} such mistakes" in readme and f"{legit}\nlegitimate variations" in readme, \
+        f"the README does not say {broken} mistakes and {legit} legitimate variations"
+    assert f"plans {broken} broken copies" in readme and f"and {legit} legitimate ones" in readme
