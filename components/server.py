@@ -214,7 +214,8 @@ class Server(pulumi.ComponentResource):
         ready = command.remote.Command(
             f"{name}-cloud-init",
             connection=conn,
-            create="cloud-init status --wait >/dev/null",
+            # A failed first boot stops here, with cloud-init's own account of what failed.
+            create="cloud-init status --wait >/dev/null || { cloud-init status --long; exit 1; }",
             triggers=[instance.id],
             opts=child,
         )

@@ -1,6 +1,7 @@
 """Everything socle renders, checked by the real tool that will consume it."""
 
 import pytest
+import yaml
 
 from components.config import load
 from components.container_stack import AppSpec, routes_for
@@ -131,3 +132,20 @@ def test_bucket_policy_is_limited_to_one_bucket():
     (stmt,) = doc["Statement"]
     assert stmt["Resource"] == ["arn:aws:s3:::socle-prod-documents", "arn:aws:s3:::socle-prod-documents/*"]
     assert "s3:DeleteBucket" not in stmt["Action"] and "s3:PutBucketObjectLockConfiguration" not in stmt["Action"]
+
+
+def test_a_first_boot_without_its_packages_ends_in_error(tmp_path):
+    """The last runcmd entry decides cloud-init's final status: it fails, naming the package, when
+    one was not installed (cloud-init itself only warns and says `done`)."""
+    doc = yaml.safe_load(render_cloud_init(hostname="h", role="app", deploy_user="deploy", admin_keys=[KEY],
+                                           ssh_port=4660))
+    assert doc["manage_etc_hosts"] is True and doc["locale"] == "C.UTF-8"
+    check = doc["runcmd"][-1]
+    assert check[:2] == ["sh", "-c"] and "docker.io" in check[2]
+    script = tmp_path / "check.sh"
+    script.write_text(check[2] + "\n")
+    assert run([require("shellcheck"), "-s", "sh", str(script)]).returncode == 0
+    installed = check[2].replace("docker.io unattended-upgrades apt-listchanges ca-certificates curl", "openssl")
+    assert run(["sh", "-c", installed]).returncode == 0
+    missing = run(["sh", "-c", check[2].replace("docker.io", "socle-no-such-package")])
+    assert missing.returncode == 1 and "package socle-no-such-package is not installed" in missing.stderr

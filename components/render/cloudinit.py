@@ -36,6 +36,17 @@ def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[st
             "X11Forwarding no",
             "MaxAuthTries 3",
             "LoginGraceTime 30",
+            # Algorithms of the ssh-audit hardening guide for Debian 12 (OpenSSH 9.2): no NIST
+            # curves, no SHA-1, no encrypt-and-MAC, no 64-bit tags; the post-quantum hybrid key
+            # exchange first. curve25519 stays for Go's x/crypto/ssh (pulumi-command's client, and
+            # rclone's), which has no sntrup761; ssh-audit warns that it is not post-quantum.
+            # Client keys are not restricted (an admin's ECDSA key still logs in).
+            "KexAlgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org",
+            "Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,"
+            "aes192-ctr,aes128-ctr",
+            "MACs hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,umac-128-etm@openssh.com",
+            "HostKeyAlgorithms ssh-ed25519,rsa-sha2-512,rsa-sha2-256",
+            "RequiredRSASize 3072",
             f"AllowUsers {' '.join(allow_users)}",
             # A Match block inside an included file ends with that file.
             *[line for u in sftp_users or [] for line in (
@@ -129,6 +140,9 @@ def packages(role: str) -> list[str]:
 
 
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-socle.conf"
+_PACKAGE_CHECK = ("for p in {packages}; do dpkg-query -W -f='${{Status}}' \"$p\" 2>/dev/null | grep -q 'install ok installed' "
+                  "|| {{ echo \"socle: package $p is not installed: the first boot could not install its packages\" >&2; "
+                  "exit 1; }}; done")
 # Files socle manages whose mode is not 0644.
 MODES = {REBOOT_SCRIPT: "0755"}
 
@@ -174,10 +188,19 @@ def render_cloud_init(
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", "unattended-upgrades", "socle-reboot.timer"],
         ["systemctl", "restart", "ssh"],
+        # Last, so that it decides the script's exit status: with no package mirror reachable at
+        # first boot, cloud-init only warns about `packages` and still says `done`; this makes the
+        # first boot end in `status: error`, which stops the deployment at its readiness gate.
+        ["sh", "-c", _PACKAGE_CHECK.format(packages=" ".join(packages(role)))],
     ]
     doc = {
         "hostname": hostname,
         "preserve_hostname": False,
+        # The hostname resolves (sudo otherwise says "unable to resolve host" on every call).
+        "manage_etc_hosts": True,
+        # Always present on Debian: cloud-init's default, en_US.UTF-8, needs locale-gen and the
+        # `locales` package, which a minimal image lacks, and then ends the first boot in error.
+        "locale": "C.UTF-8",
         "package_update": True,
         "package_upgrade": True,
         "packages": packages(role),
