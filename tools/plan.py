@@ -131,10 +131,6 @@ def group_of(r: Resource, by_urn: dict[str, Resource]) -> str:
     return "Platform"
 
 
-def custom(run: Run) -> list[Resource]:
-    return run.objects()
-
-
 def critical_path(run: Run) -> list[Resource]:
     """The longest chain of dependencies between resources that a deployment creates one after
     the other (a dependency on a component counts as one on each resource inside it)."""
@@ -152,7 +148,7 @@ def critical_path(run: Run) -> list[Resource]:
             return [urn]
         return [u for c in children.get(urn, []) for u in expand(c)]
 
-    nodes = {r.urn: r for r in custom(run)}
+    nodes = {r.urn: r for r in run.objects()}
     deps: dict[str, set[str]] = {}
     for urn, r in nodes.items():
         d = {u for dep in r.dependencies for u in expand(dep)}
@@ -320,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.mermaid:
         print(mermaid(run, cfg), end="")
     else:
-        resources = custom(run)
+        resources = run.objects()
         source = path.name if not review else "review profile" + (f" + {path.name}" if path.exists() else "")
         print(f"socle plan for stack '{args.stack}' ({source}), evaluated offline under Pulumi mocks:")
         print(f"{run.count_line()} would be created; addresses and IDs below are stand-ins.\n")
