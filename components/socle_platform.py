@@ -232,6 +232,7 @@ class Platform(pulumi.ComponentResource):
                 databases[server].append(entry)
 
         schedules = {"run": b.schedule, "check": b.check_schedule, "drill": b.drill_schedule}
+        jobs: dict[str, BackupJobArgs] = {}
         for sname in cfg.app_servers():
             if not volumes[sname] and not databases[sname]:
                 continue
@@ -290,18 +291,24 @@ class Platform(pulumi.ComponentResource):
                 "drill": {"schedule": b.drill_schedule, "scratch": {"kind": "same" if local else "docker"}},
                 "databases": databases[sname],  # hosts and ports may be outputs: resolved by the job
             }
-            self.backups[sname] = BackupJob(sname, BackupJobArgs(
+            jobs[sname] = BackupJobArgs(
                 target=cfg.target, host=sname, physical_name=self.pname(sname),
                 manifest=manifest, targets=targets, secret_env=secret_env, schedules=schedules,
                 ssh_key=ssh_key, address=srv.address, ssh_port=cfg.access.ssh_port,
                 deploy_user=cfg.access.deploy_user, docker=srv.docker, network_name=srv.network_name,
                 volume_mounts=mounts,
                 depends_on=[st for st in [self.stacks.get(sname)] if st is not None],
-            ), opts=pulumi.ResourceOptions(parent=self))
-        for backup_server, keys in self._restic_keys.items():
-            self._restic_access(backup_server, keys)
+            )
+        # The backup server's access first: a client's installer creates its repository there
+        # (`init`, over the key that restic-access installs), so on the first `pulumi up` it must
+        # not run before that key exists.
+        access = {server: self._restic_access(server, keys) for server, keys in self._restic_keys.items()}
+        for sname, args in jobs.items():
+            if b.targets.server and b.targets.server in access:
+                args.depends_on = [*args.depends_on, access[b.targets.server]]
+            self.backups[sname] = BackupJob(sname, args, opts=pulumi.ResourceOptions(parent=self))
 
-    def _restic_access(self, server: str, clients: list) -> None:
+    def _restic_access(self, server: str, clients: list) -> pulumi.Resource:
         """On the backup server, over SSH (not in its user data, so adding an app server never
         replaces it): each client's append-only key, and the server-side prune of every client's
         repository with the stack's retention (the clients cannot delete anything themselves)."""
@@ -319,7 +326,7 @@ class Platform(pulumi.ComponentResource):
                 render_restic_keys(list(zip(names, v[0]))), manifest, RUNNER_SOURCE,
                 render_prune_units(b.prune_schedule),
                 render_env({t["passwordEnv"]: pw for t, pw in zip(manifest["targets"], v[1])}))))
-        command.remote.Command(
+        return command.remote.Command(
             f"{server}-restic-access",
             connection=command.remote.ConnectionArgs(host=srv.address, port=self.cfg.access.ssh_port,
                                                      user=self.cfg.access.deploy_user, dial_error_limit=60),
