@@ -7,9 +7,9 @@ The bundle (rendered by components/render/host_setup.py, no secret in it) names 
 mount (formatted only when blank), lists the packages that must be installed and the files socle manages (the deploy user's authorized keys, the sshd drop-in,
 the unattended-upgrades settings, Docker's daemon.json ...), each with its mode and owner. The run
 is idempotent: a file whose content and mode are already right is left alone, so running it again
-changes nothing and says so. The sshd drop-in is checked with `sshd -t` before sshd is reloaded;
-if the check fails, the previous drop-in is put back and the run fails, so a bad setting never
-locks the administrators out.
+changes nothing and says so. The sshd drop-in is checked with `sshd -t` before sshd is reloaded,
+and the host firewall with `nft -c` before it is loaded; if a check fails, the previous file is put
+back and the run fails, so a bad setting never locks the administrators out.
 
 This is what keeps routine edits (an admin key, sshd settings, packages) away from the instance's
 user data, whose change would reinstall the server and wipe its root disk.
@@ -78,7 +78,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] | None = None,
-          reload: bool = True, device_dir: Path = Path("/dev/disk/by-id")) -> list[str]:
+          reload: bool = True, device_dir: Path = Path("/dev/disk/by-id"), nft_test: list[str] | None = None) -> list[str]:
     """Apply the bundle under `root` ("/" on a server); returns the paths it changed."""
     if bundle.get("volume"):
         log(mount_volume(bundle["volume"], root, device_dir, on_host=reload, dry_run=dry_run))
@@ -93,11 +93,15 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
             log(f"installed {' '.join(missing)}")
     changed: list[str] = []
     sshd_dropin = bundle.get("sshd_dropin")
-    backup: tuple[Path, str | None] | None = None
+    firewall = bundle.get("firewall") or {}
+    checked = {sshd_dropin: sshd_test or ["sshd", "-t"]}
+    if firewall and (reload or nft_test):
+        checked[firewall["path"]] = [*(nft_test or ["nft", "-c", "-f"]), str(root / firewall["path"].lstrip("/"))]
+    previous: dict[str, str | None] = {}
     for rel, spec in sorted(bundle.get("files", {}).items()):
         path = root / rel.lstrip("/")
-        if rel == sshd_dropin:
-            backup = (path, path.read_text() if path.exists() else None)
+        if rel in checked:
+            previous[rel] = path.read_text() if path.exists() else None
         if spec.get("dir_mode") and not dry_run:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path.parent, int(spec["dir_mode"], 8))
@@ -105,25 +109,31 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
                 os.chown(path.parent, *_owner(spec["owner"]))
         if _write(path, spec["content"], int(spec["mode"], 8), spec.get("owner"), dry_run):
             changed.append(rel)
-    if sshd_dropin in changed and not dry_run:
-        res = _run(sshd_test or ["sshd", "-t"])
+    # A new sshd drop-in or firewall is checked by its own tool before it is loaded; a refused one
+    # is replaced by the previous one, so a bad setting never locks the administrators out.
+    for rel, cmd in checked.items():
+        if rel in changed and not dry_run:
+            _validate(root / rel.lstrip("/"), previous[rel], cmd)
+    if sshd_dropin in changed and not dry_run and reload:
+        res = _run(["systemctl", "reload-or-restart", "ssh"])
         if res.returncode != 0:
-            path, previous = backup
-            if previous is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_text(previous)
-            raise SetupError(f"sshd -t refused the new {sshd_dropin}, the previous one is back in place: "
-                             f"{(res.stderr or res.stdout).strip()[-500:]}")
-        if reload:
-            res = _run(["systemctl", "reload-or-restart", "ssh"])
-            if res.returncode != 0:
-                raise SetupError(f"reloading sshd failed: {res.stderr.strip()[-500:]}")
-            log("sshd reloaded")
+            raise SetupError(f"reloading sshd failed: {res.stderr.strip()[-500:]}")
+        log("sshd reloaded")
     if reload and not dry_run and any(p.startswith("/etc/systemd/system/") for p in changed):
         res = _run(["systemctl", "daemon-reload"])
         if res.returncode != 0:
             raise SetupError(f"systemctl daemon-reload failed: {res.stderr.strip()[-500:]}")
+    if firewall and firewall["path"] in changed and reload and not dry_run:
+        # reload = `nft -f`, which replaces the table atomically: no moment without a filter.
+        res = _run(["systemctl", "reload-or-restart", firewall["unit"]])
+        if res.returncode != 0:
+            raise SetupError(f"loading the firewall failed: {res.stderr.strip()[-500:]}")
+        log("firewall loaded")
+    for user, groups in sorted(bundle.get("groups", {}).items()) if reload and not dry_run else []:
+        missing_groups = [g for g in groups if user not in _members(g)]
+        if missing_groups:
+            _check(["usermod", "-a", "-G", ",".join(missing_groups), user], f"add {user} to {missing_groups}")
+            log(f"{user} added to {', '.join(missing_groups)}")
     for unit in bundle.get("enable", []) if reload and not dry_run else []:
         res = _run(["systemctl", "enable", "--now", unit])
         if res.returncode != 0:
@@ -189,6 +199,27 @@ def mount_volume(spec: dict, root: Path, device_dir: Path, on_host: bool, dry_ru
     return f"data volume {'formatted and ' if fresh else ''}mounted at {mount}"
 
 
+def _validate(path: Path, previous: str | None, cmd: list[str]) -> None:
+    res = _run(cmd)
+    if res.returncode == 0:
+        return
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(previous)
+    raise SetupError(f"{' '.join(cmd[:2])} refused the new {path}, the previous one is back in place: "
+                     f"{(res.stderr or res.stdout).strip()[-500:]}")
+
+
+def _members(group: str) -> list[str]:
+    import grp
+
+    try:
+        return grp.getgrnam(group).gr_mem
+    except KeyError:
+        raise SetupError(f"the group {group} does not exist (is its package installed?)") from None
+
+
 def _check(cmd: list[str], what: str) -> None:
     res = _run(cmd)
     if res.returncode != 0:
@@ -207,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=Path("/"),
                     help="write under this directory instead of / (tests); skips apt, systemctl and reloads")
     ap.add_argument("--sshd-test", default=None, help="command that validates sshd's configuration (default: sshd -t)")
+    ap.add_argument("--nft-test", default=None,
+                    help="command that validates the firewall, given its path (default on the host: nft -c -f)")
     ap.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
     ap.add_argument("--device-dir", type=Path, default=Path("/dev/disk/by-id"),
                     help="where the data volume's virtio-<id> link is (tests)")
@@ -219,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     on_host = args.root == Path("/")
     try:
         changed = apply(bundle, args.root, args.dry_run, args.sshd_test.split() if args.sshd_test else None,
-                        reload=on_host, device_dir=args.device_dir)
+                        reload=on_host, device_dir=args.device_dir,
+                        nft_test=args.nft_test.split() if args.nft_test else None)
     except (SetupError, KeyError, OSError) as e:
         print(f"socle-host-setup: {e}", file=sys.stderr)
         return 1

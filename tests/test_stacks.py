@@ -207,6 +207,46 @@ def test_servers_get_cloud_init_and_docker_waits_for_it(ovh_run):
             f"{setups[0].urn} does not wait for cloud-init")
 
 
+def test_the_host_firewall_opens_the_security_groups_ports_and_no_other(ovh_run):
+    """The host firewall (defence in depth) and the security group must agree: a port the group
+    opens but the host drops is an outage, one the host opens but the group does not, a hole the
+    day the group is detached."""
+    import json
+    import re
+
+    from components.render.firewall import FIREWALL_RULES
+
+    setups = {r.name.removesuffix("-host-setup"): r for r in ovh_run.resources if r.name.endswith("-host-setup")}
+    for sg in ovh_run.of_type("cloudSecurityGroup:CloudSecurityGroup"):
+        server = sg.name.removesuffix("-sg")
+        assert server in setups, f"{server} has a security group but no host setup"
+        bundle = json.loads(setups[server].plain["stdin"])["bundle"]
+        rules = bundle["files"][FIREWALL_RULES]["content"]
+        host = {int(p) for p in re.search(r"tcp dport \{ ([\d, ]+) \} accept", rules).group(1).split(", ")}
+        group = {int(r["portRangeMin"]) for r in sg.plain["rules"]}
+        assert host == group, f"{server}: the host firewall opens {sorted(host)}, its security group {sorted(group)}"
+
+
+def test_a_backup_client_installs_after_the_backup_server_knows_its_key(ovh_run):
+    """A client's installer creates its repository on the backup server over the key that
+    restic-access installs: on a first `pulumi up` it must wait for it."""
+    by_urn = ovh_run.by_urn()
+    installs = [r for r in ovh_run.resources if r.name.endswith("-backup-install")]
+    access = {r.urn for r in ovh_run.resources if r.name.endswith("-restic-access")}
+    for r in installs:
+        manifest = r.plain["stdin"]
+        if "rclone-ssh" not in manifest:
+            continue
+        waited = set()
+        todo = list(r.dependencies)
+        while todo:
+            urn = todo.pop()
+            if urn not in waited:
+                waited.add(urn)
+                todo.extend(by_urn[urn].dependencies if urn in by_urn else [])
+        assert waited & access, f"{r.urn} can run before the backup server has its key (restic-access)"
+
+
 def test_buckets_are_versioned_encrypted_and_have_a_user_limited_to_them(ovh_run):
     import json
     for b in ovh_run.of_type("ovh:CloudProject/storage:Storage"):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import yaml
 
+from .firewall import FIREWALL_UNIT, firewall_files
+
 # Debian's own docker.io package: security updates arrive through unattended-upgrades with the rest
 # of the system, which a third-party apt repository would not give.
-_APP_PACKAGES = ["docker.io", "unattended-upgrades", "apt-listchanges", "ca-certificates", "curl"]
-_BACKUP_PACKAGES = ["restic", "rclone", "python3", "unattended-upgrades", "apt-listchanges", "ca-certificates"]
+# nftables: the host firewall (render/firewall.py).
+_APP_PACKAGES = ["docker.io", "unattended-upgrades", "apt-listchanges", "ca-certificates", "curl", "nftables"]
+_BACKUP_PACKAGES = ["restic", "rclone", "python3", "unattended-upgrades", "apt-listchanges", "ca-certificates",
+                    "nftables"]
 
 
 RESTIC_KEYS = "/etc/socle/restic_authorized_keys"
@@ -132,6 +136,7 @@ def managed_files(*, role: str, deploy_user: str, ssh_port: int, extra_ports: tu
         REBOOT_SCRIPT: _REBOOT,
         "/etc/systemd/system/socle-reboot.service": _REBOOT_SERVICE,
         "/etc/systemd/system/socle-reboot.timer": _REBOOT_TIMER,
+        **firewall_files(role=role, ssh_ports=(ssh_port, *extra_ports)),
     }
 
 
@@ -169,10 +174,6 @@ def render_cloud_init(
         "sudo": "ALL=(ALL) NOPASSWD:ALL",
         "ssh_authorized_keys": list(admin_keys),
     }
-    if role == "app":
-        # Docker group membership is root-equivalent; it is what lets `pulumi up` drive the
-        # engine over SSH without exposing the Docker API on the network.
-        deploy["groups"] = ["docker"]
     users: list = [deploy]
     if role == "backup":
         # restic's own user. Its keys (root-owned, RESTIC_KEYS) each force `rclone serve restic
@@ -181,11 +182,18 @@ def render_cloud_init(
         # server never changes this user data.
         users.append({"name": "restic", "gecos": "socle restic repositories", "homedir": "/srv/restic",
                       "shell": "/bin/sh", "lock_passwd": True, "system": True})
-    runcmd: list = []
-    if role == "app":
-        runcmd.append(["systemctl", "enable", "--now", "docker"])
-    runcmd += [
+    runcmd: list = [
         ["systemctl", "daemon-reload"],
+        # The host firewall first (render/firewall.py); it then starts before the network at every boot.
+        ["systemctl", "enable", "--now", FIREWALL_UNIT],
+    ]
+    if role == "app":
+        # Docker group membership is root-equivalent; it is what lets `pulumi up` drive the engine
+        # over SSH without exposing the Docker API on the network. Granted here, once docker.io
+        # has created its group as a system group: `users: groups:` runs before the packages are
+        # installed and would create `docker` as an ordinary group first (seen in the test VM).
+        runcmd += [["usermod", "-a", "-G", "docker", deploy_user], ["systemctl", "enable", "--now", "docker"]]
+    runcmd += [
         ["systemctl", "enable", "--now", "unattended-upgrades", "socle-reboot.timer"],
         ["systemctl", "restart", "ssh"],
         # Last, so that it decides the script's exit status: with no package mirror reachable at

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .cloudinit import MODES, SSHD_DROPIN, managed_files, packages
+from .firewall import FIREWALL_RULES, FIREWALL_UNIT
 
 PROGRAM = (Path(__file__).resolve().parents[2] / "host" / "socle_host_setup.py").read_text()
 
@@ -41,8 +42,10 @@ def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ss
                                                 extra_ports=extra_ports).items()}
     files[f"/home/{deploy_user}/.ssh/authorized_keys"] = {
         "mode": "0600", "dir_mode": "0700", "owner": deploy_user, "content": authorized_keys(admin_keys)}
-    enable = (["docker"] if role == "app" else []) + ["unattended-upgrades", "socle-reboot.timer"]
-    doc = {"packages": packages(role), "files": files, "sshd_dropin": SSHD_DROPIN, "enable": enable}
+    enable = (["docker"] if role == "app" else []) + ["unattended-upgrades", "socle-reboot.timer", FIREWALL_UNIT]
+    doc = {"packages": packages(role), "files": files, "sshd_dropin": SSHD_DROPIN, "enable": enable,
+           "firewall": {"path": FIREWALL_RULES, "unit": FIREWALL_UNIT},
+           "groups": {deploy_user: ["docker"]} if role == "app" else {}}
     if volume_id:
         doc["volume"] = volume_spec(role, volume_id)
     return json.dumps(doc, sort_keys=True)
