@@ -109,30 +109,29 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
                 os.chown(path.parent, *_owner(spec["owner"]))
         if _write(path, spec["content"], int(spec["mode"], 8), spec.get("owner"), dry_run):
             changed.append(rel)
-    # A new sshd drop-in or firewall is checked by its own tool before it is loaded; a refused one
-    # is replaced by the previous one, so a bad setting never locks the administrators out.
-    for rel, cmd in checked.items():
-        if rel in changed and not dry_run:
-            _validate(root / rel.lstrip("/"), previous[rel], cmd)
-    if sshd_dropin in changed and not dry_run and reload:
-        res = _run(["systemctl", "reload-or-restart", "ssh"])
-        if res.returncode != 0:
-            raise SetupError(f"reloading sshd failed: {res.stderr.strip()[-500:]}")
-        log("sshd reloaded")
-    if reload and not dry_run and any(p.startswith("/etc/systemd/system/") for p in changed):
-        res = _run(["systemctl", "daemon-reload"])
-        if res.returncode != 0:
-            raise SetupError(f"systemctl daemon-reload failed: {res.stderr.strip()[-500:]}")
-    if firewall and firewall["path"] in changed and reload and not dry_run:
-        # reload = `nft -f`, which replaces the table atomically: no moment without a filter.
-        res = _run(["systemctl", "reload-or-restart", firewall["unit"]])
-        if res.returncode != 0:
-            raise SetupError(f"loading the firewall failed: {res.stderr.strip()[-500:]}")
-        log("firewall loaded")
+    # The sshd drop-in and the firewall are checked by their own tools before anything is loaded.
+    # They move together (a port open in one and not in the other locks the administrators out):
+    # if either is refused, every one of them this run changed goes back to its previous content.
+    if not dry_run and any(rel in changed for rel in checked):
+        refused = [err for rel, cmd in checked.items() if (err := _refused(cmd))]
+        if refused:
+            for rel in checked:
+                if rel in changed:
+                    _restore(root / rel.lstrip("/"), previous[rel])
+            raise SetupError("; ".join(refused) + "; the files are back as they were before this run, nothing was loaded")
+    if reload and not dry_run:
+        # Loaded on every run, not only when changed: a file left by an interrupted run, or a
+        # table someone flushed, is loaded again. Both reloads keep existing connections, and
+        # the firewall's replaces its table atomically (no moment without a filter).
+        _check(["systemctl", "daemon-reload"], "reload systemd's units")
+        _check(["systemctl", "reload-or-restart", "ssh"], "reload sshd")
+        if firewall:
+            _check(["systemctl", "reload-or-restart", firewall["unit"]], "load the firewall")
     for user, groups in sorted(bundle.get("groups", {}).items()) if reload and not dry_run else []:
-        missing_groups = [g for g in groups if user not in _members(g)]
+        missing_groups = [g for g in groups if not _is_member(user, g)]
         if missing_groups:
-            _check(["usermod", "-a", "-G", ",".join(missing_groups), user], f"add {user} to {missing_groups}")
+            _check(["usermod", "-a", "-G", ",".join(missing_groups), user],
+                   f"add {user} to {', '.join(missing_groups)}")
             log(f"{user} added to {', '.join(missing_groups)}")
     for unit in bundle.get("enable", []) if reload and not dry_run else []:
         res = _run(["systemctl", "enable", "--now", unit])
@@ -199,25 +198,29 @@ def mount_volume(spec: dict, root: Path, device_dir: Path, on_host: bool, dry_ru
     return f"data volume {'formatted and ' if fresh else ''}mounted at {mount}"
 
 
-def _validate(path: Path, previous: str | None, cmd: list[str]) -> None:
+def _refused(cmd: list[str]) -> str | None:
+    """None when the check passes, else what the checking tool said."""
     res = _run(cmd)
     if res.returncode == 0:
-        return
+        return None
+    return f"{' '.join(cmd)} refused it: {(res.stderr or res.stdout).strip()[-500:]}"
+
+
+def _restore(path: Path, previous: str | None) -> None:
     if previous is None:
         path.unlink(missing_ok=True)
     else:
         path.write_text(previous)
-    raise SetupError(f"{' '.join(cmd[:2])} refused the new {path}, the previous one is back in place: "
-                     f"{(res.stderr or res.stdout).strip()[-500:]}")
 
 
-def _members(group: str) -> list[str]:
+def _is_member(user: str, group: str) -> bool:
     import grp
 
     try:
-        return grp.getgrnam(group).gr_mem
+        g = grp.getgrnam(group)
     except KeyError:
         raise SetupError(f"the group {group} does not exist (is its package installed?)") from None
+    return user in g.gr_mem or pwd.getpwnam(user).pw_gid == g.gr_gid
 
 
 def _check(cmd: list[str], what: str) -> None:

@@ -24,24 +24,38 @@ def _ns(name: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", name, *cmd], capture_output=True, text=True, timeout=30, **kw)
 
 
-@pytest.fixture
-def pair():
-    """Two namespaces joined by a veth pair: `srv` (10.77.0.1, fd77::1) and `cli` (10.77.0.2, fd77::2)."""
+def _make_pair(srv_dev_prefix: str):
+    """Two namespaces joined by a veth pair: `srv` (10.77.0.1, fd77::1) and `cli` (10.77.0.2, fd77::2);
+    the server's end is named <prefix><tag> (`br-…` is what Docker calls its bridges)."""
     if os.geteuid() != 0:
         pytest.fail("network namespaces need root (bash .ci/run runs as root)")
     require("nft", "nftables")
     tag = uuid.uuid4().hex[:6]
     srv, cli = f"socle-fw-s{tag}", f"socle-fw-c{tag}"
-    for cmd in (["ip", "netns", "add", srv], ["ip", "netns", "add", cli],
-                ["ip", "link", "add", f"vs{tag}", "netns", srv, "type", "veth", "peer", f"vc{tag}", "netns", cli]):
-        subprocess.run(cmd, check=True)
-    for ns, dev, v4, v6 in ((srv, f"vs{tag}", "10.77.0.1/24", "fd77::1/64"), (cli, f"vc{tag}", "10.77.0.2/24", "fd77::2/64")):
-        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", v4, "dev", dev],
-                    ["ip", "-6", "addr", "add", v6, "dev", dev, "nodad"], ["ip", "link", "set", dev, "up"]):
-            subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
-    yield srv, cli
-    subprocess.run(["ip", "netns", "del", srv])
-    subprocess.run(["ip", "netns", "del", cli])
+    sdev, cdev = f"{srv_dev_prefix}{tag}", f"vc{tag}"
+    try:
+        for cmd in (["ip", "netns", "add", srv], ["ip", "netns", "add", cli],
+                    ["ip", "link", "add", sdev, "netns", srv, "type", "veth", "peer", cdev, "netns", cli]):
+            subprocess.run(cmd, check=True)
+        for ns, dev, v4, v6 in ((srv, sdev, "10.77.0.1/24", "fd77::1/64"), (cli, cdev, "10.77.0.2/24", "fd77::2/64")):
+            for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", v4, "dev", dev],
+                        ["ip", "-6", "addr", "add", v6, "dev", dev, "nodad"], ["ip", "link", "set", dev, "up"]):
+                subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
+        yield srv, cli
+    finally:
+        subprocess.run(["ip", "netns", "del", srv])
+        subprocess.run(["ip", "netns", "del", cli])
+
+
+@pytest.fixture
+def pair():
+    yield from _make_pair("vs")
+
+
+@pytest.fixture
+def bridge_pair():
+    """The client stands for a container: it comes in through an interface named like Docker's bridges."""
+    yield from _make_pair("br-")
 
 
 def _load(ns: str, tmp_path, text: str) -> subprocess.CompletedProcess:
@@ -96,6 +110,17 @@ def test_only_the_roles_ports_answer(pair, tmp_path, role):
         assert ping.returncode == 0, f"{role}: the firewall drops ping (and with it path MTU discovery)"
         assert _ns(srv, "python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {STRAY}), 2)"
                    ).returncode == 0, f"{role}: the firewall cuts the host off from its own loopback"
+    finally:
+        listener.kill()
+
+
+def test_containers_reach_the_proxy_ports_but_not_sshd(bridge_pair, tmp_path):
+    srv, cli = bridge_pair
+    assert _load(srv, tmp_path, render_firewall(role="app", ssh_ports=(SSH_PORT,))).returncode == 0
+    listener = _listen(srv, [SSH_PORT, 443])
+    try:
+        assert _reachable(cli, "10.77.0.1", 443), "a container cannot reach the proxy's port on the host"
+        assert not _reachable(cli, "10.77.0.1", SSH_PORT), "a container reaches the host's sshd"
     finally:
         listener.kill()
 

@@ -63,7 +63,7 @@ def test_an_sshd_config_that_sshd_refuses_is_rolled_back(tmp_path):
     dropin = tmp_path / "root" / SSHD_DROPIN.lstrip("/")
     before = dropin.read_text()
     res = setup(tmp_path, bundle(port=2222), "--sshd-test", "false")
-    assert res.returncode == 1 and "the previous one is back in place" in res.stderr, res.stderr
+    assert res.returncode == 1 and "back as they were before this run" in res.stderr, res.stderr
     assert dropin.read_text() == before, "a refused sshd drop-in must not stay in place"
 
 
@@ -253,10 +253,18 @@ def test_a_volume_that_is_not_attached_is_a_clear_failure(tmp_path, monkeypatch)
                                 "stop": ["docker.socket", "docker.service"]}
 
 
-def test_a_firewall_that_nft_refuses_is_rolled_back(tmp_path):
-    assert setup(tmp_path, bundle(), "--sshd-test", "true", "--nft-test", "true").returncode == 0
-    rules = tmp_path / "root" / "etc/socle/firewall.nft"
-    before = rules.read_text()
-    res = setup(tmp_path, bundle(port=2222), "--sshd-test", "true", "--nft-test", "false")
-    assert res.returncode == 1 and f"refused the new {rules}" in res.stderr, res.stderr
-    assert rules.read_text() == before, "a firewall that nft refused must not stay in place"
+@pytest.mark.parametrize("refuse", ["--sshd-test", "--nft-test"])
+def test_sshd_and_the_firewall_move_together_or_not_at_all(tmp_path, refuse):
+    """Adding an SSH port changes both files; if either check refuses, both go back: sshd on a
+    port the firewall drops (or the reverse) would lock the administrators out."""
+    ok = ["--sshd-test", "true", "--nft-test", "true"]
+    assert setup(tmp_path, bundle(), *ok).returncode == 0
+    root = tmp_path / "root"
+    files = [root / "etc/socle/firewall.nft", root / SSHD_DROPIN.lstrip("/")]
+    before = [f.read_text() for f in files]
+    args = [a if a != "true" or ok[i - 1] != refuse else "false" for i, a in enumerate(ok)]
+    res = setup(tmp_path, bundle(port=2222), *args)
+    assert res.returncode == 1 and "refused it" in res.stderr and "back as they were" in res.stderr, res.stderr
+    assert [f.read_text() for f in files] == before, f"{refuse} refused, yet a new file stayed in place"
+    again = setup(tmp_path, bundle(port=2222), *ok)
+    assert again.returncode == 0 and all("2222" in f.read_text() for f in files), again.stderr

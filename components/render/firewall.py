@@ -14,7 +14,8 @@ they never cross this input chain; Docker's own rules (iptables-nft, tables `ip 
 nat`) are not touched. That is why this is a separate `inet socle` table replaced atomically by
 `nft -f` (create, delete, define), never Debian's /etc/nftables.conf, which begins with `flush
 ruleset` and would wipe Docker's rules the day someone restarts nftables.service. Containers
-cannot reach the host's own ports either (the bridge is an input interface like any other).
+cannot reach the host's sshd; they reach 80/443 (an app calling its own public URL goes through
+docker-proxy, which is input traffic) and nothing else.
 """
 
 from __future__ import annotations
@@ -34,9 +35,13 @@ Conflicts=shutdown.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+StandardInput=null
+ProtectSystem=full
+ProtectHome=true
 ExecStart=/usr/sbin/nft -f {FIREWALL_RULES}
+# `reload` replaces the table atomically; `restart` deletes it first (a moment without a filter).
 ExecReload=/usr/sbin/nft -f {FIREWALL_RULES}
-ExecStop=/usr/sbin/nft delete table inet socle
+ExecStop=-/usr/sbin/nft delete table inet socle
 
 [Install]
 WantedBy=sysinit.target
@@ -50,6 +55,7 @@ def open_ports(role: str, ssh_ports: tuple[int, ...]) -> list[int]:
 
 def render_firewall(*, role: str, ssh_ports: tuple[int, ...]) -> str:
     ports = ", ".join(str(p) for p in open_ports(role, ssh_ports))
+    ssh = ", ".join(str(p) for p in sorted(set(ssh_ports)))
     return f"""#!/usr/sbin/nft -f
 # Managed by socle (components/render/firewall.py): the host's input filter. Loaded by
 # {FIREWALL_UNIT}; replaced as a whole, atomically, by `nft -f` (checked first with `nft -c`).
@@ -64,7 +70,11 @@ table inet socle {{
 \t\t# Ping, path MTU discovery, and IPv6 neighbour discovery and router advertisements.
 \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept
 \t\t# DHCP and DHCPv6 replies (OVH configures the instance's addresses by DHCP).
-\t\tudp dport {{ 68, 546 }} accept
+\t\tudp sport 67 udp dport 68 accept
+\t\tip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
+\t\t# Containers do not reach the host's sshd (Docker's bridges are input interfaces here).
+\t\tiifname "docker0" tcp dport {{ {ssh} }} drop
+\t\tiifname "br-*" tcp dport {{ {ssh} }} drop
 \t\ttcp dport {{ {ports} }} accept
 \t}}
 }}
