@@ -499,11 +499,26 @@ def ping(url: str | None, ok: bool, message: str) -> None:
         log(f"could not ping the healthcheck URL: {e}")
 
 
+def drop_to(user: str) -> None:
+    """Become `user` for good (groups, gid, uid), with its home as HOME (restic's cache)."""
+    import pwd
+
+    pw = pwd.getpwnam(user)
+    os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    os.environ.update({"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name})
+    os.environ.pop("XDG_CACHE_HOME", None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="socle-backup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--env-file", type=Path, default=ENV_FILE)
+    ap.add_argument("--run-as", metavar="USER",
+                    help="read the manifest and the env file, then drop to this user (the backup server's "
+                         "prune: root-only files, repositories owned by restic)")
     sub = ap.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="dump, snapshot, prune (the nightly job)")
     p_run.add_argument("--time", help=argparse.SUPPRESS)  # snapshot time, for retention tests
@@ -534,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.umask(0o077)  # dumps and scratch files: root only, whatever the caller's umask
         manifest = json.loads(args.manifest.read_text())
+        if args.run_as:
+            drop_to(args.run_as)
         job = Job(manifest, secrets, dry_run=args.dry_run)
         if args.command == "init":
             job.init()

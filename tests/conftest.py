@@ -45,3 +45,14 @@ def run_values(values: dict, stack: str = "test", secret_keys: tuple = ()):
 
 
 __all__ = ["program", "stack_values", "run_values", "stack_config", "STACKS", "ROOT"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What the VM tests measured (timings, Lynis), printed whatever pytest's output capture."""
+    import sys
+
+    vm = sys.modules.get("tests.test_vm")
+    if vm is not None and vm.REPORT:
+        terminalreporter.section("Debian 12 VMs")
+        for line in vm.REPORT:
+            terminalreporter.write_line(line)

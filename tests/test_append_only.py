@@ -157,22 +157,26 @@ def test_the_backup_server_applies_the_retention_itself(server, tmp_path):
     manifest = {"version": 1, "host": "backup", "retention": {"daily": 3},
                 "targets": [{"name": "web", "kind": "local", "repository": str(server.repos / "web"), "host": "web",
                              "passwordEnv": "SOCLE_RESTIC_PASSWORD_WEB"}]}
-    # The restic user reads its files there (systemd hands it the passwords as a credential) and runs
-    # the server's own python3, as the unit does.
-    conf = shared_dir(USER)
+    # As the unit does: root reads the root-only manifest and passwords, then the runner drops to the
+    # repositories' owner (--run-as) before touching them.
+    conf = shared_dir(None)
     (conf / "prune.json").write_text(json.dumps(manifest))
     (conf / "prune.env").write_text("SOCLE_RESTIC_PASSWORD_WEB=pw-web\n")
     for f in ("prune.json", "prune.env"):
-        shutil.chown(conf / f, USER, USER)
         os.chmod(conf / f, 0o600)
     shutil.copy(RUNNER, conf / "socle_backup.py")
-    res = subprocess.run(["runuser", "-u", USER, "--", "/usr/bin/python3", str(conf / "socle_backup.py"), "--manifest",
-                          str(conf / "prune.json"), "--env-file", str(conf / "prune.env"), "prune"],
+    res = subprocess.run(["/usr/bin/python3", str(conf / "socle_backup.py"), "--manifest", str(conf / "prune.json"),
+                          "--env-file", str(conf / "prune.env"), "--run-as", USER, "prune"],
                          capture_output=True, text=True, timeout=300, cwd="/")
     shutil.rmtree(conf, ignore_errors=True)
     ok(res, "server-side prune as the restic user")
     after = json.loads(restic(server, "web", "pw-web", "snapshots", "--json").stdout)
     assert before >= 10 and len(after) == 3, (before, len(after))
+    import pwd
+
+    uid = pwd.getpwnam(USER).pw_uid
+    rooted = [str(f) for f in (server.repos / "web").rglob("*") if f.stat().st_uid != uid]
+    assert not rooted, f"the prune wrote into the repository as another user than {USER}: {rooted[:5]}"
     ok(run("run"), "the client still appends after the server's prune")
 
 

@@ -183,7 +183,8 @@ def test_prune_units_pass_systemd_analyze_and_run_as_the_restic_user(tmp_path):
     res = run([require("systemd-analyze", "systemd"), "verify", *sorted(str(p) for p in tmp_path.iterdir())], cwd=tmp_path)
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr
     service = units["/etc/systemd/system/socle-prune.service"]
-    assert "User=restic" in service and f"LoadCredential=prune.env:{PRUNE_ENV}" in service and " prune" in service
+    assert f"--env-file {PRUNE_ENV} --run-as restic prune" in service and "User=" not in service, \
+        "the prune must read the root-only files as root, then drop to restic"
 
 
 def test_app_servers_push_to_the_backup_server_append_only_and_it_lives_in_the_backup_region(ovh_run):

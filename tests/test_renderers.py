@@ -149,3 +149,16 @@ def test_a_first_boot_without_its_packages_ends_in_error(tmp_path):
     assert run(["sh", "-c", installed]).returncode == 0
     missing = run(["sh", "-c", check[2].replace("docker.io", "socle-no-such-package")])
     assert missing.returncode == 1 and "package socle-no-such-package is not installed" in missing.stderr
+
+
+def test_the_restic_keys_file_is_readable_by_the_restic_user():
+    """sshd reads a user's AuthorizedKeysFile with that user's rights: a keys file inside a
+    directory socle makes 0700 (/etc/socle) refuses every backup client with "publickey"."""
+    from components.render.backup import render_installer, render_restic_access, render_secrets_installer
+    from components.render.cloudinit import RESTIC_KEYS
+
+    private_dirs = {line.split()[-1] for script in (render_installer([]), render_secrets_installer(), render_restic_access())
+                    for line in script.splitlines() if "install -d" in line and "-m 0700" in line}
+    assert private_dirs, "no 0700 directory found in the installers: the test no longer reads them"
+    for d in private_dirs:
+        assert not RESTIC_KEYS.startswith(d.rstrip("/") + "/"), f"{RESTIC_KEYS} is inside {d} (0700): restic cannot read it"

@@ -63,8 +63,8 @@ VERIFIED = {
 }
 
 
-def test_the_five_workflows_exist():
-    assert set(DOCS) == {"pull-request", "deploy", "review-stacks", "review-reaper", "drift"}, set(DOCS)
+def test_the_six_workflows_exist():
+    assert set(DOCS) == {"pull-request", "deploy", "review-stacks", "review-reaper", "drift", "vm-nightly"}, set(DOCS)
 
 
 def test_actionlint_passes():
@@ -233,3 +233,14 @@ def test_drift_previews_prod_expecting_no_changes_and_reports_one_issue():
     assert job["permissions"] == {"contents": "read"}
     assert "tools.github_report drift-issue" in steps_text(report)
     assert report["permissions"] == {"contents": "read", "issues": "write"} and "environment" not in report
+
+
+def test_the_nightly_vm_run_uses_mirror_mode_and_full_lynis_with_no_secret():
+    doc = DOCS["vm-nightly"]
+    job = doc["jobs"]["vm"]
+    text = steps_text(job)
+    assert doc["on"]["schedule"] and job["permissions"] == {"contents": "read"} and "environment" not in job
+    assert "apt-cacher-ng" in text and "tests/test_vm.py" in text and "secrets." not in (ROOT / ".github/workflows/vm-nightly.yml").read_text()
+    run = [s for s in job["steps"] if "tests/test_vm.py" in s.get("run", "")][0]
+    assert run["env"] == {"SOCLE_VM_MIRROR_MODE": "1", "SOCLE_VM_LYNIS": "1"}, run["env"]
+    assert "--preserve-env=SOCLE_VM_MIRROR_MODE,SOCLE_VM_LYNIS" in run["run"], "sudo would drop the modes' variables"

@@ -191,10 +191,12 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
             elif t.endswith("RemoteImage"):
                 outs["imageId"] = "sha256:" + hashlib.sha256(str(args.inputs.get("name")).encode()).hexdigest()
             elif t.endswith("PrivateKey"):
-                outs["privateKeyOpenssh"] = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + _fake("secret", n, 40) + "\n"
+                # A real key pair (sshd and ssh use it in the VM tests), derived from the name.
+                from tools.ssh_keys import ed25519_pair
+
+                outs["privateKeyOpenssh"], outs["publicKeyOpenssh"] = ed25519_pair(f"{stack}:{n}")
                 outs["privateKeyPem"] = outs["privateKeyOpenssh"]
                 secret_values.add(outs["privateKeyOpenssh"].split("\n")[1])
-                outs["publicKeyOpenssh"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5" + _fake("pub", n, 40) + "\n"
             elif t.endswith("remote:Command"):
                 outs["stdout"] = "24.0.7"
             return _fake("id", n), outs

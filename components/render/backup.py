@@ -246,7 +246,8 @@ def render_restic_keys(clients: list[tuple[str, str]], root: str = RESTIC_ROOT) 
 
 def render_prune_units(schedule: str) -> dict[str, str]:
     """socle-prune: the retention of every client's repository, on the backup server itself, as the
-    restic user; the repository passwords are a root-only file handed over as a systemd credential."""
+    restic user; the repository passwords stay in a root-only file the runner reads before dropping
+    to that user."""
     return {
         "/etc/systemd/system/socle-prune.service": "\n".join([
             "[Unit]",
@@ -254,11 +255,13 @@ def render_prune_units(schedule: str) -> dict[str, str]:
             "",
             "[Service]",
             "Type=oneshot",
-            "User=restic",
             "UMask=0077",
-            f"LoadCredential=prune.env:{PRUNE_ENV}",
+            # Root takes the shutdown inhibitor (logind refuses one to an unprivileged user without
+            # polkit) and the runner reads the root-only manifest and passwords in /etc/socle, then
+            # drops to restic, the repositories' owner, before touching them (--run-as). A
+            # `User=restic` service could read neither (found in the test VM).
             "ExecStart=/usr/bin/systemd-inhibit --what=shutdown --mode=block --who=socle-prune '--why=socle prune' "
-            f"/usr/bin/python3 {RUNNER_PATH} --manifest {PRUNE_MANIFEST} --env-file %d/prune.env prune",
+            f"/usr/bin/python3 {RUNNER_PATH} --manifest {PRUNE_MANIFEST} --env-file {PRUNE_ENV} --run-as restic prune",
             "Nice=10",
             "IOSchedulingClass=idle",
             "TimeoutStartSec=6h",

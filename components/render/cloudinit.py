@@ -14,7 +14,9 @@ _BACKUP_PACKAGES = ["restic", "rclone", "python3", "unattended-upgrades", "apt-l
                     "nftables"]
 
 
-RESTIC_KEYS = "/etc/socle/restic_authorized_keys"
+# Outside /etc/socle (0700): sshd reads a user's authorized keys with that user's rights, and
+# restic cannot enter /etc/socle (found in the test VM: every backup refused with "publickey").
+RESTIC_KEYS = "/etc/ssh/socle_restic_authorized_keys"
 
 
 def render_sshd_config(*, port: int, allow_users: list[str], sftp_users: list[str] | None = None,

@@ -10,6 +10,11 @@
 # package list is reused (OUTDIR/stamp). Needs root, debootstrap and a Debian mirror
 # (SOCLE_VM_MIRROR, default http://deb.debian.org/debian).
 #
+# Mirror mode (SOCLE_VM_PROXY=http://10.0.2.100:3142, given no PACKAGE): the image holds only what
+# a cloud image has, and its apt goes through that proxy, which the VM reaches through a guestfwd
+# to a package proxy on the host (apt-cacher-ng): the user data installs its packages at first
+# boot from Debian's real, signed archive, as on OVH.
+#
 # Exit status: 0 built (or reused), 2 bad arguments or not root, other: the failing step's.
 set -euo pipefail
 case " $* " in *" -h "*|*" --help "*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
@@ -23,7 +28,8 @@ MIRROR=${SOCLE_VM_MIRROR:-http://deb.debian.org/debian}
 BASE=(linux-image-cloud-amd64 systemd-sysv udev dbus cloud-init openssh-server sudo ifupdown isc-dhcp-client
       iproute2 netbase e2fsprogs util-linux python3 python3-cffi-backend ca-certificates lynis)
 PKGS=$(printf '%s\n' "${BASE[@]}" "$@" | sort -u | paste -sd, -)
-STAMP=$( (cat "$0"; echo "$PKGS $MIRROR") | sha256sum | cut -c1-16)
+PROXY=${SOCLE_VM_PROXY:-}
+STAMP=$( (cat "$0"; echo "$PKGS $MIRROR $PROXY") | sha256sum | cut -c1-16)
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$STAMP" ] && [ -f "$OUT/root.img" ]; then
   echo "build-image: reusing $OUT/root.img ($STAMP)"
   exit 0
@@ -37,8 +43,28 @@ R=$OUT/rootfs
 echo "LABEL=root / ext4 defaults,errors=remount-ro 0 1" > "$R/etc/fstab"
 # NoCloud only: no probing of network metadata services that the user-mode network cannot reach.
 printf 'datasource_list: [NoCloud, None]\n' > "$R/etc/cloud/cloud.cfg.d/90-socle-test.cfg"
-# No mirror in the VM: fail apt's fetches at once rather than after its default retries.
-printf 'Acquire::Retries "0";\nAcquire::http::Timeout "5";\n' > "$R/etc/apt/apt.conf.d/99socle-test"
+# The archive, its updates and security updates, as in Debian's cloud images (unattended-upgrades
+# follows bookworm-security).
+rm -f "$R/etc/apt/sources.list"
+cat > "$R/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: $MIRROR
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://security.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+if [ -n "$PROXY" ]; then
+  printf 'Acquire::http::Proxy "%s";\n' "$PROXY" > "$R/etc/apt/apt.conf.d/99socle-test"
+else
+  # No mirror in the VM: fail apt's fetches at once rather than after its default retries.
+  printf 'Acquire::Retries "0";\nAcquire::http::Timeout "5";\n' > "$R/etc/apt/apt.conf.d/99socle-test"
+fi
 : > "$R/etc/machine-id"
 rm -f "$R"/etc/ssh/ssh_host_*   # each VM makes its own, as on first boot at OVH
 cp "$R"/boot/vmlinuz-* "$OUT/vmlinuz"

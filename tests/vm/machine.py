@@ -4,7 +4,11 @@ The VM starts the test image's kernel and initrd directly, with its user data on
 `cidata` ISO, a data disk whose serial makes it appear as OVH block storage does
 (/dev/disk/by-id/virtio-<first 20 characters of the volume id>), and a user-mode network that
 reaches nothing: only forwarded ports on 127.0.0.1 (the SSH port, and 22 to prove it closed).
-Every VM is stopped by its PID and its files removed in `stop`."""
+With `lan` (this VM's and its peer's UDP ports on 127.0.0.1), a second network card links two VMs
+point to point (qemu's `dgram` netdev; the loopback has no multicast for a hub), where each takes
+its public address: the servers reach one another there as they do at OVH, and nothing else. With `proxy_port` (mirror mode), the guest's
+10.0.2.100:3142 leads to a package proxy on the host's 127.0.0.1. Every VM is stopped by its PID
+and its files removed in `stop`."""
 
 from __future__ import annotations
 
@@ -15,16 +19,19 @@ import subprocess
 import time
 from pathlib import Path
 
+PROXY_GUEST_ADDRESS = "10.0.2.100:3142"
 SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
 
 
 class VM:
     def __init__(self, name: str, image_dir: Path, work: Path, user_data: str, *, ssh_port: int,
-                 forward: dict[int, int], data_serial: str | None = None, memory_mb: int = 1536):
+                 forward: dict[int, int], data_serial: str | None = None, memory_mb: int = 1536,
+                 lan: tuple[int, int] | None = None, proxy_port: int | None = None):
         self.name, self.image_dir, self.work = name, image_dir, work / name
         self.user_data, self.ssh_port, self.forward = user_data, ssh_port, forward
-        self.data_serial, self.memory_mb = data_serial, memory_mb
+        self.data_serial, self.memory_mb, self.lan = data_serial, memory_mb, lan
+        self.proxy_port = proxy_port
         self.proc: subprocess.Popen | None = None
         self.console = self.work / "console.log"
         self.started = 0.0
@@ -45,6 +52,10 @@ class VM:
             with open(self.work / "data.img", "wb") as f:
                 f.truncate(2 << 30)
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in self.forward.items())
+        if self.proxy_port:
+            # Mirror mode: 10.0.2.100:3142 in the guest is the host's package proxy (apt-cacher-ng).
+            relay = Path(__file__).with_name("relay.py")
+            fwd += f",guestfwd=tcp:{PROXY_GUEST_ADDRESS}-cmd:python3 {relay} {self.proxy_port}"
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-smp", "1", "-m", str(self.memory_mb),
@@ -54,8 +65,17 @@ class VM:
              "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0",
              *drives,
              "-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0",
+             *(["-netdev", f"dgram,id=n1,local.type=inet,local.host=127.0.0.1,local.port={self.lan[0]},"
+                           f"remote.type=inet,remote.host=127.0.0.1,remote.port={self.lan[1]}",
+                "-device", f"virtio-net-pci,netdev=n1,mac={self._mac()}"] if self.lan else []),
              "-serial", f"file:{self.console}"],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "qemu.log", "w"), start_new_session=True)
+
+    def _mac(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(self.name.encode()).digest()
+        return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
     def ssh(self, command: str, *, key: Path, user: str = "deploy", port: int | None = None,
             stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
