@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 import re
 import socket
 import subprocess
@@ -171,11 +172,15 @@ def fleet(tmp_path_factory):
                 s.vm.attach_data_disk(key)
             # Its public address on the shared segment, as OVH's network gives it (not part of socle).
             s.vm.ssh(f"sudo ip addr add {s.address}/24 dev eth1 && sudo ip link set eth1 up", key=key)
-        for s in servers.values():
+
+        def set_up(s: Server) -> None:
             t = time.monotonic()
             for _ in range(2):  # twice: host setup must be idempotent
                 s.setups.append(s.vm.ssh(s.setup_command, key=key, stdin=s.setup_stdin))
             timings[f"host setup {s.name} (x2)"] = time.monotonic() - t
+
+        with ThreadPoolExecutor(len(servers)) as pool:  # one server does not wait for another's
+            list(pool.map(set_up, servers.values()))
         t = time.monotonic()
         for step in BACKUP_STEPS:
             for s in servers.values():
@@ -402,8 +407,6 @@ def lynis(fleet):
     if os.environ.get("SOCLE_VM_LYNIS") != "1":
         pytest.skip("Lynis takes about 18 minutes per VM under emulation: the nightly workflow runs it "
                     "(SOCLE_VM_LYNIS=1)")
-    from concurrent.futures import ThreadPoolExecutor
-
     def audit(s: Server):
         t = time.monotonic()
         res = sh(fleet, s, "sudo lynis audit system --quick --no-colors --no-log --report-file /tmp/lynis.dat "
