@@ -4,14 +4,15 @@ Every distinct server role of the prod stack boots its own rendered user data (t
 under mocks with a test key as the administrator's); then, over SSH and exactly as the program
 runs them (each Command's script, its stdin as the program renders it): host setup (twice), on a
 data disk that appears as OVH block storage does, and the backup steps, the backup server's
-access before the clients' installers. The VMs share one network segment where each has its
-public address, as the servers reach one another at OVH. The probes check cloud-init's result,
+access before the clients' installers. The two VMs are linked point to point, each with its
+public address there, as the servers reach one another at OVH. The probes check cloud-init's result,
 users, groups, sudo, sshd's effective settings and refusals, ssh-audit, the host firewall (from
 the other VM), Docker, the data volume, updates, timers, file modes of the secrets, and a backup
 from the app server to the backup server that root on the app server cannot delete.
 
-About 7 minutes on 2 cores (image build ~2 min, reused when unchanged; both VMs boot in
-parallel, ~2.5 min; probes and the backup ~2 min); the fixture prints each step's time.
+About 9 minutes on 2 cores (image build ~1.5 min, reused when unchanged; both VMs boot in
+parallel, ~2.5 min; host setup ~1.5 min; backups and probes ~3 min); each step's time is printed
+in pytest's summary. Mirror mode takes about 38 minutes (the first boots install and upgrade).
 `SOCLE_SKIP_VM=1` skips it, and pytest's summary says so; nothing else does. With
 SOCLE_VM_LYNIS=1, Lynis audits every VM in full, at once (about 18 minutes under emulation: the
 nightly workflow runs it; the default run's summary lists it as skipped).
@@ -25,12 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 import re
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
