@@ -8,7 +8,12 @@ With `lan` (this VM's and its peer's UDP ports on 127.0.0.1), a second network c
 point to point (qemu's `dgram` netdev; the loopback has no multicast for a hub), where each takes
 its public address: the servers reach one another there as they do at OVH, and nothing else. With `proxy_port` (mirror mode), the guest's
 10.0.2.100:3142 leads to a package proxy on the host's 127.0.0.1. Every VM is stopped by its PID
-and its files removed in `stop`."""
+and its files removed in `stop`.
+
+After `multiplex()`, calls with the same key, user and port share one SSH connection (OpenSSH's
+ControlMaster): under emulation every handshake costs seconds. The fixture turns it on only once
+host setup has run, so no probe rides on a session whose groups or sshd settings predate it; a
+different key, user or port (the refusal probes) always opens its own connection."""
 
 from __future__ import annotations
 
@@ -35,6 +40,22 @@ class VM:
         self.proc: subprocess.Popen | None = None
         self.console = self.work / "console.log"
         self.started = 0.0
+        self.mux_dir: Path | None = None
+
+    def multiplex(self, key: Path) -> None:
+        import tempfile
+
+        # Short: a control socket's path must fit in sun_path (108 bytes).
+        self.mux_dir = Path(tempfile.mkdtemp(prefix="socle-ssh-"))
+        # The master is started on its own, its output to /dev/null: a master forked by a
+        # captured call would hold that call's pipes open, and the call would never return.
+        subprocess.run(["ssh", "-i", str(key), "-p", str(self.ssh_port), *SSH_OPTIONS, "-o", "ControlMaster=yes",
+                        "-o", f"ControlPath={self._control_path(key)}", "-o", "ControlPersist=600", "-N", "-f",
+                        "deploy@127.0.0.1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120, check=True)
+
+    def _control_path(self, key: Path) -> str:
+        return f"{self.mux_dir}/{key.name}-%C"
 
     def start(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -79,7 +100,10 @@ class VM:
 
     def ssh(self, command: str, *, key: Path, user: str = "deploy", port: int | None = None,
             stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(["ssh", "-i", str(key), "-p", str(port or self.ssh_port), *SSH_OPTIONS,
+        # ControlMaster=no: a call rides on the master when its socket matches (same key, user and
+        # port), and otherwise connects on its own.
+        mux = ["-o", "ControlMaster=no", "-o", f"ControlPath={self._control_path(key)}"] if self.mux_dir else []
+        return subprocess.run(["ssh", "-i", str(key), "-p", str(port or self.ssh_port), *SSH_OPTIONS, *mux,
                                f"{user}@127.0.0.1", command], input=stdin, capture_output=True, text=True,
                               timeout=timeout)
 
@@ -130,6 +154,10 @@ class VM:
             return "(no console)"
 
     def stop(self) -> None:
+        if self.mux_dir is not None:
+            for sock in self.mux_dir.iterdir():
+                subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=20)
+            shutil.rmtree(self.mux_dir, ignore_errors=True)
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
