@@ -50,6 +50,8 @@ class BackupJobArgs:
     ssh_port: int = 22
     deploy_user: str = "deploy"
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    # The installer only: what must exist before it runs `restic init` (the backup server's access).
+    install_after: list[pulumi.Resource] = field(default_factory=list)
     # local
     docker: docker.Provider | None = None
     network_name: pulumi.Input[str] | None = None
@@ -97,7 +99,9 @@ class BackupJob(pulumi.ComponentResource):
             update=render_installer(timers, declared),
             delete="sudo systemctl disable --now " + " ".join(f"{t}.timer" for t in timers) + " || true",
             stdin=bundle,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secrets, *args.depends_on]),
+            # After its secrets (the env file and key it reads), and after the backup server
+            # accepts its key (its first run creates the repository there).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secrets, *args.depends_on, *args.install_after]),
         )
 
     def _in_container(self, name: str, args: BackupJobArgs, env_text: pulumi.Output[str]) -> None:

@@ -54,7 +54,9 @@ def holds_state(cfg: StackConfig, server: str) -> bool:
     """A backup server, or an app server with a stateful volume or a container database."""
     if cfg.servers[server].role == "backup":
         return True
-    if any(app.server == server and any(v.stateful for v in app.volumes.values()) for app in cfg.apps.values()):
+    if any(server in app.hosts() and any(v.stateful for v in app.volumes.values()) for app in cfg.apps.values()):
+        return True
+    if any(c.persistent and cfg.host_of("caches", n) == server for n, c in cfg.caches.items()):
         return True
     return any(cfg.database_hosting(d) == "container" and cfg.host_of("databases", d) == server
                for d in cfg.databases)
@@ -204,11 +206,37 @@ def _placement(cfg: StackConfig) -> Issues:
     for name, c in cfg.caches.items():
         check_server(f"caches.{name}.server", c.server)
     for name, app in cfg.apps.items():
-        check_server(f"apps.{name}.server", app.server)
+        _app_servers(cfg, name, app, add, check_server)
     for name in cfg.apps:
         if name in cfg.databases or name in cfg.caches or (cfg.target == "local" and name in cfg.buckets):
             add(f"apps.{name}", f"'{name}' is also a database, cache or bucket name; container names must differ")
     return issues
+
+
+def _app_servers(cfg: StackConfig, name: str, app, add, check_server) -> None:
+    """`server` or `servers`; an app on several servers runs on target ovh and keeps no state of its own."""
+    p = f"apps.{name}"
+    if app.server and app.servers:
+        add(f"{p}.servers", f"set either server or servers, not both (server: {app.server})")
+        return
+    if not app.servers:
+        check_server(f"{p}.server", app.server)
+        return
+    for i, srv in enumerate(app.servers):
+        check_server(f"{p}.servers.{i}", srv)
+        if app.servers.index(srv) != i:
+            add(f"{p}.servers.{i}", f"'{srv}' is listed twice; each server once")
+    if len(app.servers) > 1 and cfg.target != "ovh":
+        add(f"{p}.servers", "an app on several servers needs target ovh (a load balancer and a private network); "
+                            "on target local list one server")
+    stateful = sorted(v for v, vol in app.volumes.items() if vol.stateful)
+    if len(app.servers) > 1 and stateful:
+        add(f"{p}.volumes.{stateful[0]}",
+            f"a stateful volume on {len(app.servers)} servers would be {len(app.servers)} diverging copies (a file "
+            "uploaded through one server is missing on the others, and only one would be backed up); keep the "
+            "files in a bucket (socle:buckets, S3 API) or the database, sessions in a persistent cache "
+            "(socle:caches.NAME.persistent) or the database, and mark a volume that only holds rebuildable "
+            "files stateful: false")
 
 
 # ---------------------------------------------------------------------------- apps
@@ -243,22 +271,26 @@ def _apps(cfg: StackConfig) -> Issues:
             if logical not in db.databases:
                 add(f"{p}.databases.{i}.use", f"database '{db_name}' has no logical database '{logical}' "
                     f"(known: {', '.join(db.databases)}); add it to databases.{db_name}.databases")
-            if cfg.database_hosting(db_name) == "container" and app.server in cfg.servers:
+            if cfg.database_hosting(db_name) == "container" and set(app.hosts()) <= set(cfg.servers):
                 host = cfg.host_of("databases", db_name) if (db.server or len(app_servers) == 1) else None
-                if host and host != app.server:
+                others = [h for h in app.hosts() if host and h != host]
+                if others:
                     add(f"{p}.databases.{i}.use", f"database '{db_name}' runs as a container on server '{host}', but "
-                        f"the app runs on '{app.server}'; containers reach each other only on one server")
+                        f"the app runs on '{others[0]}'; a container database serves only its own server: "
+                        f"set databases.{db_name}.hosting: managed (an OVH cluster every server reaches)")
         for i, use in enumerate(app.buckets):
             if use.use not in cfg.buckets:
                 add(f"{p}.buckets.{i}.use", f"unknown bucket '{use.use}' {_known('buckets', cfg.buckets)}")
         for i, use in enumerate(app.caches):
             if use.use not in cfg.caches:
                 add(f"{p}.caches.{i}.use", f"unknown cache '{use.use}' {_known('caches', cfg.caches)}")
-            elif app.server in cfg.servers and (cfg.caches[use.use].server or len(app_servers) == 1):
+            elif cfg.target != "ovh" and set(app.hosts()) <= set(cfg.servers) and \
+                    (cfg.caches[use.use].server or len(app_servers) == 1):
+                # (on ovh, a cache used from other servers listens on its server's private address)
                 host = cfg.host_of("caches", use.use)
-                if host != app.server:
+                if any(h != host for h in app.hosts()):
                     add(f"{p}.caches.{i}.use", f"cache '{use.use}' runs on server '{host}', but the app runs on "
-                                               f"'{app.server}'")
+                                               f"'{app.hosts()[0]}'")
         for var, src in app.secrets.items():
             if isinstance(src, GeneratedSecret) and src.shared:
                 first = shared_lengths.setdefault(src.shared, (src.generate, f"{p}.secrets.{var}"))
@@ -545,7 +577,8 @@ def _physical_names(cfg: StackConfig) -> Issues:
         if c.server or cfg.app_servers():
             claim(cfg.host_of("caches", cname), "container", cname, f"caches.{cname}")
     for aname, app in cfg.apps.items():
-        claim(app.server, "container", aname, f"apps.{aname}")
-        for vname in app.volumes:
-            claim(app.server, "volume", f"{aname}-{vname}", f"apps.{aname}.volumes.{vname}")
+        for host in app.hosts() or [None]:
+            claim(host, "container", aname, f"apps.{aname}")
+            for vname in app.volumes:
+                claim(host, "volume", f"{aname}-{vname}", f"apps.{aname}.volumes.{vname}")
     return issues

@@ -174,6 +174,22 @@ def _admin_cidr(value: str) -> str:
     return value
 
 
+def _private_cidr(value: str) -> str:
+    """The private network: an RFC 1918 IPv4 block, /16 to /24 (room for the servers, the load
+    balancers' ports and the file storage, and a split between two regions), off Docker's ranges."""
+    net = ipaddress.ip_network(value, strict=True)
+    rfc1918 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+    if net.version != 4 or not any(net.subnet_of(r) for r in rfc1918):
+        raise ValueError(f"'{value}' is not a private IPv4 block; use one inside 10.0.0.0/8 or 192.168.0.0/16, "
+                         "e.g. 10.42.0.0/16")
+    if not 16 <= net.prefixlen <= 24:
+        raise ValueError(f"'{value}' is a /{net.prefixlen}; use a /16 to /24, e.g. 10.42.0.0/16")
+    if net.overlaps(ipaddress.ip_network("172.16.0.0/12")):
+        raise ValueError(f"'{value}' overlaps 172.16.0.0/12, where Docker puts its own networks; "
+                         "use one inside 10.0.0.0/8, e.g. 10.42.0.0/16")
+    return value
+
+
 def _email(value: str) -> str:
     # Written into the Caddyfile's `email` option: a strict shape, no spaces, quotes or braces.
     if not re.fullmatch(r"[A-Za-z0-9._%+-]+@(?!-)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}", value):
@@ -342,6 +358,20 @@ class Proxy(_Model):
     """Host port of the HTTPS listener."""
 
 
+class Network(_Model):
+    cidr: Annotated[str, AfterValidator(_cidr), AfterValidator(_private_cidr)] = "10.42.0.0/16"
+    """Target ovh: the stack's private network (OVH vRack), every server attached. An RFC 1918 IPv4 block from /16 to /24; the servers, the load balancers and the shared file storage take their private addresses in it."""
+    vlan_id: int | None = Field(default=None, ge=2, le=4000)
+    """vRack VLAN of the network (default: derived from the project and stack names). The same VLAN in both regions joins them into one network; two stacks must never share one (their networks would join)."""
+
+
+class LoadBalancing(_Model):
+    flavor: Literal["small", "medium", "large", "xl"] = "small"
+    """OVH Public Cloud load balancer size, in front of every app that runs on several servers."""
+    shared_storage_gb: int = Field(default=150, ge=150, le=10240)
+    """Size of the OVH File Storage (NFS) share the proxies of load-balanced servers keep their certificates in (150 GB is OVH's minimum)."""
+
+
 class AutoBackup(_Model):
     cron: Cron = "0 2 * * *"
     """When OVH snapshots the instance (cron, UTC)."""
@@ -430,7 +460,9 @@ class Cache(_Model):
     server: Name | None = None
     """Server that runs it; default: the only app server."""
     max_memory_mb: int = Field(default=256, ge=16, le=1048576)
-    """Memory limit; keys are evicted LRU beyond it."""
+    """Memory limit: beyond it keys are evicted LRU, or (persistent) writes are refused."""
+    persistent: bool = False
+    """Holds data that must survive (sessions): an append-only file on a backed-up volume, and no key ever evicted (writes fail when maxMemoryMb is reached); false: a pure cache, nothing on disk."""
 
 
 class GeneratedSecret(_Model):
@@ -529,8 +561,10 @@ def _short_volume(value: Any) -> Any:
 class App(_Model):
     image: Image
     """Container image, pinned to a tag (or a digest); `latest` and untagged images are refused."""
-    server: Name
-    """Server it runs on."""
+    server: Name | None = None
+    """Server it runs on (or `servers`)."""
+    servers: list[Name] = Field(default_factory=list)
+    """Target ovh: the servers it runs on, the same containers on each; with a hostname, a load balancer spreads its traffic over them. The app must be stateless (no stateful volume): files go to a bucket or the database, sessions to a persistent cache or the database."""
     command: list[str] | None = None
     """Overrides the image's command."""
     hostname: str | None = None
@@ -551,6 +585,8 @@ class App(_Model):
     """Caches it uses."""
     healthcheck: Healthcheck | None = None
     """Container healthcheck."""
+    health_path: str = Field(default="/", pattern=r"^/[A-Za-z0-9._~/?=&%-]*$")
+    """On several servers: the path the load balancer requests (HTTPS, through each server's proxy) to tell whether that server serves the app; any answer below 400 is healthy."""
     restart: Literal["unless-stopped", "always", "on-failure"] = "unless-stopped"
     """Restart policy."""
     maintenance: bool = False
@@ -559,6 +595,10 @@ class App(_Model):
     """Host ports published directly, bypassing the HTTPS proxy (e.g. 25 for SMTP); the policy pack refuses them unless its allowedPorts lists them for this container."""
     user: str | None = None
     """Run as this uid[:gid] inside the container."""
+
+    def hosts(self) -> list[str]:
+        """The servers it runs on."""
+        return list(self.servers) if self.servers else [self.server] if self.server else []
 
 
 class Retention(_Model):
@@ -625,6 +665,10 @@ class StackConfig(_Model):
     """Change it (e.g. to a timestamp) to have OVH generate new passwords for every managed database user, in place; scripts/restore-ransomware.sh sets it."""
     ovh: OvhSettings | None = None
     """OVH settings (required on target ovh)."""
+    network: Network = Field(default_factory=Network)
+    """Target ovh: the private network every server is attached to."""
+    load_balancing: LoadBalancing = Field(default_factory=LoadBalancing)
+    """Target ovh: the load balancers in front of apps on several servers."""
     access: Access = Field(default_factory=Access)
     """Administrator access."""
     dns: Dns = Field(default_factory=Dns)
@@ -663,6 +707,14 @@ class StackConfig(_Model):
         """Server running a container-hosted database, bucket (local) or cache."""
         item = getattr(self, section)[name]
         return item.server or self.app_servers()[0]
+
+    def balanced_sets(self) -> list[tuple[str, ...]]:
+        """Each distinct set of servers (two or more) that serves a hostname: one load balancer each."""
+        return sorted({tuple(sorted(a.hosts())) for a in self.apps.values() if a.hostname and len(a.hosts()) > 1})
+
+    def servers_using(self, section: str, name: str) -> list[str]:
+        """Servers running an app that uses a database / bucket / cache, sorted."""
+        return sorted({s for a in self.users_of(section, name) for s in self.apps[a].hosts()})
 
     def users_of(self, section: str, name: str) -> list[str]:
         """Apps using a database / bucket / cache, sorted."""

@@ -32,6 +32,11 @@ class AppSpec:
     user: str | None = None
     role: str = "app"                                              # app | cache
     publish: list[int] = field(default_factory=list)               # host ports, bypassing the proxy
+    private_publish: list[int] = field(default_factory=list)       # published on the private address only
+    # One server at a time (an app on several servers): replaced only once these are done, and
+    # done only once healthy (its healthcheck), so a `pulumi up` never replaces it everywhere at once.
+    after: list[pulumi.Resource] = field(default_factory=list)
+    wait_healthy: bool = False
 
 
 @dataclass
@@ -42,6 +47,11 @@ class ProxySettings:
     hsts_max_age: int
     http_port: int = 80
     https_port: int = 443
+    # Behind a load balancer: a host directory on the shared storage (NFS) that every proxy of the
+    # set uses as Caddy's storage (/data), instead of a volume of its own.
+    shared_data: str | None = None
+    # Behind a load balancer: the previous server's proxy, replaced first (one server at a time).
+    after: list[pulumi.Resource] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +61,7 @@ class ContainerStackArgs:
     network_name: pulumi.Input[str]
     proxy: ProxySettings
     apps: list[AppSpec] = field(default_factory=list)
+    private_address: pulumi.Input[str] | None = None   # the server's address on the private network
 
 
 def routes_for(apps: list[AppSpec]) -> list[Route]:
@@ -85,7 +96,7 @@ class ContainerStack(pulumi.ComponentResource):
         suffix = "" if args.proxy.https_port == 443 else f":{args.proxy.https_port}"
         self.urls = {r.hostname: f"https://{r.hostname}{suffix}" for r in routes}
 
-        app_containers = []
+        self.containers: dict[str, docker.Container] = {}
         for app in args.apps:
             mounts = []
             for vol, path in app.volumes.items():
@@ -101,18 +112,22 @@ class ContainerStack(pulumi.ComponentResource):
                 self.volumes[f"{app.name}/{vol}"] = v
                 mounts.append({"volume_name": v.name, "container_path": path})
             envs: pulumi.Input[list] = [f"{k}={v}" for k, v in sorted(app.env.items()) if isinstance(v, str)]
-            dynamic = [pulumi.Output.concat(k, "=", v) for k, v in sorted(app.env.items()) if not isinstance(v, str)]
-            secret = [pulumi.Output.concat(k, "=", v) for k, v in sorted(app.secret_env.items())]
-            if secret:
-                envs = pulumi.Output.secret(pulumi.Output.all(*envs, *dynamic, *secret))
-            elif dynamic:
-                envs = pulumi.Output.all(*envs, *dynamic)
+            dynamic = {k: v for k, v in app.env.items() if not isinstance(v, str)}
+            if dynamic or app.secret_env:
+                # One Output for the whole list (not one per variable: at 500 sites those cost more
+                # evaluation time than the resources), secret as soon as one value is.
+                plain = envs
+                envs = pulumi.Output.all(dict(dynamic), dict(app.secret_env)).apply(
+                    lambda v, plain=plain: plain + [f"{k}={x}" for k, x in sorted(v[0].items())]
+                    + [f"{k}={x}" for k, x in sorted(v[1].items())])
+                if app.secret_env:
+                    envs = pulumi.Output.secret(envs)
             hc = None
             if app.healthcheck:
                 hc = {"tests": app.healthcheck["test"], "interval": app.healthcheck.get("interval", "30s"),
                       "retries": app.healthcheck.get("retries", 3),
                       "start_period": app.healthcheck.get("start_period", "60s"), "timeout": "10s"}
-            app_containers.append(docker.Container(
+            container = docker.Container(
                 f"{name}-{app.name}",
                 name=app.physical_name,
                 image=image(app.image),
@@ -122,18 +137,34 @@ class ContainerStack(pulumi.ComponentResource):
                 networks_advanced=[{"name": args.network_name, "aliases": [app.name]}],
                 volumes=mounts,
                 healthcheck=hc,
-                ports=[{"internal": p, "external": p} for p in app.publish] or None,
+                ports=[{"internal": p, "external": p} for p in app.publish]
+                + [{"internal": p, "external": p, "ip": args.private_address} for p in app.private_publish
+                   if args.private_address is not None] or None,
                 restart=app.restart,
                 labels=[{"label": "socle.app", "value": app.name}, {"label": "socle.role", "value": app.role}],
                 log_opts={"max-size": "10m", "max-file": "3"},
-                opts=on_host,
-            ))
+                # The Docker provider waits for the healthcheck to pass after creating it (`wait`).
+                wait=bool(app.wait_healthy and hc) or None,
+                wait_timeout=300 if app.wait_healthy and hc else None,
+                opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=app.after),
+            )
+            self.containers[app.name] = container
 
-        proxy_data = docker.Volume(
-            f"{name}-proxy-data", name=f"{args.physical_name}-proxy-data",
-            # Certificates and ACME account: re-issued if lost, so not backed up.
-            labels=[{"label": "socle.stateful", "value": "false"}], opts=on_host,
-        )
+        self.proxy = None
+        if not routes:  # nothing to serve: no proxy, and 80/443 stay closed (components/server.py)
+            self.register_outputs({"urls": self.urls})
+            return
+        if args.proxy.shared_data:
+            # Caddy's storage shared with the other proxies behind the load balancer (locks,
+            # certificates, ACME challenge tokens): see components/load_balancer.py.
+            data_mount = {"host_path": args.proxy.shared_data, "container_path": "/data"}
+        else:
+            proxy_data = docker.Volume(
+                f"{name}-proxy-data", name=f"{args.physical_name}-proxy-data",
+                # Certificates and ACME account: re-issued if lost, so not backed up.
+                labels=[{"label": "socle.stateful", "value": "false"}], opts=on_host,
+            )
+            data_mount = {"volume_name": proxy_data.name, "container_path": "/data"}
         self.proxy = docker.Container(
             f"{name}-proxy",
             name=f"{args.physical_name}-proxy",
@@ -143,11 +174,15 @@ class ContainerStack(pulumi.ComponentResource):
                 {"internal": 443, "external": args.proxy.https_port},
             ],
             networks_advanced=[{"name": args.network_name, "aliases": ["proxy"]}],
-            volumes=[{"volume_name": proxy_data.name, "container_path": "/data"}],
+            volumes=[data_mount],
             uploads=[{"file": "/etc/caddy/Caddyfile", "content": self.caddyfile}],
             restart="unless-stopped",
             labels=[{"label": "socle.role", "value": "proxy"}],
             log_opts={"max-size": "10m", "max-file": "3"},
-            opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=app_containers),
+            # Not after the app containers: Caddy starts without its upstreams (a request that comes
+            # before an app answers gets a 502), so the proxy and the apps start side by side and
+            # the deployment's critical path stays at its minimum (tools/bench_scale.py). Behind a
+            # load balancer it waits for the previous server's proxy: one server at a time.
+            opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=args.proxy.after),
         )
         self.register_outputs({"urls": self.urls})

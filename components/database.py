@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import pulumi
@@ -17,14 +18,20 @@ _IMAGES = {"postgresql": "postgres:{v}-alpine", "mysql": "mariadb:{v}"}
 
 @dataclass
 class Connection:
-    """How an app reaches one logical database. `password` and `url` are secret outputs."""
+    """How an app reaches one logical database. `password` and `url` are secret outputs; the URL is
+    built only for the apps that ask for it (an unused Output costs evaluation time at scale)."""
 
     host: pulumi.Output[str]
     port: pulumi.Output[str]
     name: str
     user: str
     password: pulumi.Output[str]
-    url: pulumi.Output[str]
+    engine: str
+    tls: bool
+
+    @functools.cached_property
+    def url(self) -> pulumi.Output[str]:
+        return _url(self.engine, self.user, self.password, self.host, self.port, self.name, tls=self.tls)
 
 
 @dataclass
@@ -134,9 +141,7 @@ class Database(pulumi.ComponentResource):
             # The managed service generates the password and returns it as a secret output.
             password = pulumi.Output.secret(user.password)
             self.connections[db] = Connection(
-                self.host, self.port, db, db, password,
-                _url(args.engine, db, password, self.host, self.port, db, tls=True),
-            )
+                self.host, self.port, db, db, password, args.engine, tls=True)
 
     def _container(self, name: str, args: DatabaseArgs) -> None:
         on_host = pulumi.ResourceOptions(parent=self, provider=args.docker)
@@ -195,6 +200,4 @@ class Database(pulumi.ComponentResource):
             secret = pulumi.Output.secret(pw.result)
             # On the host's private network only; no TLS between containers of one host.
             self.connections[db] = Connection(
-                self.host, self.port, db, db, secret,
-                _url(args.engine, db, secret, self.host, self.port, db, tls=False),
-            )
+                self.host, self.port, db, db, secret, args.engine, tls=False)

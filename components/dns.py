@@ -14,6 +14,9 @@ class Record:
     type: str
     values: list[pulumi.Input[str]]
     ttl: int
+    # Published only once these exist (a load balancer: the policy pack then knows the record
+    # points at a TLS terminator).
+    after: list[pulumi.Resource] = field(default_factory=list)
 
 
 @dataclass
@@ -40,9 +43,9 @@ class DnsRecords(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DnsRecordsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("socle:dns:DnsRecords", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         self.fqdns = []
         for rec in args.records:
+            child = pulumi.ResourceOptions(parent=self, depends_on=rec.after)
             key = f"{name}-{rec.key}"
             fqdn = args.zone if rec.name == "@" else f"{rec.name}.{args.zone}"
             self.fqdns.append(fqdn)

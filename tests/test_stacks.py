@@ -178,8 +178,12 @@ def test_staging_and_prod_share_one_shape():
 
 
 def test_ssh_is_open_only_to_admin_cidrs_and_https_only_on_app_servers(ovh_run):
+    """SSH from the admin blocks, and on a backup server from the private network (never from its
+    clients' public addresses); 80/443 on app servers; any other port only from the private network."""
     cfg, _ = load(stack_values(ovh_run.stack))
-    app_ips = {f"{ovh_run.exports['servers'][s]}/32" for s in cfg.app_servers()}
+    private = ovh_run.exports.get("privateAddresses") or {}
+    assert set(private) == set(cfg.servers), f"servers off the private network: {set(cfg.servers) - set(private)}"
+    app_ips = {cfg.network.cidr}
     for sg in ovh_run.of_type("cloudSecurityGroup:CloudSecurityGroup"):
         server = sg.name.removesuffix("-sg")
         for rule in sg.plain["rules"]:
@@ -188,7 +192,7 @@ def test_ssh_is_open_only_to_admin_cidrs_and_https_only_on_app_servers(ovh_run):
             if port == cfg.access.ssh_port:
                 allowed = set(cfg.access.admin_cidrs) | (app_ips if cfg.servers[server].role == "backup" else set())
                 assert rule["remoteIpPrefix"] in allowed, f"{sg.urn} opens SSH to {rule['remoteIpPrefix']}"
-            else:
+            elif rule["remoteIpPrefix"] != cfg.network.cidr:
                 assert port in (80, 443) and cfg.servers[server].role == "app", f"{sg.urn} opens {port} on {server}"
 
 
@@ -268,7 +272,7 @@ def test_stateful_volumes_are_labelled_for_backup(run):
 
 
 def test_exports_list_urls_servers_and_databases_without_secrets(run):
-    assert set(run.exports) == {"urls", "servers", "databases", "buckets", "ssh", "backups"}
+    assert set(run.exports) == {"urls", "servers", "privateAddresses", "databases", "buckets", "ssh", "backups"}
     assert all(u.startswith("https://") for u in run.exports["urls"].values()), run.exports["urls"]
     assert not run.export_secrets, f"exports {run.export_secrets} are secret: they should not carry secrets at all"
 

@@ -49,15 +49,20 @@ LE_PIC = system(
 
 HISTOLOGE = system(
     domain="histologe.example.org",
-    servers={"app": {"flavor": "b3-16", "autoBackup": {"cron": "0 1 * * *", "rotation": 7}}},
+    # The web containers on two servers behind a load balancer; worker and async scale apart.
+    servers={"app1": {"flavor": "b3-16", "diskGb": 20, "autoBackup": {"cron": "0 1 * * *", "rotation": 7}},
+             "app2": {"flavor": "b3-16"}},
     databases={"main": {"engine": "mysql", "version": "8", "plan": "business", "nodes": 2,
                         "deletionProtection": True, "databases": ["histologe"]}},
-    caches={"redis": {"server": "app"}},
+    # Sessions shared by every web container: kept on disk, never evicted.
+    caches={"redis": {"server": "app1", "persistent": True}},
     buckets={"documents": {"lifecycle": [{"noncurrentExpireDays": 365}]}},
-    apps={n: {"image": "ghcr.io/example/histologe:1.0", "server": "app", "command": cmd,
+    apps={n: {"image": "ghcr.io/example/histologe:1.0", **where, "command": cmd,
               "databases": [{"use": "main.histologe"}], "caches": [{"use": "redis"}], "buckets": [{"use": "documents"}],
               **({"hostname": "histologe.example.org", "port": 8080, "maintenance": False} if n == "webapp" else {})}
-          for n, cmd in [("webapp", None), ("worker", ["bin/console", "messenger:consume"]), ("async", ["bin/cron"])]},
+          for n, cmd, where in [("webapp", None, {"servers": ["app1", "app2"]}),
+                                ("worker", ["bin/console", "messenger:consume"], {"server": "app2"}),
+                                ("async", ["bin/cron"], {"server": "app2"})]},
 )
 
 SKILLS_HUB = system(
@@ -82,11 +87,12 @@ SKILLS_HUB = system(
 
 CAPLIBRE = system(
     domain="caplibre.example.org",
-    servers={"cloud1": {"flavor": "b3-32", "diskGb": 100}, "sync": {"flavor": "b3-8", "diskGb": 500}},
+    servers={"cloud1": {"flavor": "b3-32"}, "cloud2": {"flavor": "b3-32"}, "sync": {"flavor": "b3-8", "diskGb": 500}},
     databases={"cluster": {"engine": "postgresql", "version": "16", "plan": "business", "nodes": 3, "databases": ["nextcloud"]}},
     buckets={"files": {}},
     apps={
-        "nextcloud": {"image": "nextcloud:29-apache", "server": "cloud1", "hostname": "cloud.caplibre.example.org", "port": 80,
+        "nextcloud": {"image": "nextcloud:29-apache", "servers": ["cloud1", "cloud2"],
+                      "hostname": "cloud.caplibre.example.org", "port": 80,
                       "databases": [{"use": "cluster.nextcloud"}], "buckets": [{"use": "files"}]},
         "syncthing": {"image": "syncthing/syncthing:1.27", "server": "sync", "hostname": "sync.caplibre.example.org",
                       "port": 8384, "volumes": {"data": "/var/syncthing"}},

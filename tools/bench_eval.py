@@ -4,6 +4,7 @@ Each run is a fresh Python process, so the figure includes interpreter start-up,
 and the provider SDKs, validating the config and registering every resource.
 
     python -m tools.bench_eval [STACK ...] [--runs N]
+    python -m tools.bench_eval --scale [SITES] [--runs N]   # growth, overhead, critical path (tools/bench_scale.py)
 
 Exit status: 0 measured, 1 an evaluation failed, 2 bad arguments.
 """
@@ -36,7 +37,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stacks", nargs="*", default=["dev", "staging", "prod"])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--scale", type=int, nargs="?", const=500, metavar="SITES",
+                    help="scale mode: a hosting co-op up to SITES sites (default 500) and the Caplibre example")
     args = ap.parse_args()
+    if args.scale:
+        from tools.bench_scale import report
+
+        report(args.scale, args.runs if args.runs != 5 else 1)
+        return
     print(f"{'stack':<10}{'resources':>10}{'min s':>9}{'median s':>10}{'max s':>8}   (fresh process each, {args.runs} runs)")
     for stack in args.stacks:
         times, count = measure(stack, args.runs)

@@ -12,6 +12,7 @@ camelCase property names, with secret values wrapped in Pulumi's secret signatur
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import runpy
@@ -138,8 +139,11 @@ def stack_config(path: Path) -> tuple[dict[str, str], list[str]]:
 
 def run_program(stack: str = "dev", config_file: Path | None = None,
                 config: dict[str, str] | None = None, secret_keys: list[str] | None = None,
-                preview: bool = False) -> Run:
+                preview: bool = False, program=None) -> Run:
     """Evaluate __main__.py for `stack` and return every registered resource.
+
+    `program` (a callable) runs instead of __main__.py, under the same mocks: the benchmark's bare
+    replay of a recorded graph (tools/bench_scale.py).
 
     preview=True evaluates as `pulumi preview` of a new stack does: what the cloud computes
     (addresses, generated passwords, IDs) is unknown, and so is everything derived from it; the
@@ -159,6 +163,7 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
         # then gets the review profile from the program itself.
         config, secret_keys = stack_config(path) if path.exists() or config_file else ({}, [])
     secret_values: set[str] = set()
+    subnets: dict[str, str] = {}  # mocked subnet id -> first address of its allocation pool
     for k in secret_keys or []:
         secret_values.update(_leaves(config[k]))
 
@@ -171,12 +176,23 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
             if t.endswith("RandomPassword"):
                 outs["result"] = _fake("secret", n, 24)
                 secret_values.add(outs["result"])
+            elif t.endswith("CloudNetworkPrivateVrackSubnet"):
+                subnets[_fake("id", n)] = args.inputs.get("allocationPools", [{}])[0].get("start") or "10.0.0.16"
             elif t.endswith("CloudInstance"):
                 octet = int(hashlib.sha256(n.encode()).hexdigest()[:2], 16) % 250 + 2
-                outs["currentState"] = {"networks": [
-                    {"id": "ext-net", "addresses": [{"ip": f"203.0.113.{octet}", "version": 4, "type": "FIXED"},
-                                                    {"ip": "2001:db8::1", "version": 6, "type": "FIXED"}]},
-                ]}
+                networks = [{"id": "ext-net", "addresses": [{"ip": f"203.0.113.{octet}", "version": 4, "type": "FIXED"},
+                                                            {"ip": "2001:db8::1", "version": 6, "type": "FIXED"}]}]
+                for entry in args.inputs.get("networks") or []:
+                    if entry.get("networkId"):  # a private interface: an address from its subnet's pool
+                        base = ipaddress.ip_address(subnets.get(entry.get("subnetId"), "10.0.0.16"))
+                        networks.append({"id": entry["networkId"], "subnetId": entry.get("subnetId"), "addresses": [
+                            {"ip": str(base + octet), "version": 4, "type": "FIXED"}]})
+                outs["currentState"] = {"networks": networks}
+            elif t.endswith("CloudFloatingIp"):
+                outs["currentState"] = {"ip": f"198.51.100.{int(hashlib.sha256(n.encode()).hexdigest()[:2], 16) % 250 + 2}"}
+            elif t.endswith("CloudStorageFileShare"):
+                outs["currentState"] = {"exportLocations": [
+                    {"path": f"10.42.0.9:/shares/share-{_fake('id', n)[3:]}", "preferred": True}]}
             elif t.endswith("/database:Database"):
                 outs["endpoints"] = [{"component": "postgresql", "domain": f"{n}.database.cloud.ovh.net",
                                       "port": 20184, "ssl": True, "sslMode": "require", "scheme": "postgresql",
@@ -235,7 +251,8 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
     sys.path.insert(0, str(ROOT))
     try:
         os.chdir(ROOT)
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+        _sync_await(run_pulumi_func(program or (lambda: runpy.run_path(str(ROOT / "__main__.py"),
+                                                                         run_name="__main__"))))
         resolved, secret_exports = _resolve_exports(exports)
     finally:
         pulumi.export = real_export

@@ -184,8 +184,8 @@ def mermaid(run: Run, cfg) -> str:
     for sname, srv in cfg.servers.items():
         lines.append(f'  subgraph srv_{sname}["server {sname} ({srv.role}) {addresses.get(sname, "")}"]')
         for aname, app in cfg.apps.items():
-            if app.server == sname:
-                label = f"{aname}<br/>{app.image}"
+            if app.hosts()[:1] == [sname]:  # an app on several servers: drawn once, naming them
+                label = f"{aname}<br/>{app.image}" + (f"<br/>on {', '.join(app.hosts())}" if len(app.hosts()) > 1 else "")
                 lines.append(f'    app_{aname}["{label}"]')
         for cname in cfg.caches:
             if cfg.host_of("caches", cname) == sname:

@@ -128,8 +128,10 @@ def sshd_users(role: str, deploy_user: str) -> tuple[list[str], dict[str, str]]:
     return ([deploy_user, "restic"], {"restic": RESTIC_KEYS}) if role == "backup" else ([deploy_user], {})
 
 
-def managed_files(*, role: str, deploy_user: str, ssh_port: int, extra_ports: tuple[int, ...] = ()) -> dict[str, str]:
-    """The configuration files socle owns on a server, the same at first boot and in host setup."""
+def managed_files(*, role: str, deploy_user: str, ssh_port: int, extra_ports: tuple[int, ...] = (),
+                  private: tuple[str, tuple[int, ...]] | None = None, web: bool = True) -> dict[str, str]:
+    """The configuration files socle owns on a server, the same at first boot and in host setup
+    (`private`, the ports only the private network reaches, is known to host setup only)."""
     allow, keyed = sshd_users(role, deploy_user)
     return {
         SSHD_DROPIN: render_sshd_config(port=ssh_port, allow_users=allow, keyed_users=keyed, extra_ports=extra_ports),
@@ -138,7 +140,7 @@ def managed_files(*, role: str, deploy_user: str, ssh_port: int, extra_ports: tu
         REBOOT_SCRIPT: _REBOOT,
         "/etc/systemd/system/socle-reboot.service": _REBOOT_SERVICE,
         "/etc/systemd/system/socle-reboot.timer": _REBOOT_TIMER,
-        **firewall_files(role=role, ssh_ports=(ssh_port, *extra_ports)),
+        **firewall_files(role=role, ssh_ports=(ssh_port, *extra_ports), private=private, web=web),
     }
 
 

@@ -48,14 +48,20 @@ WantedBy=sysinit.target
 """
 
 
-def open_ports(role: str, ssh_ports: tuple[int, ...]) -> list[int]:
-    """The TCP ports a server of this role answers on: the same as its security group's."""
-    return sorted({*ssh_ports, *((80, 443) if role == "app" else ())})
+def open_ports(role: str, ssh_ports: tuple[int, ...], web: bool = True) -> list[int]:
+    """The TCP ports a server of this role answers on from anywhere its security group allows
+    (`web`: an app server that serves hostnames, through its HTTPS proxy)."""
+    return sorted({*ssh_ports, *((80, 443) if role == "app" and web else ())})
 
 
-def render_firewall(*, role: str, ssh_ports: tuple[int, ...]) -> str:
-    ports = ", ".join(str(p) for p in open_ports(role, ssh_ports))
+def render_firewall(*, role: str, ssh_ports: tuple[int, ...], private: tuple[str, tuple[int, ...]] | None = None,
+                    web: bool = True) -> str:
+    """`private`: (the stack's private network, ports that only its servers reach, e.g. a shared cache)."""
+    ports = ", ".join(str(p) for p in open_ports(role, ssh_ports, web))
     ssh = ", ".join(str(p) for p in sorted(set(ssh_ports)))
+    inside = [p for p in sorted(set(private[1])) if p not in open_ports(role, ssh_ports, web)] if private else []
+    private_rule = (f"\t\t# Only from the stack's private network: services other servers use.\n"
+                    f"\t\tip saddr {private[0]} tcp dport {{ {', '.join(map(str, inside))} }} accept\n") if inside else ""
     return f"""#!/usr/sbin/nft -f
 # Managed by socle (components/render/firewall.py): the host's input filter. Loaded by
 # {FIREWALL_UNIT}; replaced as a whole, atomically, by `nft -f` (checked first with `nft -c`).
@@ -76,11 +82,12 @@ table inet socle {{
 \t\tiifname "docker0" tcp dport {{ {ssh} }} drop
 \t\tiifname "br-*" tcp dport {{ {ssh} }} drop
 \t\ttcp dport {{ {ports} }} accept
-\t}}
+{private_rule}\t}}
 }}
 """
 
 
-def firewall_files(*, role: str, ssh_ports: tuple[int, ...]) -> dict[str, str]:
-    return {FIREWALL_RULES: render_firewall(role=role, ssh_ports=ssh_ports),
+def firewall_files(*, role: str, ssh_ports: tuple[int, ...],
+                   private: tuple[str, tuple[int, ...]] | None = None, web: bool = True) -> dict[str, str]:
+    return {FIREWALL_RULES: render_firewall(role=role, ssh_ports=ssh_ports, private=private, web=web),
             f"/etc/systemd/system/{FIREWALL_UNIT}": _UNIT}

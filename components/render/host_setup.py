@@ -8,6 +8,7 @@ ever touches the instance's user data (whose change reinstalls the server).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .cloudinit import MODES, SSHD_DROPIN, managed_files, packages
@@ -35,15 +36,56 @@ def volume_spec(role: str, volume_id: str) -> dict:
             "stop": ["docker.socket", "docker.service"] if role == "app" else []}
 
 
+def mount_unit_name(where: str) -> str:
+    """systemd's name for the mount unit of a path (systemd-escape --path), for the simple
+    paths socle mounts: /srv/socle-shared/web -> srv-socle\\x2dshared-web.mount."""
+    if not re.fullmatch(r"(/[a-z0-9][a-z0-9_-]*)+", where):
+        raise ValueError(f"mount point {where!r}: socle mounts only simple absolute paths")
+    return where.strip("/").replace("-", "\\x2d").replace("/", "-") + ".mount"
+
+
+def render_nfs_mount(what: str, where: str) -> str:
+    """A systemd mount unit for an NFS share (OVH File Storage): mounted once the network is up,
+    `hard` so that a share that stops answering makes writers wait rather than fail half-way."""
+    if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+:/[A-Za-z0-9._/-]*", what):
+        raise ValueError(f"NFS export {what!r} is not server:/path")
+    return f"""# Managed by socle: shared storage (OVH File Storage, NFS) on the private network.
+[Unit]
+Description=socle shared storage at {where}
+Wants=network-online.target
+After=network-online.target
+
+[Mount]
+What={what}
+Where={where}
+Type=nfs
+Options=vers=4.1,hard,noatime,_netdev
+TimeoutSec=120
+
+[Install]
+WantedBy=remote-fs.target
+"""
+
+
 def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ssh_port: int,
-                       volume_id: str | None = None, extra_ports: tuple[int, ...] = ()) -> str:
+                       volume_id: str | None = None, extra_ports: tuple[int, ...] = (),
+                       private: tuple[str, tuple[int, ...]] | None = None,
+                       nfs_mounts: list[tuple[str, str]] | tuple = (), web: bool = True) -> str:
+    """`private`: (the private network's CIDR, ports only it reaches); `nfs_mounts`: (export, mount
+    point); `web`: an app server that serves hostnames (80 and 443 open)."""
     files = {path: {"mode": MODES.get(path, "0644"), "content": content}
              for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port,
-                                                extra_ports=extra_ports).items()}
+                                                extra_ports=extra_ports, private=private, web=web).items()}
+    mounts = []
+    for what, where in nfs_mounts:
+        unit = mount_unit_name(where)
+        files[f"/etc/systemd/system/{unit}"] = {"mode": "0644", "content": render_nfs_mount(what, where)}
+        mounts.append(unit)
     files[f"/home/{deploy_user}/.ssh/authorized_keys"] = {
         "mode": "0600", "dir_mode": "0700", "owner": deploy_user, "content": authorized_keys(admin_keys)}
     enable = (["docker"] if role == "app" else []) + ["unattended-upgrades", "socle-reboot.timer", FIREWALL_UNIT]
-    doc = {"packages": packages(role), "files": files, "sshd_dropin": SSHD_DROPIN, "enable": enable,
+    doc = {"packages": packages(role) + (["nfs-common"] if mounts else []), "files": files,
+           "sshd_dropin": SSHD_DROPIN, "enable": enable + mounts,
            "firewall": {"path": FIREWALL_RULES, "unit": FIREWALL_UNIT},
            "groups": {deploy_user: ["docker"]} if role == "app" else {}}
     if volume_id:
