@@ -50,6 +50,8 @@ class ProxySettings:
     # Behind a load balancer: a host directory on the shared storage (NFS) that every proxy of the
     # set uses as Caddy's storage (/data), instead of a volume of its own.
     shared_data: str | None = None
+    # Behind a load balancer: the name served to TLS clients that send none (its health checks).
+    default_sni: str | None = None
     # Behind a load balancer: the previous server's proxy, replaced first (one server at a time).
     after: list[pulumi.Resource] = field(default_factory=list)
 
@@ -92,6 +94,7 @@ class ContainerStack(pulumi.ComponentResource):
             internal_ca=args.proxy.internal_ca,
             hsts_max_age=args.proxy.hsts_max_age,
             public_https_port=args.proxy.https_port,
+            default_sni=args.proxy.default_sni,
         )
         suffix = "" if args.proxy.https_port == 443 else f":{args.proxy.https_port}"
         self.urls = {r.hostname: f"https://{r.hostname}{suffix}" for r in routes}

@@ -243,12 +243,18 @@ class Platform(pulumi.ComponentResource):
                     # Behind a load balancer: the Caddy storage the other proxies share (NFS).
                     shared_data=f"{shared_mount(self._balanced_name(shared[0]))}/caddy" if shared else None,
                     after=self._previous_proxy(shared[0], sname, stacks) if shared else [],
+                    default_sni=self._health_host(shared[0]) if shared else None,
                 ),
                 apps=apps, private_address=srv.private_address,
             ), opts=self._child)
             stacks[sname] = st
             urls.update(st.urls)
         return stacks, urls
+
+    def _health_host(self, members: tuple[str, ...]) -> str:
+        """The hostname the load balancer of `members` asks for in its health checks."""
+        return sorted((n, a.hostname) for n, a in self.cfg.apps.items()
+                      if a.hostname and tuple(sorted(a.hosts())) == members)[0][1]
 
     @staticmethod
     def _previous_proxy(members: tuple[str, ...], server: str, stacks: dict) -> list:
@@ -296,8 +302,8 @@ class Platform(pulumi.ComponentResource):
         cfg, ovh, net = self.cfg, self.cfg.ovh, self.network
         out = {}
         for members in cfg.balanced_sets():
-            apps = sorted((n, a) for n, a in cfg.apps.items() if a.hostname and tuple(sorted(a.hosts())) == members)
-            first = apps[0][1]
+            first = cfg.apps[next(n for n, a in sorted(cfg.apps.items())
+                                  if a.hostname and tuple(sorted(a.hosts())) == members)]
             lb = self._balanced_name(members)
             out[members] = LoadBalancer(lb, LoadBalancerArgs(
                 project_id=ovh.project_id, region=ovh.region, physical_name=self.pname(lb),

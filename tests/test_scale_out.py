@@ -321,3 +321,32 @@ def test_an_app_on_several_servers_is_replaced_one_server_at_a_time(ex):
         for before, here in zip(members, members[1:]):
             proxy, prev = containers[f"{here}-containers-proxy"], containers[f"{before}-containers-proxy"]
             assert prev.urn in proxy.dependencies, f"the proxy of {here} does not wait for the one of {before}"
+
+
+def test_the_proxies_behind_a_load_balancer_pass_caddy_validate(ex, tmp_path):
+    """The Caddyfile each proxy of a load-balanced set really gets (its `uploads`), checked by Caddy."""
+    from tests.test_renderers import caddy_validate
+
+    cfg, run = _cfg(ex), example(ex)
+    for members in cfg.balanced_sets():
+        for s in members:
+            proxy = next(c for c in _by_type(run, "docker:index/container:Container") if c.name == f"{s}-containers-proxy")
+            text = next(u["content"] for u in proxy.plain["uploads"] if u["file"] == "/etc/caddy/Caddyfile")
+            res = caddy_validate(tmp_path, text)
+            assert res.returncode == 0, f"caddy validate rejected {s}'s Caddyfile:\n{res.stderr[-2000:]}\n{text}"
+
+
+def test_a_proxy_behind_a_load_balancer_answers_health_checks_without_sni(ex):
+    """OVH's HTTPS health monitor sends no SNI: Caddy must have a default name (default_sni), the
+    one the monitor asks for, or it refuses the handshake and the member is marked down
+    (shown against Caddy in test_shared_certificates_live)."""
+    cfg, run = _cfg(ex), example(ex)
+    pools = [r for r in _by_type(run, "CloudLoadbalancerPool") if r.plain["healthMonitor"]["type"] == "HTTPS"]
+    for members in cfg.balanced_sets():
+        for s in members:
+            proxy = next(c for c in _by_type(run, "docker:index/container:Container") if c.name == f"{s}-containers-proxy")
+            text = next(u["content"] for u in proxy.plain["uploads"] if u["file"] == "/etc/caddy/Caddyfile")
+            sni = re.search(r"^\s*default_sni (\S+)$", text, re.M)
+            assert sni, f"{s}'s proxy has no default_sni"
+            assert any(p.plain["healthMonitor"]["domainName"] == sni.group(1) for p in pools), \
+                f"{s}'s default_sni {sni.group(1)} is not what the health monitor asks for"

@@ -113,7 +113,8 @@ def acme(tmp_path_factory):
 def _caddyfile(hostname: str, backend: int, http_port: int, https_port: int, acme: dict) -> str:
     """socle's rendered Caddyfile, pointed at Pebble instead of Let's Encrypt (two global options)."""
     text = render_caddyfile([Route(hostname, f"127.0.0.1:{backend}")], acme_email="admin@socle.test",
-                            internal_ca=False, hsts_max_age=31536000, http_port=http_port, https_port=https_port)
+                            internal_ca=False, hsts_max_age=31536000, http_port=http_port, https_port=https_port,
+                            default_sni=hostname)
     return text.replace("{\n", f"{{\n\tacme_ca https://127.0.0.1:{acme['ports']['acme']}/dir\n"
                                f"\tacme_ca_root {acme['root']}\n", 1)
 
@@ -154,6 +155,22 @@ def _served_certificate(port: int, hostname: str, seconds: float = 60) -> bytes:
             pass
         time.sleep(1)
     raise TimeoutError(f"no certificate for {hostname} on port {port} after {seconds} s")
+
+
+def _health_check(port: int, host: str) -> int:
+    """As OVH's (Octavia's) HTTPS health monitor asks: TLS without SNI and without verifying the
+    certificate, then `GET /` with the app's Host header. The status code."""
+    import http.client
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", port), 5)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    conn.sock = ctx.wrap_socket(raw)  # no server_hostname: no SNI
+    conn.request("GET", "/", headers={"Host": host})
+    status = conn.getresponse().status
+    conn.close()
+    return status
 
 
 def _issuer(der: bytes, tmp: Path) -> str:
@@ -209,6 +226,9 @@ def test_the_proxy_that_did_not_ask_answers_the_challenge_and_both_serve_one_cer
             f"validation reached {reached}: the test did not route it away from {asked[0]}"
         assert len(list(storage.rglob(f"{NAME}.crt"))) == 1, "the certificate is not in the shared storage"
         assert acme["log"].read_text().count("POST /finalize-order") <= 1, "the CA was asked more than once"
+        for n in proxies:
+            status = _health_check(plan[n][1], NAME)
+            assert status < 400, f"{n} fails the load balancer's HTTPS health check (no SNI): {status}\n{logs}"
     finally:
         for c in proxies.values():
             c.stop()

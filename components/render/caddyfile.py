@@ -23,6 +23,7 @@ def render_caddyfile(
     http_port: int = 80,
     https_port: int = 443,
     public_https_port: int | None = None,
+    default_sni: str | None = None,
 ) -> str:
     """Each hostname gets an explicit HTTP->HTTPS redirect site and an HTTPS site with HSTS and
     TLS 1.2+. `http_port`/`https_port` are where Caddy listens; `public_https_port` (default:
@@ -41,6 +42,10 @@ def render_caddyfile(
         "\t\tprotocols h1 h2",
         "\t}",
     ]
+    if default_sni:
+        # Behind a load balancer: its HTTPS health checks send no SNI, and Caddy would refuse a
+        # handshake it cannot match to a certificate (the member would be marked down).
+        glob.append(f"\tdefault_sni {default_sni}")
     if internal_ca:
         # Caddy's own CA: no account, no public DNS; browsers must trust its root once.
         glob += ["\tlocal_certs", "\tskip_install_trust"]
