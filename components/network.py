@@ -19,6 +19,7 @@ address already taken in the other.
 from __future__ import annotations
 
 import ipaddress
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -42,13 +43,12 @@ def default_vlan(physical_name: str) -> int:
 
 
 def allocation_pools(cidr: str, regions: int) -> list[tuple[str, str]]:
-    """Disjoint DHCP pools, one per region: the block after its first 16 addresses (gateway and
-    fixed addresses) split evenly, the broadcast address left out."""
+    """Disjoint DHCP pools, one per region: the block cut in equal parts (halves for two regions),
+    the first 16 addresses (gateway, fixed addresses) and the broadcast address left out."""
     net = ipaddress.ip_network(cidr)
-    first, last = int(net.network_address) + 16, int(net.broadcast_address) - 1
-    size = (last - first + 1) // regions
-    return [(str(ipaddress.ip_address(first + i * size)), str(ipaddress.ip_address(first + (i + 1) * size - 1)))
-            for i in range(regions)]
+    parts = list(net.subnets(prefixlen_diff=max(0, math.ceil(math.log2(regions)))))[:regions]
+    return [(str(part.network_address + (16 if i == 0 else 0)), str(part.broadcast_address - 1))
+            for i, part in enumerate(parts)]
 
 
 class PrivateNetwork(pulumi.ComponentResource):

@@ -32,6 +32,9 @@ COMPONENT_LABELS = {
     "socle:containers:ContainerStack": "Containers",
     "socle:dns:DnsRecords": "DNS",
     "socle:backup:BackupJob": "Backup job",
+    "socle:network:PrivateNetwork": "Private network",
+    "socle:network:LoadBalancer": "Load balancer",
+    "socle:storage:SharedStorage": "Shared storage",
 }
 
 
@@ -118,6 +121,25 @@ def summary(r: Resource) -> str:
         return f"algorithm={p.get('algorithm')} (private key secret)"
     if t.endswith("LifecycleConfiguration"):
         return f"{len(p.get('rules') or [])} rule(s)"
+    if t.endswith("CloudNetworkPrivateVrack"):
+        return f"name={p.get('name')} region={p.get('region')} vlan={int(p.get('vlanId') or 0)}"
+    if t.endswith("CloudNetworkPrivateVrackSubnet"):
+        pools = ",".join(f"{x.get('start')}-{x.get('end')}" for x in p.get("allocationPools") or [])
+        return f"cidr={p.get('cidr')} region={p.get('region')} dhcp={pools}"
+    if t.endswith("cloudLoadbalancer:CloudLoadbalancer"):
+        return f"name={p.get('name')} flavor={p.get('flavorName')} vip={(p.get('network') or {}).get('ip')}"
+    if t.endswith("CloudLoadbalancerListener"):
+        return f"{p.get('protocol')} :{int(p.get('protocolPort') or 0)}"
+    if t.endswith("CloudLoadbalancerPool"):
+        hm = p.get("healthMonitor") or {}
+        return (f"{p.get('protocol')} {p.get('algorithm')} health={hm.get('type')} "
+                f"{hm.get('domainName') or ''}{hm.get('urlPath') or ''} expects {hm.get('expectedCodes')}")
+    if t.endswith("CloudLoadbalancerPoolMember"):
+        return f"{p.get('name')} at {p.get('address')}:{int(p.get('protocolPort') or 0)}"
+    if t.endswith("CloudStorageFileShare"):
+        return f"name={p.get('name')} {p.get('protocol')} {int(p.get('size') or 0)} GB"
+    if t.endswith("CloudStorageFileShareAcl"):
+        return f"{p.get('accessLevel')} for {p.get('accessTo')}"
     return ""
 
 
@@ -191,6 +213,8 @@ def mermaid(run: Run, cfg) -> str:
             if cfg.host_of("caches", cname) == sname:
                 lines.append(f'    cache_{cname}(["cache {cname}"])')
         lines.append("  end")
+    for members in cfg.balanced_sets():
+        lines.append(f'  lb_{"_".join(members)}{{{{"load balancer<br/>{", ".join(members)}"}}}}')
     for dname, db in cfg.databases.items():
         lines.append(f'  db_{dname}[("{db.engine} {db.version} {dname}<br/>{cfg.database_hosting(dname)}")]')
     for bname in cfg.buckets:
@@ -198,7 +222,8 @@ def mermaid(run: Run, cfg) -> str:
     for aname, app in cfg.apps.items():
         if app.hostname:
             dns = app.hostname.replace(".", "_").replace("-", "_")
-            lines.append(f'  dns_{dns}{{{{"https://{app.hostname}"}}}} --> app_{aname}')
+            via = f"lb_{'_'.join(sorted(app.hosts()))} --> " if len(app.hosts()) > 1 else ""
+            lines.append(f'  dns_{dns}{{{{"https://{app.hostname}"}}}} --> {via}app_{aname}')
         for use in app.databases:
             lines.append(f"  app_{aname} --> db_{use.use.split('.')[0]}")
         for use in app.buckets:
@@ -209,7 +234,7 @@ def mermaid(run: Run, cfg) -> str:
     if b.enabled:
         for target in filter(None, [b.targets.bucket and f"bucket_{b.targets.bucket}",
                                     b.targets.server and f"srv_{b.targets.server}"]):
-            for sname in cfg.app_servers():
+            for sname in run.exports.get("backups") or cfg.app_servers():
                 lines.append(f"  srv_{sname} -. restic .-> {target}")
     return "\n".join(lines) + "\n"
 
