@@ -229,6 +229,13 @@ def _app_servers(cfg: StackConfig, name: str, app, add, check_server) -> None:
     if len(app.servers) > 1 and cfg.target != "ovh":
         add(f"{p}.servers", "an app on several servers needs target ovh (a load balancer and a private network); "
                             "on target local list one server")
+    others = [(n, a.hosts()) for n, a in cfg.apps.items() if n != name and a.hostname and len(a.hosts()) > 1
+              and set(a.hosts()) & set(app.servers) and sorted(a.hosts()) != sorted(app.servers)]
+    if app.hostname and len(app.servers) > 1 and others:
+        other, hosts = others[0]
+        add(f"{p}.servers", f"shares servers with app '{other}' ({', '.join(hosts)}) but not all of them: one "
+                            "server can sit behind one load balancer only (its proxy keeps one certificate "
+                            "storage); give both apps the same servers, or servers of their own")
     stateful = sorted(v for v, vol in app.volumes.items() if vol.stateful)
     if len(app.servers) > 1 and stateful:
         add(f"{p}.volumes.{stateful[0]}",

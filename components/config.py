@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -687,6 +688,17 @@ class StackConfig(_Model):
     """Apps (containers) by name."""
     backup: Backup = Field(default_factory=Backup)
     """Backups of every server holding state."""
+
+    @model_validator(mode="after")
+    def _place_unplaced_apps(self) -> "StackConfig":
+        """An app that names no server runs on the only app server (with several, the cross checks
+        ask which)."""
+        only = self.app_servers()
+        if len(only) == 1:
+            for name, app in list(self.apps.items()):
+                if not app.server and not app.servers:
+                    self.apps[name] = app.model_copy(update={"server": only[0]})
+        return self
 
     # ------------------------------------------------------------------ derived, used by components
 

@@ -43,10 +43,12 @@ def default_vlan(physical_name: str) -> int:
 
 
 def allocation_pools(cidr: str, regions: int) -> list[tuple[str, str]]:
-    """Disjoint DHCP pools, one per region: the block cut in equal parts (halves for two regions),
-    the first 16 addresses (gateway, fixed addresses) and the broadcast address left out."""
+    """Disjoint DHCP pools, one per region: the block cut in halves (the app region's first), the
+    first 16 addresses (gateway, fixed addresses) and each half's last address left out."""
     net = ipaddress.ip_network(cidr)
-    parts = list(net.subnets(prefixlen_diff=max(0, math.ceil(math.log2(regions)))))[:regions]
+    # Always halves, even for one region: a backup region added later takes the second half, and
+    # no address already handed out in the first moves under another region's DHCP.
+    parts = list(net.subnets(prefixlen_diff=max(1, math.ceil(math.log2(regions)))))[:regions]
     return [(str(part.network_address + (16 if i == 0 else 0)), str(part.broadcast_address - 1))
             for i, part in enumerate(parts)]
 

@@ -97,6 +97,12 @@ def _private_ipv4(state, network_id: str) -> str | None:
     return None
 
 
+def _no_private_address(name: str) -> str:
+    raise pulumi.RunError(f"server {name}: the instance has no IPv4 address on the stack's private network "
+                          "(its `networks` state lists none); check the vRack network and subnet in the OVH "
+                          "console, then run `pulumi refresh` and `pulumi up` again")
+
+
 def _security_rules(args: ServerArgs) -> list[dict]:
     rules: list[dict] = []
     for port in sorted(set(args.private_ports)):
@@ -229,8 +235,10 @@ class Server(pulumi.ComponentResource):
         self.instance = instance
         self.address = instance.current_state.apply(lambda s: _public_ipv4(s) or "")
         if args.private_network_id is not None:
+            # No address on the private network is an error, not "": a cache published on "" would
+            # listen on every interface, the public one included.
             self.private_address = pulumi.Output.all(instance.current_state, args.private_network_id).apply(
-                lambda v: _private_ipv4(v[0], v[1]) or "")
+                lambda v: _private_ipv4(v[0], v[1]) or _no_private_address(name))
         # Access to the shared storage by an access rule for this server's private address, made
         # after the instance: the instance does not wait for the share (an instance's own `shares`
         # would), and host setup, which mounts it, waits for the rule.

@@ -86,8 +86,15 @@ class Platform(pulumi.ComponentResource):
             project_id=ovh.project_id, regions=regions, cidr=cfg.network.cidr, vlan_id=cfg.network.vlan_id,
             physical_name=self.pname(), gateway=bool(cfg.balanced_sets())), opts=self._child)
 
+    def _balanced_app(self, members: tuple[str, ...]) -> str:
+        """The app (first by name) whose hostname a load-balanced set serves: it names the load
+        balancer and its certificate storage, and its health check is theirs. Named after an app,
+        not the servers, so adding a server keeps the load balancer, its address and its storage."""
+        return next(n for n, a in sorted(self.cfg.apps.items())
+                    if a.hostname and tuple(sorted(a.hosts())) == members)
+
     def _balanced_name(self, members: tuple[str, ...]) -> str:
-        return "lb-" + "-".join(members) if len("-".join(members)) <= 24 else f"lb-{members[0]}-{len(members)}"
+        return f"lb-{self._balanced_app(members)}"
 
     def _shared_storage(self) -> dict[tuple[str, ...], SharedStorage]:
         """One File Storage share per load-balanced set of servers: their proxies' Caddy storage."""
@@ -253,8 +260,7 @@ class Platform(pulumi.ComponentResource):
 
     def _health_host(self, members: tuple[str, ...]) -> str:
         """The hostname the load balancer of `members` asks for in its health checks."""
-        return sorted((n, a.hostname) for n, a in self.cfg.apps.items()
-                      if a.hostname and tuple(sorted(a.hosts())) == members)[0][1]
+        return self.cfg.apps[self._balanced_app(members)].hostname
 
     @staticmethod
     def _previous_proxy(members: tuple[str, ...], server: str, stacks: dict) -> list:
@@ -302,8 +308,7 @@ class Platform(pulumi.ComponentResource):
         cfg, ovh, net = self.cfg, self.cfg.ovh, self.network
         out = {}
         for members in cfg.balanced_sets():
-            first = cfg.apps[next(n for n, a in sorted(cfg.apps.items())
-                                  if a.hostname and tuple(sorted(a.hosts())) == members)]
+            first = cfg.apps[self._balanced_app(members)]
             lb = self._balanced_name(members)
             out[members] = LoadBalancer(lb, LoadBalancerArgs(
                 project_id=ovh.project_id, region=ovh.region, physical_name=self.pname(lb),

@@ -46,6 +46,7 @@ T_LB = "ovh:index/cloudLoadbalancer:CloudLoadbalancer"
 T_LB_LISTENER = "ovh:index/cloudLoadbalancerListener:CloudLoadbalancerListener"
 T_LB_L7POLICY = "ovh:index/cloudLoadbalancerL7policy:CloudLoadbalancerL7policy"
 T_LB_POOL = "ovh:index/cloudLoadbalancerPool:CloudLoadbalancerPool"
+T_VRACK_SUBNET = "ovh:index/cloudNetworkPrivateVrackSubnet:CloudNetworkPrivateVrackSubnet"
 T_LB_MEMBER = "ovh:index/cloudLoadbalancerPoolMember:CloudLoadbalancerPoolMember"
 
 _PRIVATE_V4 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
@@ -277,13 +278,11 @@ def only_proxy_publishes_ports(res: Res, cfg: dict) -> Iterable[str]:
                    "(redirect) and 443 (HTTPS): set socle:proxy.httpPort/httpsPort back to 80/443.")
         return
     allowed = set((cfg.get("allowedPorts") or {}).get(name, []))
-    # A port published on a private address only (a cache other servers use) is not public.
-    private = set()
-    for p in known(res.props.get("ports") or [], f"ports of {res.name}"):
-        ip = p.get("ip")  # (known: an unknown one stopped _ports above)
-        if ip and _is_private(ip):
-            private.add(int(p.get("external") or p.get("internal")))
-    bad = [p for p in ports if p not in allowed and p not in private]
+    # Each binding on its own: one on a private address only (a cache other servers use) is not
+    # public; the same port bound on every interface, or a public address, is.
+    bad = sorted({int(p.get("external") or p.get("internal"))
+                  for p in known(res.props.get("ports") or [], f"ports of {res.name}")
+                  if not (p.get("ip") and _is_private(p["ip"]))} - allowed)
     if bad:
         yield (f"Container '{name}' publishes host port{'s' if len(bad) > 1 else ''} "
                f"{', '.join(map(str, bad))}, bypassing the HTTPS proxy; remove it from `publish` and give the app "
@@ -476,7 +475,8 @@ def load_balancer_listeners_https(resources: list[Res], cfg: dict) -> Iterable[s
 def _tcp_passthrough(lst: Res, resources: list[Res]) -> Iterable[str]:
     """A TCP listener passes TLS through: fine when it takes 443 (or 80) and every member of its
     pool is a proxy's port for 443 (or 80), where socle's Caddy terminates TLS (or only redirects)."""
-    port = int(known(lst.props.get("protocolPort"), f"port of listener {lst.name}"))
+    port = known(lst.props.get("protocolPort"), f"port of listener {lst.name}")
+    port = int(port) if isinstance(port, (int, float)) else port
     if port not in (80, 443):
         yield (f"Load-balancer listener '{lst.name}' passes TCP port {port} through: only 443 (TLS, terminated by "
                "the servers' HTTPS proxies) and 80 (their redirect) may be passed through.")
@@ -488,10 +488,15 @@ def _tcp_passthrough(lst: Res, resources: list[Res]) -> Iterable[str]:
         return
     proxies = _proxy_ports(resources)
     for m in members:
-        to = int(known(m.props.get("protocolPort"), f"port of pool member {m.name}"))
-        if proxies.get(to) != port:
+        to = known(m.props.get("protocolPort"), f"port of pool member {m.name}")
+        address = known(m.props.get("address"), f"address of pool member {m.name}")
+        who = m.props.get("name") or m.name
+        if not (address and _is_private(address)):
+            yield (f"Load-balancer listener '{lst.name}' passes port {port} to member '{who}' at {address or 'no address'}, "
+                   "outside the private network: only socle's servers, at their private addresses, may be members.")
+        elif not isinstance(to, (int, float)) or proxies.get(int(to)) != port:
             yield (f"Load-balancer listener '{lst.name}' passes port {port} to port {to} of member "
-                   f"'{m.props.get('name') or m.name}', which is not a socle proxy's port {port}.")
+                   f"'{who}', which is not a socle proxy's port {port}.")
 
 
 # ---------------------------------------------------------------------------- backup rules
@@ -799,10 +804,17 @@ def databases_managed(res: Res, cfg: dict) -> Iterable[str]:
 
 @rule("ssh-from-admin-networks-only",
       "A security group opens SSH (or any port other than 80 and 443) only to blocks no wider than /24 (IPv4) or "
-      "/48 (IPv6), or to the stack's private network (RFC 1918): never to the whole Internet or an ISP's range.",
-      types=(T_OVH_SECURITY_GROUP,),
-      maxPrefixV4=24, maxPrefixV6=48)
-def ssh_from_admin_networks_only(res: Res, cfg: dict) -> Iterable[str]:
+      "/48 (IPv6), or to the stack's own private network: never to the whole Internet or an ISP's range.",
+      kind="stack", maxPrefixV4=24, maxPrefixV6=48)
+def ssh_from_admin_networks_only(resources: list[Res], cfg: dict) -> Iterable[str]:
+    # The stack's private network: the blocks of its vRack subnets (plain config, known at preview).
+    private = [ipaddress.ip_network(str(r.props["cidr"]), strict=False) for r in resources
+               if r.type == T_VRACK_SUBNET and not is_unknown(r.props.get("cidr")) and r.props.get("cidr")]
+    yield from each([r for r in resources if r.type == T_OVH_SECURITY_GROUP],
+                    lambda sg: _sg_exposure(sg, cfg, private))
+
+
+def _sg_exposure(res: Res, cfg: dict, private: list) -> Iterable[str]:
     widest = {4: int(cfg.get("maxPrefixV4", 24)), 6: int(cfg.get("maxPrefixV6", 48))}
     rules_ = res.props.get("rules") or []
     if is_unknown(rules_):
@@ -814,13 +826,13 @@ def ssh_from_admin_networks_only(res: Res, cfg: dict) -> Iterable[str]:
         port = int(r.get("portRangeMin") or 0)
         if port in (80, 443) and int(r.get("portRangeMax") or port) == port:
             continue
-        if _is_private(str(r.get("remoteIpPrefix") or "")):
-            continue  # the stack's private network: not the Internet
         try:
             net = ipaddress.ip_network(str(r.get("remoteIpPrefix") or "0.0.0.0/0"), strict=False)
         except ValueError:
             yield f"Security group '{_name(res)}' opens port {port} to '{r.get('remoteIpPrefix')}', which is not a block."
             continue
+        if any(net.version == n.version and net.subnet_of(n) for n in private):
+            continue  # inside the stack's private network: not the Internet
         if net.prefixlen < widest[net.version]:
             yield (f"Security group '{_name(res)}' opens port {port} to {net} ({net.num_addresses:,} addresses); "
                    f"list only admin blocks of /{widest[net.version]} or narrower in socle:access.adminCidrs.")

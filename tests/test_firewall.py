@@ -148,3 +148,23 @@ def test_nft_refuses_a_broken_ruleset(pair, tmp_path):
     res = _ns(srv, "nft", "-c", "-f", str(path))
     assert res.returncode != 0 and "dorp" in res.stderr, res
     assert "socle" not in _ns(srv, "nft", "list", "ruleset").stdout, "a refused ruleset was loaded anyway"
+
+
+@pytest.mark.parametrize("network, reached", [("10.77.0.0/24", True), ("10.99.0.0/16", False)])
+def test_a_private_port_answers_only_the_private_network(pair, tmp_path, network, reached):
+    """A shared cache's port: open to the stack's private network (here: the client's block, or
+    another one), never over IPv6 or from elsewhere; a server that serves no hostname keeps 80/443
+    closed."""
+    srv, cli = pair
+    res = _load(srv, tmp_path, render_firewall(role="app", ssh_ports=(SSH_PORT,), private=(network, (6379,)), web=False))
+    assert res.returncode == 0, f"nft refused the firewall: {res.stderr}"
+    listener = _listen(srv, [SSH_PORT, 80, 443, 6379])
+    try:
+        assert _reachable(cli, "10.77.0.1", 6379) == reached, \
+            f"port 6379 is {'closed' if reached else 'open'} to 10.77.0.2 with the private network {network}"
+        assert not _reachable(cli, "fd77::1", 6379), "the private port answers over IPv6"
+        for port in (80, 443):
+            assert not _reachable(cli, "10.77.0.1", port), f"port {port} is open on a server serving no hostname"
+        assert _reachable(cli, "10.77.0.1", SSH_PORT), "SSH is closed"
+    finally:
+        listener.kill()

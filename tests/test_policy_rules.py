@@ -73,6 +73,13 @@ def test_ports_fail_proxy_publishing_8080():
         "set socle:proxy.httpPort/httpsPort back to 80/443.")]
 
 
+def test_a_port_bound_privately_and_publicly_is_public():
+    both = container("socle-prod-sessions", "cache", ports=[{"internal": 6379, "external": 6379, "ip": "10.42.0.7"},
+                                                            {"internal": 6379, "external": 6379}])
+    assert check("only-proxy-publishes-ports", both)[0][1].startswith(
+        "Container 'socle-prod-sessions' publishes host port 6379, bypassing the HTTPS proxy")
+
+
 def test_ports_published_on_a_private_address_pass_public_fail_unknown_waits():
     cache = container("socle-prod-sessions", "cache", ports=[{"internal": 6379, "external": 6379, "ip": "10.42.0.7"}])
     assert check("only-proxy-publishes-ports", cache) == []
@@ -281,6 +288,19 @@ def test_lb_tcp_passthrough_fails_off_the_proxies_or_other_ports():
         "proxy's port 443.")]
     assert check("load-balancer-listeners-https", passthrough_graph()[:2] + passthrough_graph()[3:]) == [("fail",
         "Load-balancer listener 'lb-https' passes TCP port 443 to a pool with no members socle made.")]
+    g = passthrough_graph()
+    g[2].props["address"] = "198.51.100.9"
+    assert check("load-balancer-listeners-https", g) == [("fail",
+        "Load-balancer listener 'lb-https' passes port 443 to member 'web1' at 198.51.100.9, outside the private "
+        "network: only socle's servers, at their private addresses, may be members.")]
+    g = passthrough_graph()
+    del g[2].props["protocolPort"]
+    assert check("load-balancer-listeners-https", g)[0][1].endswith("which is not a socle proxy's port 443."), \
+        "a member without a port is a finding, not a crash"
+    g = passthrough_graph()
+    del g[1].props["protocolPort"]
+    assert check("load-balancer-listeners-https", g)[0][1].startswith(
+        "Load-balancer listener 'lb-https' passes TCP port None through"), "a listener without a port is a finding"
 
 
 def test_lb_tcp_passthrough_unknown_member_port():
@@ -617,8 +637,12 @@ def test_databases_managed_pass_fail_unknown():
 
 # ---------------------------------------------------------------- ssh-from-admin-networks-only
 
-def sg(*rules_):
-    return Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg", {"name": "socle-prod-web-sg", "rules": list(rules_)})
+def sg(*rules_, private=None):
+    """A security group (and the stack's private subnet, if any): what the stack rule reads."""
+    out = [Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg", {"name": "socle-prod-web-sg", "rules": list(rules_)})]
+    if private:
+        out.append(Res(rules.T_VRACK_SUBNET, "private-gra11-subnet", "urn:subnet", {"cidr": private}))
+    return out
 
 
 def sg_rule(port, prefix):
@@ -630,10 +654,14 @@ def test_ssh_exposure_passes_admin_blocks_and_public_https():
                                                     sg_rule(4660, "203.0.113.0/28"), sg_rule(4660, "2001:db8::/56"))) == []
 
 
-def test_ssh_exposure_passes_the_private_network_but_not_a_public_block_as_wide():
-    assert check("ssh-from-admin-networks-only", sg(sg_rule(6379, "10.42.0.0/16"), sg_rule(4660, "10.42.0.7/32"))) == []
-    assert check("ssh-from-admin-networks-only", sg(sg_rule(6379, "100.64.0.0/16")))[0][0] == "fail", \
-        "carrier-grade NAT space is not the stack's private network"
+def test_ssh_exposure_passes_the_stacks_private_network_only():
+    assert check("ssh-from-admin-networks-only", sg(sg_rule(6379, "10.42.0.0/16"), sg_rule(4660, "10.42.0.7/32"),
+                                                    private="10.42.0.0/16")) == []
+    wider = check("ssh-from-admin-networks-only", sg(sg_rule(6379, "10.0.0.0/8"), private="10.42.0.0/16"))
+    assert wider == [("fail", "Security group 'socle-prod-web-sg' opens port 6379 to 10.0.0.0/8 (16,777,216 addresses); "
+                              "list only admin blocks of /24 or narrower in socle:access.adminCidrs.")], wider
+    assert check("ssh-from-admin-networks-only", sg(sg_rule(6379, "10.42.0.0/16")))[0][0] == "fail", \
+        "a private block is not the stack's network when the stack has none"
 
 
 def test_ssh_exposure_fails_the_internet_and_an_isp():
@@ -650,5 +678,5 @@ def test_ssh_exposure_judges_known_rules_beside_an_unknown_one():
     assert found[0] == ("unknown", "cannot check yet: a rule of web-sg (its source address) is not known until the "
                                    "update; this rule runs again then.")
     assert found[1][0] == "fail" and "0.0.0.0/0" in found[1][1]
-    assert check("ssh-from-admin-networks-only", Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg",
-                                                     {"rules": U_ARR})) == unknown("rules of web-sg")
+    assert check("ssh-from-admin-networks-only", [Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg",
+                                                      {"rules": U_ARR})]) == unknown("rules of web-sg")

@@ -73,7 +73,8 @@ def test_each_load_balancer_passes_80_and_443_to_every_server_of_its_set(ex):
     assert len(lbs) == len(cfg.balanced_sets()), f"{len(lbs)} load balancers for sets {cfg.balanced_sets()}"
     by_urn = run.by_urn()
     for members in cfg.balanced_sets():
-        lb = next(r for r in lbs if all(m in r.name for m in members) or r.name.startswith(f"lb-{members[0]}"))
+        first = next(n for n, a in sorted(cfg.apps.items()) if a.hostname and tuple(sorted(a.hosts())) == members)
+        lb = next(r for r in lbs if r.name == f"lb-{first}-lb")
         listeners = [r for r in _by_type(run, "CloudLoadbalancerListener") if lb.urn in r.dependencies]
         assert sorted((r.plain["protocol"], int(r.plain["protocolPort"])) for r in listeners) == \
             [("TCP", 80), ("TCP", 443)], f"{lb.name}: listeners {[(r.name, r.plain) for r in listeners]}"
@@ -350,3 +351,57 @@ def test_a_proxy_behind_a_load_balancer_answers_health_checks_without_sni(ex):
             assert sni, f"{s}'s proxy has no default_sni"
             assert any(p.plain["healthMonitor"]["domainName"] == sni.group(1) for p in pools), \
                 f"{s}'s default_sni {sni.group(1)} is not what the health monitor asks for"
+
+
+def test_adding_a_server_keeps_the_load_balancer_its_address_and_its_certificates(ex):
+    """Named after the app, not the servers: a fourth server joins the pools; the load balancer,
+    its floating IP and the certificate share stay (a new address would break DNS for a TTL, new
+    storage would re-issue every certificate)."""
+    values = _values(ex)
+    app = _balanced_app(values)
+    new = "extra1"
+    values["servers"][new] = dict(values["servers"][values["apps"][app]["servers"][0]])
+    values["apps"][app]["servers"].append(new)
+    before = {r.urn for r in example(ex).resources}
+    after = run_program(_stack_of(ex), config={f"socle:{k}": v if isinstance(v, str) else json.dumps(v)
+                                               for k, v in values.items()})
+    kept = ("cloudLoadbalancer:CloudLoadbalancer", "CloudFloatingIp", "CloudStorageFileShare:")
+    for r in example(ex).resources:
+        if any(k in r.type for k in kept):
+            assert r.urn in {x.urn for x in after.resources}, f"adding {new} replaces {r.urn}"
+    added = {r.name for r in after.resources if r.urn not in before}
+    assert any(n.endswith(f"-https-{new}") for n in added), f"{new} did not join the pools: {sorted(added)}"
+
+
+def _values(path: Path) -> dict:
+    doc = yaml.safe_load(path.read_text())
+    return {k.split(":", 1)[1]: v for k, v in doc["config"].items()}
+
+
+def test_a_server_behind_two_different_load_balanced_sets_is_refused():
+    v = _base()
+    app = _balanced_app(v)
+    servers = v["apps"][app]["servers"]
+    other = dict(v["apps"][app], hostname="other." + v["domain"], servers=[servers[0], "extra2"])
+    other.pop("server", None)
+    v["servers"]["extra2"] = dict(v["servers"][servers[0]])
+    v["apps"]["other"] = other
+    issues = _errors(v)
+    assert any(p.endswith(".servers") and "one load balancer only" in m for p, m in issues), issues
+
+
+def test_an_app_that_names_no_server_runs_on_the_only_one():
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    v = {k.split(":", 1)[1]: x for k, x in doc["config"].items()}
+    app = next(n for n, a in v["apps"].items() if a.get("hostname"))
+    v["apps"][app].pop("server", None)
+    cfg, _ = load(v)
+    assert cfg.apps[app].hosts() == cfg.app_servers(), cfg.apps[app].hosts()
+
+
+def test_docker_waits_for_the_shared_storage_at_boot():
+    from components.render.host_setup import DOCKER_AFTER_MOUNTS
+
+    bundle = json.loads(render_host_bundle(role="app", deploy_user="deploy", admin_keys=[], ssh_port=4660,
+                                           nfs_mounts=[("10.42.0.9:/shares/x", "/srv/socle-shared/lb-web")]))
+    assert "RequiresMountsFor=/srv/socle-shared/lb-web" in bundle["files"][DOCKER_AFTER_MOUNTS]["content"]

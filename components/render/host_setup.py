@@ -67,6 +67,14 @@ WantedBy=remote-fs.target
 """
 
 
+DOCKER_AFTER_MOUNTS = "/etc/systemd/system/docker.service.d/10-socle-shared-storage.conf"
+
+
+def render_docker_after_mounts(paths: list[str]) -> str:
+    return ("# Managed by socle: Docker waits for the shared storage its proxy uses.\n[Unit]\n"
+            + "".join(f"RequiresMountsFor={p}\n" for p in paths))
+
+
 def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ssh_port: int,
                        volume_id: str | None = None, extra_ports: tuple[int, ...] = (),
                        private: tuple[str, tuple[int, ...]] | None = None,
@@ -81,6 +89,10 @@ def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ss
         unit = mount_unit_name(where)
         files[f"/etc/systemd/system/{unit}"] = {"mode": "0644", "content": render_nfs_mount(what, where)}
         mounts.append(unit)
+    if mounts:
+        # Docker starts after the shares at boot: a proxy started before its share is mounted would
+        # keep certificates in the empty directory underneath, apart from the other servers.
+        files[DOCKER_AFTER_MOUNTS] = {"mode": "0644", "content": render_docker_after_mounts([w for _, w in nfs_mounts])}
     files[f"/home/{deploy_user}/.ssh/authorized_keys"] = {
         "mode": "0600", "dir_mode": "0700", "owner": deploy_user, "content": authorized_keys(admin_keys)}
     enable = (["docker"] if role == "app" else []) + ["unattended-upgrades", "socle-reboot.timer", FIREWALL_UNIT]
