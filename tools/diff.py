@@ -60,6 +60,29 @@ REPLACE: dict[str, dict[str, str]] = {
     "ovh:index/cloudProjectStorageObjectBucketLifecycleConfiguration:"
     "CloudProjectStorageObjectBucketLifecycleConfiguration": {
         "serviceName": "replace", "regionName": "replace", "containerName": "replace"},
+    # The private network, load balancers and shared storage (issue 12): pulumi-ovh v2.22 docs.
+    "ovh:index/cloudNetworkPrivateVrack:CloudNetworkPrivateVrack": {
+        "region": "replace", "serviceName": "replace", "description": "replace", "vlanId": "replace"},
+    "ovh:index/cloudNetworkPrivateVrackSubnet:CloudNetworkPrivateVrackSubnet": {
+        "cidr": "replace", "networkId": "replace", "region": "replace", "serviceName": "replace"},
+    "ovh:index/cloudGateway:CloudGateway": {"region": "replace", "serviceName": "replace", "availabilityZone": "replace"},
+    "ovh:index/cloudFloatingIp:CloudFloatingIp": {
+        "region": "replace", "serviceName": "replace", "availabilityZone": "replace"},
+    "ovh:index/cloudLoadbalancer:CloudLoadbalancer": {
+        "flavorName": "replace", "network": "replace", "region": "replace", "serviceName": "replace",
+        "availabilityZone": "replace"},
+    "ovh:index/cloudLoadbalancerListener:CloudLoadbalancerListener": {
+        "loadbalancerId": "replace", "protocol": "replace", "protocolPort": "replace", "serviceName": "replace"},
+    "ovh:index/cloudLoadbalancerPool:CloudLoadbalancerPool": {
+        "loadbalancerId": "replace", "protocol": "replace", "serviceName": "replace"},
+    "ovh:index/cloudLoadbalancerPoolMember:CloudLoadbalancerPoolMember": {
+        "address": "replace", "loadbalancerId": "replace", "poolId": "replace", "protocolPort": "replace",
+        "serviceName": "replace", "subnetId": "replace"},
+    "ovh:index/cloudStorageFileShare:CloudStorageFileShare": {
+        "protocol": "replace", "region": "replace", "serviceName": "replace", "availabilityZone": "replace",
+        "createFrom": "replace", "encryption": "replace", "shareNetworkId": "replace", "shareType": "replace"},
+    "ovh:index/cloudStorageFileShareNetwork:CloudStorageFileShareNetwork": {ALL: "replace"},
+    "ovh:index/cloudStorageFileShareAcl:CloudStorageFileShareAcl": {ALL: "replace"},
     "docker:index/volume:Volume": {"name": "replace", "driver": "replace", "driverOpts": "replace",
                                    "labels": "replace", "cluster": "replace"},
     "docker:index/network:Network": {ALL: "replace"},
