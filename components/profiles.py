@@ -26,6 +26,8 @@ LOCKED = (
     ("dns.zone", "the only zone a review stack writes records in"),
     ("dns.provider", "the service of the review zone, the only one the review DNS token can change"),
     ("ovh.projectId", "the only OVH project the review credentials can reach"),
+    ("network.vlanId", "left to be derived from the stack's name: the VLAN of another stack sharing the vRack "
+                       "would join the pull request's servers to that stack's private network"),
 )
 
 

@@ -55,6 +55,8 @@ def _own(tmp_path, values: dict):
      "is also authorised on stack prod (Pulumi.prod.yaml)"),
     ({"access": {"adminSshKeys": stack_values("prod")["access"]["adminSshKeys"], "adminCidrs": ["203.0.113.0/28"]}},
      "access.ciSshKey", "required on a review stack"),
+    ({"network": {"vlanId": 420}}, "network.vlanId",
+     "Pulumi.pr-5.yaml sets '420', but a review stack's network.vlanId is fixed by the review profile"),
 ])
 def test_a_review_stack_that_leaves_its_box_is_a_config_error(tmp_path, capsys, own, key, fragment):
     assert plan.main(["pr-5", "--config-file", str(_own(tmp_path, own))]) == 2
