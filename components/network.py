@@ -9,9 +9,11 @@ name recreate it. A recreated network would detach every server, so none of thes
 edit that could be routine: the names are fixed, the description is fixed, the CIDR and VLAN come
 from socle:network, which the README says never to change on a running stack.
 
-One network per region, the same VLAN in each: the vRack joins networks that carry the same VLAN
-across regions into one layer-2 segment (OVH guide "Extending a private network across Public
-Cloud regions"), so the backup server in the backup region reaches the app servers. The regions'
+One network per region, the same VLAN and subnet in each: "connectivity between regions is made
+possible by configuring a single broadcast domain over all private networks (i.e. configuring the
+same vRack, VLAN, and subnet on the private networks in all regions)" (OVH, "Concepts - Public
+Cloud Networking"; also the guide "Extending a private network across Public Cloud regions"), so
+the backup server in the backup region reaches the app servers. The regions'
 subnets share the CIDR and get disjoint allocation pools, so DHCP in one region never hands out an
 address already taken in the other.
 """
