@@ -5,7 +5,7 @@ under mocks with a test key as the administrator's); then, over SSH and exactly 
 runs them (each Command's script, its stdin as the program renders it): host setup (twice), on a
 data disk that appears as OVH block storage does, and the backup steps, the backup server's
 access before the clients' installers. The two VMs are linked point to point, each with its
-public address there, as the servers reach one another at OVH. The probes check cloud-init's result,
+public and private addresses there, as the servers reach one another at OVH. The probes check cloud-init's result,
 users, groups, sudo, sshd's effective settings and refusals, ssh-audit, the host firewall (from
 the other VM), Docker, the data volume, updates, timers, file modes of the secrets, and a backup
 from the app server to the backup server that root on the app server cannot delete.
@@ -67,6 +67,7 @@ class Rendered:
     setup_stdin: str
     address: str
     backup_steps: list
+    private: str = ""        # its address on the stack's private network (the backups go there)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Server:
     setup_stdin: str
     address: str = ""
     backup_steps: list = field(default_factory=list)
+    private: str = ""
     setups: list = field(default_factory=list)
     installs: dict = field(default_factory=dict)
     ready_after: float = 0.0
@@ -89,6 +91,19 @@ class Fleet:
     other_key: Path
     servers: dict[str, Server]
     timings: dict[str, float]
+
+
+def _private_prefix() -> int:
+    """The prefix length of prod's private network (socle:network.cidr, or the model's default)."""
+    import ipaddress
+
+    import yaml
+
+    from components.config import Network
+
+    doc = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
+    cidr = (doc["config"].get("socle:network") or {}).get("cidr") or Network().cidr
+    return ipaddress.ip_network(cidr).prefixlen
 
 
 def _render(pub_key: str):
@@ -112,7 +127,8 @@ def _render(pub_key: str):
                     for step in BACKUP_STEPS if f"{name}-{step}" in by_name] for name in servers}
     return {name: Rendered(srv.get("role", "app"), by_name[f"{name}-vm"].plain["userData"],
                            by_name[f"{name}-host-setup"].plain["create"], by_name[f"{name}-host-setup"].plain["stdin"],
-                           run.exports["servers"][name], steps[name])
+                           run.exports["servers"][name], steps[name],
+                           run.exports.get("privateAddresses", {}).get(name, ""))
             for name, srv in servers.items()}, access["sshPort"]
 
 
@@ -164,15 +180,18 @@ def fleet(tmp_path_factory):
             vm = VM(name, image_dir, work, r.user_data, ssh_port=free_port(), forward={}, data_serial=serial, lan=lans[name],
                     proxy_port=proxy_port)
             vm.forward = {vm.ssh_port: ssh_port, free_port(): 22}
-            servers[name] = Server(name, r.role, vm, r.setup_command, r.setup_stdin, r.address, r.backup_steps)
+            servers[name] = Server(name, r.role, vm, r.setup_command, r.setup_stdin, r.address, r.backup_steps,
+                                   r.private)
             vm.start()
         for s in servers.values():
             s.ready_after = s.vm.wait_ready(key, seconds=1800 if MIRROR_MODE else 900)
             timings[f"boot {s.name}"] = s.ready_after
             if s.vm.data_serial:
                 s.vm.attach_data_disk(key)
-            # Its public address on the shared segment, as OVH's network gives it (not part of socle).
-            s.vm.ssh(f"sudo ip addr add {s.address}/24 dev eth1 && sudo ip link set eth1 up", key=key)
+            # Its public and private addresses on the shared segment, as OVH's networks give them
+            # (DHCP; not part of socle). Backups go to the backup server's private address.
+            private = f" && sudo ip addr add {s.private}/{_private_prefix()} dev eth1" if s.private else ""
+            s.vm.ssh(f"sudo ip addr add {s.address}/24 dev eth1{private} && sudo ip link set eth1 up", key=key)
 
         def set_up(s: Server) -> None:
             t = time.monotonic()
@@ -386,7 +405,7 @@ def test_a_client_backs_up_to_the_backup_server_and_cannot_delete_there(fleet):
         for b in backups:
             shell = sh(fleet, c, f"sudo ssh -i {SSH_KEY_PATH} -o BatchMode=yes -o StrictHostKeyChecking=no "
                                  f"-o UserKnownHostsFile=/dev/null -p {list(b.vm.forward.values())[0]} "
-                                 f"restic@{b.address} 'id; cat /etc/hostname' </dev/null")
+                                 f"restic@{b.private or b.address} 'id; cat /etc/hostname' </dev/null")
             assert "uid=" not in shell.stdout, f"{c.name}'s backup key opens a shell on {b.name}: {shell.stdout}"
     for b in backups:
         prune = sh(fleet, b, "sudo systemctl start socle-prune.service; systemctl is-failed socle-prune.service; "
