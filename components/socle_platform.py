@@ -230,33 +230,38 @@ class Platform(pulumi.ComponentResource):
             if not apps:
                 continue
             for spec in apps:
-                # An app on several servers is updated one server at a time, in the order of its
-                # `servers`, each waiting for the previous one to be healthy again (README
-                # "Several servers").
-                hosts = cfg.apps[spec.name].hosts() if spec.name in cfg.apps else [sname]
-                if len(hosts) > 1:
-                    spec.wait_healthy = True
-                    before = hosts[:hosts.index(sname)]
-                    if before and before[-1] in stacks:
-                        spec.after = [stacks[before[-1]].containers[spec.name]]
+                self._one_server_at_a_time(spec, sname, stacks)
             srv = self.servers[sname]
-            shared = [m for m in self.shared if sname in m]
             st = ContainerStack(f"{sname}-containers", ContainerStackArgs(
                 physical_name=self.pname(sname), docker=srv.docker, network_name=srv.network_name,
-                proxy=ProxySettings(
-                    image=cfg.proxy.image, internal_ca=cfg.target == "local", acme_email=cfg.proxy.acme_email,
-                    hsts_max_age=cfg.proxy.hsts_max_age, http_port=cfg.proxy.http_port,
-                    https_port=cfg.proxy.https_port,
-                    # Behind a load balancer: the Caddy storage the other proxies share (NFS).
-                    shared_data=f"{shared_mount(self._balanced_name(shared[0]))}/caddy" if shared else None,
-                    after=self._previous_proxy(shared[0], sname, stacks) if shared else [],
-                    default_sni=self._health_host(shared[0]) if shared else None,
-                ),
-                apps=apps, private_address=srv.private_address,
+                proxy=self._proxy_settings(sname, stacks), apps=apps, private_address=srv.private_address,
             ), opts=self._child)
             stacks[sname] = st
             urls.update(st.urls)
         return stacks, urls
+
+    def _one_server_at_a_time(self, spec: AppSpec, server: str, stacks: dict) -> None:
+        """An app on several servers is updated one server at a time, in the order of its `servers`,
+        each waiting for the previous one to be healthy again (README "Several servers")."""
+        hosts = self.cfg.apps[spec.name].hosts() if spec.name in self.cfg.apps else [server]
+        if len(hosts) > 1:
+            spec.wait_healthy = True
+            before = hosts[:hosts.index(server)]
+            if before and before[-1] in stacks:
+                spec.after = [stacks[before[-1]].containers[spec.name]]
+
+    def _proxy_settings(self, server: str, stacks: dict) -> ProxySettings:
+        """The server's HTTPS proxy; behind a load balancer, with the Caddy storage the other proxies
+        of its set share (NFS), after the previous server's proxy, and a name for clients without SNI."""
+        cfg = self.cfg
+        shared = [m for m in self.shared if server in m]
+        return ProxySettings(
+            image=cfg.proxy.image, internal_ca=cfg.target == "local", acme_email=cfg.proxy.acme_email,
+            hsts_max_age=cfg.proxy.hsts_max_age, http_port=cfg.proxy.http_port, https_port=cfg.proxy.https_port,
+            shared_data=f"{shared_mount(self._balanced_name(shared[0]))}/caddy" if shared else None,
+            after=self._previous_proxy(shared[0], server, stacks) if shared else [],
+            default_sni=self._health_host(shared[0]) if shared else None,
+        )
 
     def _health_host(self, members: tuple[str, ...]) -> str:
         """The hostname the load balancer of `members` asks for in its health checks."""
