@@ -93,6 +93,10 @@ class Platform(pulumi.ComponentResource):
         return next(n for n, a in sorted(self.cfg.apps.items())
                     if a.hostname and tuple(sorted(a.hosts())) == members)
 
+    def _set_of(self, server: str) -> tuple[str, ...] | None:
+        """The load-balanced set `server` belongs to, if any (at most one: components/checks.py)."""
+        return next((m for m in self.cfg.balanced_sets() if server in m), None)
+
     def _balanced_name(self, members: tuple[str, ...]) -> str:
         return f"lb-{self._balanced_app(members)}"
 
@@ -118,7 +122,7 @@ class Platform(pulumi.ComponentResource):
                        [pulumi.Output.concat(servers[a].address, "/32") for a in cfg.app_servers()]) \
                 if srv.role == "backup" else []
             region = (ovh.backup_region if srv.role == "backup" else ovh.region) if ovh else None
-            sets = [m for m in self.shared if sname in m]
+            members = self._set_of(sname)
             servers[sname] = Server(sname, ServerArgs(
                 target=cfg.target, physical_name=self.pname(sname), role=srv.role,
                 deploy_user=cfg.access.deploy_user, admin_keys=cfg.access.authorized_keys(),
@@ -137,14 +141,14 @@ class Platform(pulumi.ComponentResource):
                 private_ports=self._private_ports(sname),
                 public_http=self._public_http(sname),
                 serves_http=any(a.hostname and sname in a.hosts() for a in cfg.apps.values()),
-                shares=[(self.shared[m].id, self.shared[m].export, shared_mount(self._balanced_name(m)))
-                        for m in sets],
+                shares=[(self.shared[members].id, self.shared[members].export,
+                         shared_mount(self._balanced_name(members)))] if members in self.shared else [],
             ), opts=self._stateful)
         return servers
 
     def _public_http(self, server: str) -> bool:
-        """80/443 open to the Internet: the server serves a hostname of its own (not only behind a
-        load balancer), or serves none (nothing listens, the rule is harmless and stays as it was)."""
+        """80/443 open to the Internet, for a server that serves hostnames (ServerArgs.serves_http):
+        unless every hostname it serves is behind a load balancer."""
         hosts = [a.hosts() for a in self.cfg.apps.values() if a.hostname and server in a.hosts()]
         return not hosts or any(len(h) == 1 for h in hosts)
 
@@ -154,7 +158,7 @@ class Platform(pulumi.ComponentResource):
         cfg = self.cfg
         if cfg.target != "ovh":
             return ()
-        ports = {80, 443} if any(server in m for m in cfg.balanced_sets()) else set()
+        ports = {80, 443} if self._set_of(server) else set()
         for cname in cfg.caches:
             if cfg.host_of("caches", cname) == server and any(s != server for s in cfg.servers_using("caches", cname)):
                 ports.add(CACHE_PORT)
@@ -254,13 +258,13 @@ class Platform(pulumi.ComponentResource):
         """The server's HTTPS proxy; behind a load balancer, with the Caddy storage the other proxies
         of its set share (NFS), after the previous server's proxy, and a name for clients without SNI."""
         cfg = self.cfg
-        shared = [m for m in self.shared if server in m]
+        members = self._set_of(server) if self.shared else None
         return ProxySettings(
             image=cfg.proxy.image, internal_ca=cfg.target == "local", acme_email=cfg.proxy.acme_email,
             hsts_max_age=cfg.proxy.hsts_max_age, http_port=cfg.proxy.http_port, https_port=cfg.proxy.https_port,
-            shared_data=f"{shared_mount(self._balanced_name(shared[0]))}/caddy" if shared else None,
-            after=self._previous_proxy(shared[0], server, stacks) if shared else [],
-            default_sni=self._health_host(shared[0]) if shared else None,
+            shared_data=f"{shared_mount(self._balanced_name(members))}/caddy" if members else None,
+            after=self._previous_proxy(members, server, stacks) if members else [],
+            default_sni=self._health_host(members) if members else None,
         )
 
     def _health_host(self, members: tuple[str, ...]) -> str:

@@ -15,7 +15,7 @@ import yaml
 
 from components.config import ConfigError, load
 from components.render.host_setup import mount_unit_name, render_host_bundle, render_nfs_mount
-from tests.conftest import ROOT, STACKS, program
+from tests.conftest import ROOT, STACKS, program, stack_values
 from tests.tools import require
 from tools.harness import run_program
 from tools.policy_graph import policy_config, verdicts
@@ -35,9 +35,14 @@ def _stack_of(path: Path) -> str:
     return path.name[len("Pulumi."):-len(".yaml")]
 
 
-def _cfg(path: Path):
+def _values(path: Path) -> dict:
+    """The socle: keys of a stack file as plain values (namespace stripped)."""
     doc = yaml.safe_load(path.read_text())
-    return load({k.split(":", 1)[1]: v for k, v in doc["config"].items()})[0]
+    return {k.split(":", 1)[1]: v for k, v in doc["config"].items()}
+
+
+def _cfg(path: Path):
+    return load(_values(path))[0]
 
 
 @pytest.fixture(params=EXAMPLES, ids=lambda p: p.parent.name)
@@ -179,8 +184,7 @@ def test_a_persistent_cache_keeps_its_keys_and_is_backed_up(ex):
 def test_every_real_stack_attaches_its_servers_to_the_private_network():
     for stack in STACKS:
         run = program(stack)
-        cfg = load({k.split(":", 1)[1]: v for k, v in
-                    yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"].items()})[0]
+        cfg = load(stack_values(stack))[0]
         if cfg.target != "ovh":
             assert not _by_type(run, "CloudNetworkPrivateVrack"), f"{stack}: a vRack network on target local"
             continue
@@ -192,16 +196,15 @@ def test_every_real_stack_attaches_its_servers_to_the_private_network():
                  for p in s.plain["allocationPools"]]
         for i, (a0, a1) in enumerate(pools):
             for b0, b1 in pools[i + 1:]:
-                lo, hi = ipaddress.ip_address, ipaddress.ip_address
-                assert lo(a1) < lo(b0) or hi(b1) < hi(a0), f"{stack}: overlapping DHCP pools {pools}"
+                ip = ipaddress.ip_address
+                assert ip(a1) < ip(b0) or ip(b1) < ip(a0), f"{stack}: overlapping DHCP pools {pools}"
 
 
 # ---------------------------------------------------------------- config errors
 
 
 def _base() -> dict:
-    doc = yaml.safe_load(EXAMPLES[0].read_text())
-    return {k.split(":", 1)[1]: v for k, v in doc["config"].items()}
+    return _values(EXAMPLES[0])
 
 
 def _errors(values) -> list[tuple[str, str]]:
@@ -241,10 +244,7 @@ def test_a_server_listed_twice_or_unknown_is_refused():
 
 
 def test_several_servers_on_target_local_are_refused():
-    import copy
-
-    v = copy.deepcopy(yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text()))["config"]
-    v = {k.split(":", 1)[1]: x for k, x in v.items()}
+    v = stack_values("dev")
     app = next(n for n, a in v["apps"].items() if a.get("hostname"))
     server = v["apps"][app].pop("server", None) or next(iter(v["servers"]))
     v["apps"][app]["servers"] = [server, server + "b"]
@@ -373,11 +373,6 @@ def test_adding_a_server_keeps_the_load_balancer_its_address_and_its_certificate
     assert any(n.endswith(f"-https-{new}") for n in added), f"{new} did not join the pools: {sorted(added)}"
 
 
-def _values(path: Path) -> dict:
-    doc = yaml.safe_load(path.read_text())
-    return {k.split(":", 1)[1]: v for k, v in doc["config"].items()}
-
-
 def test_a_server_behind_two_different_load_balanced_sets_is_refused():
     v = _base()
     app = _balanced_app(v)
@@ -391,8 +386,7 @@ def test_a_server_behind_two_different_load_balanced_sets_is_refused():
 
 
 def test_an_app_that_names_no_server_runs_on_the_only_one():
-    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
-    v = {k.split(":", 1)[1]: x for k, x in doc["config"].items()}
+    v = stack_values("dev")
     app = next(n for n, a in v["apps"].items() if a.get("hostname"))
     v["apps"][app].pop("server", None)
     cfg, _ = load(v)
