@@ -17,6 +17,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from .outputs import resolved
 from .render.backup import (
     ENV_PATH,
     MANIFEST_PATH,
@@ -63,10 +64,9 @@ class BackupJob(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BackupJobArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("socle:backup:BackupJob", name, None, opts)
-        self.manifest = pulumi.Output.all(pulumi.Output.from_input(args.manifest), *args.targets).apply(
-            lambda v: json.dumps({**v[0], "targets": list(v[1:])}, indent=1, sort_keys=True))
-        env_text = pulumi.Output.secret(
-            pulumi.Output.all(**args.secret_env).apply(lambda env: render_env(dict(env))))
+        self.manifest = resolved({**args.manifest, "targets": list(args.targets)}).apply(
+            lambda m: json.dumps(m, indent=1, sort_keys=True))
+        env_text = pulumi.Output.secret(resolved(dict(args.secret_env)).apply(render_env))
         if args.target == "ovh":
             self._on_server(name, args, env_text)
         else:

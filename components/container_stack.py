@@ -119,10 +119,11 @@ class ContainerStack(pulumi.ComponentResource):
             if dynamic or app.secret_env:
                 # One Output for the whole list (not one per variable: at 500 sites those cost more
                 # evaluation time than the resources), secret as soon as one value is.
-                plain = envs
-                envs = pulumi.Output.all(dict(dynamic), dict(app.secret_env)).apply(
-                    lambda v, plain=plain: plain + [f"{k}={x}" for k, x in sorted(v[0].items())]
-                    + [f"{k}={x}" for k, x in sorted(v[1].items())])
+                # A flat list of values, not dicts: Output.all lifts each dict key by key.
+                keys = sorted(dynamic) + sorted(app.secret_env)
+                values = {**dynamic, **app.secret_env}
+                envs = pulumi.Output.all(*(values[k] for k in keys)).apply(
+                    lambda v, plain=envs, keys=keys: plain + [f"{k}={x}" for k, x in zip(keys, v)])
                 if app.secret_env:
                     envs = pulumi.Output.secret(envs)
             hc = None

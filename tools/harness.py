@@ -48,6 +48,13 @@ class Resource:
     # Resource options the engine acts on in a diff: protect, ignoreChanges, replaceOnChanges,
     # retainOnDelete, deleteBeforeReplace, replacementTrigger (only those set).
     options: dict = field(default_factory=dict)
+    # The resource's Python class, the class of the property bag it handed the SDK, and every
+    # property that bag declares (inputs and outputs, as the class names them), set or not: the
+    # SDK makes an Output of each and translates them with the classes' type metadata. The
+    # benchmark's bare replay registers the same (tools/bench_scale.py).
+    python_class: type | None = None
+    props_class: type | None = None
+    declared: list[str] = field(default_factory=list)
 
     def secret_paths(self) -> set[str]:
         out: set[str] = set()
@@ -240,6 +247,17 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
             ))
             return resp
 
+    # The properties each resource class declares, by (type, name): CustomResource.__init__ is where
+    # every generated class hands over its full property dict.
+    declared: dict[tuple[str, str], tuple[type, type, list[str]]] = {}
+    real_init = pulumi.CustomResource.__init__
+
+    def __init__(self, t, name, props=None, *args, **kwargs):  # named so: the SDK's source
+        if props is not None:                                    # positions count __init__ frames
+            declared[(t, name)] = (type(self), type(props),
+                                   list(props if isinstance(props, dict) else vars(props)))
+        return real_init(self, t, name, props, *args, **kwargs)
+
     exports: dict[str, Any] = {}
     psettings.reset_options(project=PROJECT, stack=stack, preview=preview)
     pulumi.runtime.set_all_config(config, secret_keys or [])
@@ -249,15 +267,19 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
     pulumi.export = lambda k, v: exports.__setitem__(k, v)
     cwd = os.getcwd()
     sys.path.insert(0, str(ROOT))
+    pulumi.CustomResource.__init__ = __init__
     try:
         os.chdir(ROOT)
         _sync_await(run_pulumi_func(program or (lambda: runpy.run_path(str(ROOT / "__main__.py"),
                                                                          run_name="__main__"))))
         resolved, secret_exports = _resolve_exports(exports)
     finally:
+        pulumi.CustomResource.__init__ = real_init
         pulumi.export = real_export
         os.chdir(cwd)
         sys.path.remove(str(ROOT))
+    for r in recorded:
+        r.python_class, r.props_class, r.declared = declared.get((r.type, r.name), (None, None, []))
     return Run(stack, recorded, resolved, secret_exports, secret_values)
 
 
