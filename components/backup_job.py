@@ -45,6 +45,7 @@ class BackupJobArgs:
     targets: list[pulumi.Input[dict]]             # restic repositories (may hold outputs: addresses)
     secret_env: dict[str, pulumi.Input[str]]      # -> /etc/socle/backup.env
     schedules: dict[str, str]                     # run / check / drill -> cron
+    time_zone: str = "UTC"                        # of the schedules (IANA name)
     ssh_key: pulumi.Input[str] | None = None      # private key for an SFTP target
     # ovh
     address: pulumi.Input[str] | None = None
@@ -78,7 +79,7 @@ class BackupJob(pulumi.ComponentResource):
 
         conn = command.remote.ConnectionArgs(host=args.address, port=args.ssh_port, user=args.deploy_user,
                                              dial_error_limit=30)
-        units = render_systemd_units(args.schedules)
+        units = render_systemd_units(args.schedules, args.time_zone)
         # The coverage is plain config (names, counts), known at preview: written into the
         # installer for the policy pack, which the installer holds the real manifest to.
         declared = coverage({**args.manifest, "targets": args.targets})
@@ -110,7 +111,7 @@ class BackupJob(pulumi.ComponentResource):
         uploads = [
             {"file": RUNNER_PATH, "content": RUNNER_SOURCE, "executable": True},
             {"file": MANIFEST_PATH, "content": self.manifest},
-            {"file": "/etc/crontabs/root", "content": render_crontab(args.schedules)},
+            {"file": "/etc/crontabs/root", "content": render_crontab(args.schedules, args.time_zone)},
             {"file": ENV_PATH, "content": env_text},
         ]
         docker.Container(
@@ -118,8 +119,10 @@ class BackupJob(pulumi.ComponentResource):
             name=f"{args.physical_name}-backup",
             image=image.image_id,
             # Alpine's own restic and database clients; busybox crond runs the schedules.
-            command=["sh", "-c", "apk add --no-cache restic postgresql16-client mariadb-client rsync >/dev/null "
-                     "&& exec crond -f -l 8"],
+            # Another time zone than UTC: crond reads the schedules in TZ, with Alpine's tzdata.
+            command=["sh", "-c", "apk add --no-cache restic postgresql16-client mariadb-client rsync"
+                     + ("" if args.time_zone == "UTC" else " tzdata") + " >/dev/null && exec crond -f -l 8"],
+            envs=None if args.time_zone == "UTC" else [f"TZ={args.time_zone}"],
             uploads=uploads,
             networks_advanced=[{"name": args.network_name}],
             # Read-write: this container is also the restore tool of the dev stack.

@@ -460,17 +460,23 @@ def _backup(cfg: StackConfig) -> Issues:
     for key, cron in (("schedule", b.schedule), ("checkSchedule", b.check_schedule),
                       ("drillSchedule", b.drill_schedule), ("pruneSchedule", b.prune_schedule)):
         try:
-            cron_to_oncalendar(cron)
+            cron_to_oncalendar(cron, cfg.time_zone)
         except ScheduleError as e:
             add(f"backup.{key}", f"{e}; servers run backups from systemd timers")
             continue
-        if _longest_gap_hours(cron) is None:
+        if _longest_gap_hours(cron, cfg.time_zone) is None:
             add(f"backup.{key}", f"'{cron}' never runs (a day that does not exist in that month); e.g. '0 3 * * *'")
+            continue
+        skipped = _skipped_local_time(cron, cfg.time_zone)
+        if skipped:
+            add(f"backup.{key}", f"'{cron}' in {cfg.time_zone} falls in the hour skipped when the clocks go "
+                                 f"forward ({skipped}): systemd runs nothing that day; pick a time outside "
+                                 "that hour (e.g. '0 3 * * *'), or set timeZone: UTC")
     urls = [u for u in (b.ping_url, b.check_ping_url, b.drill_ping_url) if u is not None]
     if len({json.dumps(u, default=str, sort_keys=True) if not isinstance(u, str) else u for u in urls}) < len(urls):
         add("backup.checkPingUrl", "run, check and drill must each report to a check of their own: a weekly check's "
                                    "success on the run's URL would hide nightly runs that stopped")
-    gap = _longest_gap_hours(b.schedule)
+    gap = _longest_gap_hours(b.schedule, cfg.time_zone)
     if b.enabled and gap is not None and b.max_age_hours <= gap:
         add("backup.maxAgeHours", f"{b.max_age_hours} hours is not longer than the {gap} hours between two runs of "
                                   f"backup.schedule '{b.schedule}': the weekly check would fail on a sound repository; "
@@ -528,15 +534,14 @@ def _backup_keeps_something(cfg: StackConfig) -> Issues:
     return issues
 
 
-@functools.lru_cache(maxsize=256)
-def _longest_gap_hours(cron: str) -> int | None:
-    """The longest time between two runs of a cron schedule over the next two years (at most 1000
-    runs), in whole hours; None for a schedule that never runs (31 February)."""
-    from datetime import datetime, timedelta, timezone
+def _runs(cron: str, zone: str) -> list | None:
+    """The runs of a cron schedule over two years from 2026-01-01 (at most 1000), as wall-clock
+    times in `zone` (naive); None for a schedule that never runs (31 February)."""
+    from datetime import datetime, timedelta
 
     from croniter import CroniterBadDateError, croniter
 
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1)
     try:
         it = croniter(cron, start)
         runs = [it.get_next(datetime)]
@@ -544,7 +549,39 @@ def _longest_gap_hours(cron: str) -> int | None:
             runs.append(it.get_next(datetime))
     except (CroniterBadDateError, ValueError, KeyError):
         return None
-    return int(max((b - a).total_seconds() for a, b in zip([start, *runs], runs)) // 3600)
+    return [start, *runs]
+
+
+@functools.lru_cache(maxsize=256)
+def _longest_gap_hours(cron: str, zone: str = "UTC") -> int | None:
+    """The longest time between two runs of a cron schedule read in `zone`, over the next two
+    years, in whole hours (a daylight-saving change lengthens one gap by an hour); None for a
+    schedule that never runs."""
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    runs = _runs(cron, zone)
+    if runs is None:
+        return None
+    tz = ZoneInfo(zone)
+    instants = [r.replace(tzinfo=tz).astimezone(timezone.utc) for r in runs]
+    return int(max((b - a).total_seconds() for a, b in zip(instants, instants[1:])) // 3600)
+
+
+@functools.lru_cache(maxsize=256)
+def _skipped_local_time(cron: str, zone: str) -> str | None:
+    """The first run of `cron` (wall-clock time in `zone`) that does not exist because the clocks go
+    forward over it, e.g. 02:30 on the last Sunday of March in Europe/Paris: systemd's timer
+    skips that day (systemd-analyze calendar shows it). None if every run exists."""
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    for run in (_runs(cron, zone) or [])[1:]:
+        there_and_back = run.replace(tzinfo=tz).astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None)
+        if there_and_back != run:
+            return run.strftime("%Y-%m-%d %H:%M")
+    return None
 
 
 # ---------------------------------------------------------------------------- physical names

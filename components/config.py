@@ -71,6 +71,22 @@ def _cron(value: str) -> str:
     return value
 
 
+def _time_zone(value: str) -> str:
+    """An IANA time zone name (Europe/Paris), as systemd's calendar specs and zoneinfo read it."""
+    import difflib
+    import zoneinfo
+
+    zones = zoneinfo.available_timezones()
+    if value == "UTC" or value in zones:
+        return value
+    if not zones:
+        raise ValueError(f"'{value}': this machine has no time zone database; install it "
+                         "(apt-get install tzdata) or use UTC")
+    near = difflib.get_close_matches(value, sorted(zones), n=1)
+    hint = f"did you mean '{near[0]}'?" if near else "e.g. Europe/Paris"
+    raise ValueError(f"'{value}' is not a time zone of the IANA database; {hint}")
+
+
 def _hhmmss(value: str) -> str:
     if not _HHMMSS_RE.match(value):
         raise ValueError(f"'{value}' is not a time of day; write it as HH:MM:SS in UTC, e.g. '03:00:00'")
@@ -375,7 +391,7 @@ class LoadBalancing(_Model):
 
 class AutoBackup(_Model):
     cron: Cron = "0 2 * * *"
-    """When OVH snapshots the instance (cron, UTC)."""
+    """When OVH snapshots the instance (cron, UTC whatever timeZone says: OVH's API takes UTC)."""
     rotation: int = Field(default=7, ge=1, le=100)
     """How many instance snapshots OVH keeps."""
 
@@ -630,7 +646,7 @@ class Backup(_Model):
     enabled: bool = True
     """Back up every server that holds state (volumes, databases)."""
     schedule: Cron = "0 3 * * *"
-    """Nightly backup: dumps, then a restic snapshot, then forget --prune (cron, UTC)."""
+    """Nightly backup: dumps, then a restic snapshot, then forget --prune (cron, in timeZone: UTC unless set)."""
     retention: Retention = Field(default_factory=Retention)
     """restic forget --keep-* policy."""
     check_schedule: Cron = "30 5 * * 0"
@@ -660,6 +676,8 @@ class StackConfig(_Model):
     """DNS domain every hostname lives under, e.g. example.org (dev: socle.localhost)."""
     target: Literal["local", "ovh"] = "local"
     """local: everything on the local Docker engine; ovh: OVH Public Cloud."""
+    time_zone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+    """Time zone of the schedules servers run (backup.schedule, checkSchedule, drillSchedule, pruneSchedule), e.g. Europe/Paris; systemd follows its daylight-saving changes. OVH-side times (databases.*.backupTime and maintenanceTime, servers.*.autoBackup.cron) stay UTC: OVH's API takes UTC."""
     protect: bool = False
     """Pulumi `protect` on servers, databases and buckets: a `pulumi destroy` must be unlocked by hand."""
     credentials_rotation: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")

@@ -480,6 +480,7 @@ class Platform(pulumi.ComponentResource):
             jobs[sname] = BackupJobArgs(
                 target=cfg.target, host=sname, physical_name=self.pname(sname),
                 manifest=manifest, targets=targets, secret_env=secret_env, schedules=schedules,
+                time_zone=cfg.time_zone,
                 ssh_key=ssh_key, address=srv.address, ssh_port=cfg.access.ssh_port,
                 deploy_user=cfg.access.deploy_user, docker=srv.docker, network_name=srv.network_name,
                 volume_mounts=mounts,
@@ -514,7 +515,7 @@ class Platform(pulumi.ComponentResource):
             pulumi.Output.all(*[k for _, k, _ in clients]), pulumi.Output.all(*[p for _, _, p in clients])).apply(
             lambda v: backup_server_bundle(
                 render_restic_keys(list(zip(names, v[0]))), manifest, RUNNER_SOURCE,
-                render_prune_units(b.prune_schedule),
+                render_prune_units(b.prune_schedule, self.cfg.time_zone),
                 render_env({t["passwordEnv"]: pw for t, pw in zip(manifest["targets"], v[1])}))))
         return command.remote.Command(
             f"{server}-restic-access",

@@ -64,8 +64,10 @@ def _field(value: str, what: str, base: int = 0, dow: bool = False) -> str:
     return ",".join(parts)
 
 
-def cron_to_oncalendar(cron: str) -> str:
-    """A 5-field cron expression as a systemd OnCalendar= value (UTC)."""
+def cron_to_oncalendar(cron: str, zone: str = "UTC") -> str:
+    """A 5-field cron expression as a systemd OnCalendar= value, in time zone `zone` (an IANA name:
+    systemd ≥ 245 reads it from the calendar spec and follows its daylight-saving changes; a local
+    time the spring change skips does not run that day, which the config checks refuse)."""
     fields = cron.split()
     if len(fields) != 5:
         raise ScheduleError(f"'{cron}' is not a 5-field cron expression")
@@ -76,10 +78,10 @@ def cron_to_oncalendar(cron: str) -> str:
     date = f"*-{_field(month, 'month', base=1)}-{_field(dom, 'day of month', base=1)}"
     time = f"{_field(hour, 'hour')}:{_field(minute, 'minute')}:00"
     prefix = "" if dow == "*" else _field(dow, "day of week", dow=True) + " "
-    return f"{prefix}{date} {time} UTC"
+    return f"{prefix}{date} {time} {zone}"
 
 
-def render_systemd_units(schedules: dict[str, str]) -> dict[str, str]:
+def render_systemd_units(schedules: dict[str, str], zone: str = "UTC") -> dict[str, str]:
     """socle-backup{,-check,-drill}.service/.timer. systemd records each run's exit status
     (`systemctl status`, `systemctl --failed`, the journal)."""
     units = {}
@@ -109,7 +111,7 @@ def render_systemd_units(schedules: dict[str, str]) -> dict[str, str]:
             f"Description=socle backup schedule: {job}",
             "",
             "[Timer]",
-            f"OnCalendar={cron_to_oncalendar(cron)}",
+            f"OnCalendar={cron_to_oncalendar(cron, zone)}",
             "Persistent=true",
             "RandomizedDelaySec=300",
             "",
@@ -120,9 +122,10 @@ def render_systemd_units(schedules: dict[str, str]) -> dict[str, str]:
     return units
 
 
-def render_crontab(schedules: dict[str, str]) -> str:
-    """Crontab of the local backup container (busybox crond, UTC)."""
-    lines = ["# socle backup jobs (UTC); output goes to the container log"]
+def render_crontab(schedules: dict[str, str], zone: str = "UTC") -> str:
+    """Crontab of the local backup container: busybox crond reads the times in the container's
+    TZ, which the container sets to `zone` (with Alpine's tzdata)."""
+    lines = [f"# socle backup jobs ({zone}); output goes to the container log"]
     for job, cron in schedules.items():
         lines.append(f"{cron} python3 {RUNNER_PATH} {job} >/proc/1/fd/1 2>&1")
     return "\n".join(lines) + "\n"
@@ -244,7 +247,7 @@ def render_restic_keys(clients: list[tuple[str, str]], root: str = RESTIC_ROOT) 
     return "".join(lines)
 
 
-def render_prune_units(schedule: str) -> dict[str, str]:
+def render_prune_units(schedule: str, zone: str = "UTC") -> dict[str, str]:
     """socle-prune: the retention of every client's repository, on the backup server itself, as the
     restic user; the repository passwords stay in a root-only file the runner reads before dropping
     to that user."""
@@ -272,7 +275,7 @@ def render_prune_units(schedule: str) -> dict[str, str]:
             "Description=socle backup server: retention schedule",
             "",
             "[Timer]",
-            f"OnCalendar={cron_to_oncalendar(schedule)}",
+            f"OnCalendar={cron_to_oncalendar(schedule, zone)}",
             "Persistent=true",
             "",
             "[Install]",
