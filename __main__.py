@@ -28,4 +28,6 @@ pulumi.export("privateAddresses", {name: s.private_address for name, s in platfo
 pulumi.export("databases", {name: {"host": d.host, "port": d.port} for name, d in platform.databases.items()})
 pulumi.export("ssh", {"user": cfg.access.deploy_user, "port": cfg.access.ssh_port})
 pulumi.export("backups", sorted(platform.backups))
+if platform.sftp_authorized_keys:
+    pulumi.export("sftpAuthorizedKeys", platform.sftp_authorized_keys)
 pulumi.export("buckets", {name: {"bucket": b.bucket, "endpoint": b.endpoint} for name, b in platform.buckets.items()})

@@ -113,7 +113,25 @@ class Job:
             opts = target.get("sshOptions") or []
             ssh = ["ssh", *opts, "-p", str(target.get("port", 22)), target["sshHost"]]
             extra = ["-o", "rclone.program=" + " ".join(shlex.quote(p) for p in ssh)]
-        return self.sh(["restic", *extra, *args], env=env, capture=capture, mutating=mutating, check=check)
+        try:
+            return self.sh(["restic", *extra, *args], env=env, capture=capture, mutating=mutating, check=check)
+        except BackupError as err:
+            raise BackupError(f"{err}{self._ssh_diagnosis(target)}") from None
+
+    def _ssh_diagnosis(self, target: dict) -> str:
+        """restic reports a failed SSH session as "unable to start the sftp session" whatever the
+        cause; ssh itself says which (a host key that is not the pinned one, a refused key, no
+        route). One short try, nothing sent; "" for a target not reached over SSH."""
+        if target.get("kind") not in ("sftp", "rclone-ssh"):
+            return ""
+        cmd = ["ssh", *(target.get("sshOptions") or []), "-o", "ConnectTimeout=10", "-p",
+               str(target.get("port", 22)), target["sshHost"], "-s", "sftp"]
+        try:
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("@")]
+        return f" (ssh says: {lines[-1]})" if res.returncode == 255 and lines else ""
 
     # ------------------------------------------------------------------ databases
 
@@ -323,7 +341,8 @@ class Job:
                               "install and a nightly run never re-creates it, since an empty new repository would hide "
                               "the loss of every snapshot. Find out who or what removed it (a compromised server?), "
                               "restore it from the other target or the bucket's versions, or run `init` on purpose.")
-        raise BackupError(f"backup to {t['name']} failed (restic status {res.returncode}): {err.strip()[-600:]}")
+        raise BackupError(f"backup to {t['name']} failed (restic status {res.returncode}): {err.strip()[-600:]}"
+                          f"{self._ssh_diagnosis(t)}")
 
     def init(self) -> None:
         """Create every target's repository that does not exist yet; leave existing ones alone."""
@@ -333,7 +352,8 @@ class Job:
                 log(f"repository {t['name']} exists")
                 continue
             if not self._missing(probe.stderr or ""):
-                raise BackupError(f"cannot tell whether repository {t['name']} exists: {(probe.stderr or '').strip()[-400:]}")
+                raise BackupError(f"cannot tell whether repository {t['name']} exists: {(probe.stderr or '').strip()[-400:]}"
+                                  f"{self._ssh_diagnosis(t)}")
             log(f"creating repository {t['name']}")
             self.restic(t, "init")
 

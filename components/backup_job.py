@@ -46,6 +46,7 @@ class BackupJobArgs:
     secret_env: dict[str, pulumi.Input[str]]      # -> /etc/socle/backup.env
     schedules: dict[str, str]                     # run / check / drill -> cron
     time_zone: str = "UTC"                        # of the schedules (IANA name)
+    files: dict[str, str] = field(default_factory=dict)  # more files for the server (no secret), by path
     ssh_key: pulumi.Input[str] | None = None      # private key for an SFTP target
     # ovh
     address: pulumi.Input[str] | None = None
@@ -83,7 +84,7 @@ class BackupJob(pulumi.ComponentResource):
         # The coverage is plain config (names, counts), known at preview: written into the
         # installer for the policy pack, which the installer holds the real manifest to.
         declared = coverage({**args.manifest, "targets": args.targets})
-        bundle = self.manifest.apply(lambda m: render_bundle(json.loads(m), RUNNER_SOURCE, units))
+        bundle = self.manifest.apply(lambda m: render_bundle(json.loads(m), RUNNER_SOURCE, {**units, **args.files}))
         timers = ["socle-backup" if j == "run" else f"socle-backup-{j}" for j in args.schedules]
         secrets = command.remote.Command(
             f"{name}-backup-secrets",

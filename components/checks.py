@@ -135,6 +135,35 @@ def _ports(cfg: StackConfig) -> Issues:
                 issues.append((f"access.extraSshPorts.{i}",
                                f"{port} is already {taken[port]}; list only the port sshd moves to"))
             taken[port] = f"access.extraSshPorts.{i}"
+    return issues + _app_ports(cfg, {(p, "tcp"): key for p, key in taken.items()})
+
+
+def _app_ports(cfg: StackConfig, taken: dict[tuple[int, str], str]) -> Issues:
+    """apps.*.ports: one listener per host port and protocol on each server, none on the proxy's or
+    sshd's port, and an app that has some runs on one server (a load balancer passes 80 and 443
+    only; the others would answer on whichever server's address a client found)."""
+    issues: Issues = []
+    by_server: dict[str, dict[tuple[int, str], str]] = {}
+    for name, app in cfg.apps.items():
+        if not app.ports:
+            continue
+        if len(app.hosts()) > 1:
+            issues.append((f"apps.{name}.ports", f"an app on several servers ({', '.join(app.hosts())}) serves only "
+                           "HTTPS, through the load balancer; run the service with these ports as an app of its own "
+                           "on one server"))
+        for server in app.hosts():
+            seen = by_server.setdefault(server, {})
+            for i, p in enumerate(app.ports):
+                key = f"apps.{name}.ports.{i}"
+                mine = (p.port, p.protocol)
+                if mine in taken:
+                    issues.append((key, f"{p.key()} is already {taken[mine]}; choose another host port "
+                                        f"(containerPort keeps the port inside the container)"))
+                elif mine in seen:
+                    issues.append((key, f"{p.key()} is already {seen[mine]} on server {server}; one listener per "
+                                        "port and protocol"))
+                else:
+                    seen[mine] = key
     return issues
 
 
@@ -438,7 +467,10 @@ def _backup(cfg: StackConfig) -> Issues:
     b = cfg.backup
     if b.enabled:
         t = b.targets
-        if not (t.bucket or t.server or t.local_path):
+        if t.sftp and cfg.target != "ovh":
+            add("backup.targets.sftp", "only on target ovh (the servers' backup jobs log in to it over SSH); "
+                                       "use localPath on target local")
+        if not (t.bucket or t.server or t.local_path or t.sftp):
             add("backup.targets", "set at least one target: bucket, server (role backup) or localPath (target local)")
         if t.bucket and t.bucket not in cfg.buckets:
             add("backup.targets.bucket", f"unknown bucket '{t.bucket}' {_known('buckets', cfg.buckets)}")

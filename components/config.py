@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -538,6 +539,23 @@ class BucketUse(_Model):
     """Which fields to pass, under which variable names."""
 
 
+class AppPort(_Model):
+    """A port the app serves to the Internet without the HTTPS proxy (SMTP, Syncthing, a game
+    server): published on its server's public address and opened in its security group."""
+
+    port: Port
+    """Host port, on the server's public address (IPv4 and IPv6)."""
+    protocol: Literal["tcp", "udp"] = "tcp"
+    """tcp or udp (a service on both lists the port twice)."""
+    container_port: Port | None = None
+    """Port inside the container (default: the same as port)."""
+    reason: str = Field(min_length=3, max_length=120, pattern=r"^[^\n]+$")
+    """Why it bypasses the HTTPS proxy, e.g. "Syncthing sync protocol"; the policy pack's allowedPorts entry for this container gives the same port with its own reason."""
+
+    def key(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+
 class CacheUse(_Model):
     use: Name
     """Cache name."""
@@ -608,8 +626,20 @@ class App(_Model):
     """Restart policy."""
     maintenance: bool = False
     """Serve a 503 maintenance page instead of the app (the site on/off switch)."""
-    publish: list[Port] = Field(default_factory=list)
-    """Host ports published directly, bypassing the HTTPS proxy (e.g. 25 for SMTP); the policy pack refuses them unless its allowedPorts lists them for this container."""
+    ports: list[AppPort] = Field(default_factory=list)
+    """Ports served to the Internet without the HTTPS proxy (TCP or UDP), each with its reason; opened in the security group of the app's server only, and refused by the policy pack unless its allowedPorts lists them for this container."""
+    publish: Any = Field(default=None, exclude=True)
+    """Replaced by ports: `ports: [{port: 25, protocol: tcp, reason: "SMTP from other mail servers"}]`."""
+
+    @field_validator("publish")
+    @classmethod
+    def _publish_is_replaced(cls, value: Any) -> None:
+        if value is not None:
+            examples = ", ".join(f'{{port: {p}, protocol: tcp, reason: "…"}}' for p in
+                                 (value if isinstance(value, list) else [value])[:3])
+            raise ValueError(f"publish is replaced by ports, which gives each port its protocol and the reason it "
+                             f"bypasses the HTTPS proxy: ports: [{examples}]")
+        return None
     user: str | None = None
     """Run as this uid[:gid] inside the container."""
 
@@ -633,11 +663,65 @@ class Retention(_Model):
         return max(self.daily, 7 * self.weekly, 30 * self.monthly, 365 * self.yearly)
 
 
+def _host_or_ip(value: str) -> str:
+    """A DNS name (lower case) or an IPv4/IPv6 address."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(_HOST_LABEL_RE.match(lbl) for lbl in labels):
+        raise ValueError(f"'{value}' is neither a host name nor an IP address; e.g. backup.example.org or 203.0.113.9")
+    return value
+
+
+def _absolute_dir(value: str) -> str:
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]*", value) or ".." in value.split("/"):
+        raise ValueError(f"'{value}' is not an absolute directory (letters, digits, . _ - and /, no ..); "
+                         "e.g. /srv/backups")
+    return value
+
+
+_HOST_KEY_TYPES = {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"}
+
+
+def _host_key(value: str) -> str:
+    """An SSH host key, `type base64` as in /etc/ssh/ssh_host_ed25519_key.pub, or a line of
+    `ssh-keyscan` (`[host]:port type base64`): kept as `type base64`, what known_hosts pins."""
+    parts = value.split()
+    if len(parts) >= 3 and parts[0] not in _HOST_KEY_TYPES and parts[1] in _HOST_KEY_TYPES:
+        parts = parts[1:]  # an ssh-keyscan line: the host part goes, the server's address is in `host`
+    if len(parts) < 2 or parts[0] not in _HOST_KEY_TYPES:
+        raise ValueError("is not an SSH host key; on the backup host, paste the line of "
+                         "/etc/ssh/ssh_host_ed25519_key.pub (it starts with ssh-ed25519), or from your machine "
+                         "`ssh-keyscan -p PORT -t ed25519 HOST` after checking its fingerprint with the host's owner")
+    _ssh_key(" ".join(parts[:2]))
+    return " ".join(parts[:2])
+
+
+class SftpTarget(_Model):
+    """A backup host socle does not create (an existing server with a big disk): restic over SFTP
+    with this server's own key, the host's key pinned here (never trusted on first use)."""
+
+    host: Annotated[str, AfterValidator(_host_or_ip)]
+    """DNS name or IP address of the backup host."""
+    port: Port = 22
+    """Its SSH port."""
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    """The account the servers log in as (give it only SFTP: `ForceCommand internal-sftp`)."""
+    path: Annotated[str, AfterValidator(_absolute_dir)]
+    """Directory on the host; each server keeps its repository in PATH/<server>."""
+    host_key: Annotated[str, AfterValidator(_host_key)]
+    """The host's public SSH key (`ssh-ed25519 AAAA…`), pinned: a host answering with another key gets no backup."""
+
+
 class BackupTargets(_Model):
     bucket: Name | None = None
     """A socle bucket for the restic repository (on ovh: in ovh.backupRegion, with objectLock)."""
     server: Name | None = None
     """A server with role backup: restic over SFTP on access.sshPort, key-only, its own restic user."""
+    sftp: SftpTarget | None = None
+    """Target ovh: an existing SFTP host (not created by socle), host key pinned; the stack output sftpAuthorizedKeys gives the line to add for each server."""
     local_path: str | None = Field(default=None, pattern=r"^/")
     """Target local only: a repository in a Docker volume mounted at this path in the backup container."""
 

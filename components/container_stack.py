@@ -31,7 +31,8 @@ class AppSpec:
     restart: str = "unless-stopped"
     user: str | None = None
     role: str = "app"                                              # app | cache
-    publish: list[int] = field(default_factory=list)               # host ports, bypassing the proxy
+    # Host ports bypassing the proxy: (host port, protocol, container port), on every address.
+    publish: list[tuple[int, str, int]] = field(default_factory=list)
     private_publish: list[int] = field(default_factory=list)       # published on the private address only
     # One server at a time (an app on several servers): replaced only once these are done, and
     # done only once healthy (its healthcheck), so a `pulumi up` never replaces it everywhere at once.
@@ -141,7 +142,8 @@ class ContainerStack(pulumi.ComponentResource):
                 networks_advanced=[{"name": args.network_name, "aliases": [app.name]}],
                 volumes=mounts,
                 healthcheck=hc,
-                ports=[{"internal": p, "external": p} for p in app.publish]
+                ports=[{"internal": inside, "external": host, **({"protocol": proto} if proto != "tcp" else {})}
+                       for host, proto, inside in app.publish]
                 + [{"internal": p, "external": p, "ip": args.private_address} for p in app.private_publish
                    if args.private_address is not None] or None,
                 restart=app.restart,

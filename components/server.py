@@ -50,6 +50,8 @@ class ServerArgs:
     serves_http: bool = True
     # File Storage shares attached and mounted: (share id, export server:/path, mount point).
     shares: list[tuple[pulumi.Input[str], pulumi.Input[str], str]] = field(default_factory=list)
+    # Ports its apps serve to the Internet without the proxy (apps.*.ports): (port, protocol, app).
+    public_ports: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 class CatalogError(ConfigError, pulumi.RunError):
@@ -117,6 +119,12 @@ def _security_rules(args: ServerArgs) -> list[dict]:
                     {"direction": "INGRESS", "ethernet_type": eth, "protocol": "TCP", "port_range_min": port,
                      "port_range_max": port, "remote_ip_prefix": anywhere, "description": f"https proxy {port}"}
                 )
+    for port, protocol, app in sorted(set(args.public_ports)):
+        for eth, anywhere in (("IPV4", "0.0.0.0/0"), ("IPV6", "::/0")):
+            rules.append(
+                {"direction": "INGRESS", "ethernet_type": eth, "protocol": protocol.upper(), "port_range_min": port,
+                 "port_range_max": port, "remote_ip_prefix": anywhere, "description": f"app {app} {port}/{protocol}"}
+            )
     for port in (args.ssh_port, *args.extra_ssh_ports):
         for cidr in args.admin_cidrs:
             rules.append(

@@ -21,11 +21,14 @@ from .backup_job import RUNNER_SOURCE
 from .render.backup import (
     PING_ENV,
     RESTIC_ROOT,
+    SFTP_KNOWN_HOSTS,
     backup_server_bundle,
     render_env,
     render_prune_units,
     render_restic_access,
     render_restic_keys,
+    sftp_known_hosts,
+    sftp_target,
 )
 from .load_balancer import LoadBalancer, LoadBalancerArgs, Member
 from .network import PrivateNetwork, PrivateNetworkArgs
@@ -55,6 +58,8 @@ class Platform(pulumi.ComponentResource):
         self._secrets = secrets
         self._generated: dict[str, random.RandomPassword] = {}
         self._restic_keys: dict[str, list] = {}
+        # Each backed-up server's public SSH key (backup server or external SFTP targets).
+        self.backup_public_keys: dict[str, pulumi.Output[str]] = {}
         project, stack = pulumi.get_project(), pulumi.get_stack()
         self.pname = lambda *parts: physical_name(project, stack, *parts)
         self._child = pulumi.ResourceOptions(parent=self)
@@ -143,8 +148,19 @@ class Platform(pulumi.ComponentResource):
                 serves_http=any(a.hostname and sname in a.hosts() for a in cfg.apps.values()),
                 shares=[(self.shared[members].id, self.shared[members].export,
                          shared_mount(self._balanced_name(members)))] if members in self.shared else [],
+                public_ports=[(p.port, p.protocol, aname) for aname, app in cfg.apps.items()
+                              if sname in app.hosts() for p in app.ports],
             ), opts=self._stateful)
         return servers
+
+    @property
+    def sftp_authorized_keys(self) -> dict[str, pulumi.Output[str]]:
+        """With an external SFTP backup target: for each server, the line its owner adds to the
+        host's authorized_keys (`restrict`: no shell forwarding, no agent, no pty)."""
+        if not self.cfg.backup.targets.sftp:
+            return {}
+        return {name: key.apply(lambda k, n=name: f"restrict {k.strip()} {self.pname(n)}")
+                for name, key in self.backup_public_keys.items()}
 
     def _public_http(self, server: str) -> bool:
         """80/443 open to the Internet, for a server that serves hostnames (ServerArgs.serves_http):
@@ -439,12 +455,15 @@ class Platform(pulumi.ComponentResource):
                     "env": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]}))
                 secret_env.update({"AWS_ACCESS_KEY_ID": bk.access_key, "AWS_SECRET_ACCESS_KEY": bk.secret_key,
                                    "AWS_DEFAULT_REGION": bk.region})
-            if b.targets.server:
+            if b.targets.server or b.targets.sftp:
                 import pulumi_tls as tls
 
+                # This server's own key, for socle's backup server and for an external SFTP host.
                 key = tls.PrivateKey(f"{sname}-backup-ssh-key", algorithm="ED25519",
                                      opts=pulumi.ResourceOptions(parent=self))
                 ssh_key = key.private_key_openssh
+                self.backup_public_keys[sname] = key.public_key_openssh
+            if b.targets.server:
                 self._restic_keys.setdefault(b.targets.server, []).append(
                     (sname, key.public_key_openssh, restic_password))
                 port = cfg.access.ssh_port
@@ -460,6 +479,11 @@ class Platform(pulumi.ComponentResource):
                     "sshOptions": ["-i", "/etc/socle/backup_ssh_key", "-o", "BatchMode=yes",
                                    "-o", "StrictHostKeyChecking=accept-new",
                                    "-o", "UserKnownHostsFile=/var/lib/socle-backup/known_hosts"]}))
+            files: dict[str, str] = {}
+            if b.targets.sftp:
+                t = b.targets.sftp
+                targets.append(sftp_target(sname, t.host, t.port, t.user, t.path))
+                files[SFTP_KNOWN_HOSTS] = sftp_known_hosts(t.host, t.port, t.host_key)
             if b.targets.local_path:
                 repo = docker.Volume(f"{sname}-backup-repo", name=f"{self.pname(sname)}-backup-repo",
                                      labels=[{"label": "socle.stateful", "value": "false"},
@@ -480,7 +504,7 @@ class Platform(pulumi.ComponentResource):
             jobs[sname] = BackupJobArgs(
                 target=cfg.target, host=sname, physical_name=self.pname(sname),
                 manifest=manifest, targets=targets, secret_env=secret_env, schedules=schedules,
-                time_zone=cfg.time_zone,
+                time_zone=cfg.time_zone, files=files,
                 ssh_key=ssh_key, address=srv.address, ssh_port=cfg.access.ssh_port,
                 deploy_user=cfg.access.deploy_user, docker=srv.docker, network_name=srv.network_name,
                 volume_mounts=mounts,
@@ -563,5 +587,6 @@ class Platform(pulumi.ComponentResource):
             stateful_volumes={v for v, spec in app.volumes.items() if spec.stateful},
             hostname=app.hostname, port=app.port, maintenance=app.maintenance,
             healthcheck=app.healthcheck.model_dump() if app.healthcheck else None,
-            restart=app.restart, user=app.user, publish=list(app.publish),
+            restart=app.restart, user=app.user,
+            publish=[(p.port, p.protocol, p.container_port or p.port) for p in app.ports],
         )

@@ -277,16 +277,51 @@ def only_proxy_publishes_ports(res: Res, cfg: dict) -> Iterable[str]:
             yield (f"Reverse proxy '{name}' publishes {ports or 'no port'}; it must publish exactly 80 "
                    "(redirect) and 443 (HTTPS): set socle:proxy.httpPort/httpsPort back to 80/443.")
         return
-    allowed = set((cfg.get("allowedPorts") or {}).get(name, []))
-    # Each binding on its own: one on a private address only (a cache other servers use) is not
-    # public; the same port bound on every interface, or a public address, is.
-    bad = sorted({int(p.get("external") or p.get("internal"))
-                  for p in known(res.props.get("ports") or [], f"ports of {res.name}")
-                  if not (p.get("ip") and _is_private(p["ip"]))} - allowed)
+    allowed, problems = _allow_list(cfg.get("allowedPorts"), name)
+    yield from problems
+    bad = sorted({key for key in _public_bindings(res)} - allowed, key=lambda k: (int(k.split("/")[0]), k))
     if bad:
         yield (f"Container '{name}' publishes host port{'s' if len(bad) > 1 else ''} "
-               f"{', '.join(map(str, bad))}, bypassing the HTTPS proxy; remove it from `publish` and give the app "
-               "a hostname, or allow it explicitly in this policy's allowedPorts if it is not HTTP (e.g. SMTP).")
+               f"{', '.join(_show(k) for k in bad)}, bypassing the HTTPS proxy; remove it from `ports` and give the "
+               "app a hostname, or, if it is not HTTP (e.g. SMTP), allow it in this policy's allowedPorts for "
+               f'this container with its reason: {{"{name}": {{"{bad[0]}": "why it bypasses the proxy"}}}}.')
+
+
+def _show(key: str) -> str:
+    """8080/tcp reads 8080 (the usual case, as before UDP existed); 22000/udp stays."""
+    return key[:-4] if key.endswith("/tcp") else key
+
+
+def _public_bindings(res: Res) -> set[str]:
+    """The container's host ports bound on a public address (or every address), as PORT/PROTOCOL.
+    A binding on a private address only (a cache other servers use) is not public."""
+    out = set()
+    for p in known(res.props.get("ports") or [], f"ports of {res.name}"):
+        if p.get("ip") and _is_private(p["ip"]):
+            continue
+        out.add(f"{int(p.get('external') or p.get('internal'))}/{str(p.get('protocol') or 'tcp').lower()}")
+    return out
+
+
+def _allow_list(raw: Any, name: str) -> tuple[set[str], list[str]]:
+    """allowedPorts' entry for a container: {"PORT/tcp|udp": "reason"}. An entry without a reason
+    allows nothing: an exception nobody can explain is one nobody will remove."""
+    entry = (raw or {}).get(name) if isinstance(raw, dict) else None
+    if entry is None:
+        return set(), []
+    if not isinstance(entry, dict):
+        return set(), [f"allowedPorts for '{name}' is {json.dumps(entry)}; give each port its protocol and reason: "
+                       f'{{"{name}": {{"25/tcp": "SMTP from other mail servers"}}}}']
+    allowed, problems = set(), []
+    for key, reason in entry.items():
+        m = re.fullmatch(r"([0-9]{1,5})/(tcp|udp)", str(key))
+        if not m or not 1 <= int(m.group(1)) <= 65535:
+            problems.append(f"allowedPorts for '{name}': '{key}' is not PORT/tcp or PORT/udp (e.g. 22000/udp)")
+        elif not isinstance(reason, str) or len(reason.strip()) < 3:
+            problems.append(f"allowedPorts for '{name}': {key} has no reason; say why it bypasses the HTTPS proxy")
+        else:
+            allowed.add(key)
+    return allowed, problems
 
 
 @rule("proxy-serves-https-only",
@@ -804,17 +839,44 @@ def databases_managed(res: Res, cfg: dict) -> Iterable[str]:
 
 @rule("ssh-from-admin-networks-only",
       "A security group opens SSH (or any port other than 80 and 443) only to blocks no wider than /24 (IPv4) or "
-      "/48 (IPv6), or to the stack's own private network: never to the whole Internet or an ISP's range.",
+      "/48 (IPv6), or to the stack's own private network: never to the whole Internet or an ISP's range, unless "
+      "a container of that server publishes the port (which only-proxy-publishes-ports allows by name).",
       kind="stack", maxPrefixV4=24, maxPrefixV6=48)
 def ssh_from_admin_networks_only(resources: list[Res], cfg: dict) -> Iterable[str]:
     # The stack's private network: the blocks of its vRack subnets (plain config, known at preview).
     private = [ipaddress.ip_network(str(r.props["cidr"]), strict=False) for r in resources
                if r.type == T_VRACK_SUBNET and not is_unknown(r.props.get("cidr")) and r.props.get("cidr")]
+    published = _published_by_server(resources)
     yield from each([r for r in resources if r.type == T_OVH_SECURITY_GROUP],
-                    lambda sg: _sg_exposure(sg, cfg, private))
+                    lambda sg: _sg_exposure(sg, cfg, private, published.get(sg.parent, set())))
 
 
-def _sg_exposure(res: Res, cfg: dict, private: list) -> Iterable[str]:
+def _published_by_server(resources: list[Res]) -> dict[str | None, set[str]]:
+    """PORT/PROTOCOL bound publicly by containers, by the component their Docker provider belongs
+    to (the server, which is also the parent of its security group)."""
+    parents = {r.urn: r.parent for r in resources}
+    out: dict[str | None, set[str]] = {}
+    for r in resources:
+        if r.type == T_CONTAINER and _role_or_none(r) != "proxy":
+            try:
+                bindings = _public_bindings(r)
+            except Unknown:
+                bindings = {UNKNOWN_BINDING}  # what it publishes is known at the update
+            out.setdefault(parents.get(r.provider), set()).update(bindings)
+    return out
+
+
+UNKNOWN_BINDING = "?"
+
+
+def _role_or_none(res: Res) -> str | None:
+    try:
+        return _role(res)
+    except Unknown:
+        return None
+
+
+def _sg_exposure(res: Res, cfg: dict, private: list, published: set[str] | None = None) -> Iterable[str]:
     widest = {4: int(cfg.get("maxPrefixV4", 24)), 6: int(cfg.get("maxPrefixV6", 48))}
     rules_ = res.props.get("rules") or []
     if is_unknown(rules_):
@@ -824,8 +886,12 @@ def _sg_exposure(res: Res, cfg: dict, private: list) -> Iterable[str]:
             yield Unknown(f"a rule of {res.name} (its source address)", res.name)
             continue
         port = int(r.get("portRangeMin") or 0)
-        if port in (80, 443) and int(r.get("portRangeMax") or port) == port:
+        single = int(r.get("portRangeMax") or port) == port
+        if port in (80, 443) and single:
             continue
+        protocol = str(r.get("protocol") or "tcp").lower()
+        if single and published is not None and f"{port}/{protocol}" in published:
+            continue  # a container of this server publishes it: only-proxy-publishes-ports judges that
         try:
             net = ipaddress.ip_network(str(r.get("remoteIpPrefix") or "0.0.0.0/0"), strict=False)
         except ValueError:
@@ -834,8 +900,12 @@ def _sg_exposure(res: Res, cfg: dict, private: list) -> Iterable[str]:
         if any(net.version == n.version and net.subnet_of(n) for n in private):
             continue  # inside the stack's private network: not the Internet
         if net.prefixlen < widest[net.version]:
-            yield (f"Security group '{_name(res)}' opens port {port} to {net} ({net.num_addresses:,} addresses); "
-                   f"list only admin blocks of /{widest[net.version]} or narrower in socle:access.adminCidrs.")
+            if published and UNKNOWN_BINDING in published:
+                yield Unknown(f"the ports a container of {res.name}'s server publishes", res.name)
+                continue
+            yield (f"Security group '{_name(res)}' opens port {port}/{protocol} to {net} ({net.num_addresses:,} "
+                   f"addresses) and no container of its server publishes it; list only admin blocks of "
+                   f"/{widest[net.version]} or narrower in socle:access.adminCidrs.")
 
 
 # ---------------------------------------------------------------------------- running the rules

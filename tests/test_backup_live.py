@@ -486,3 +486,34 @@ def test_password_logins_are_refused(sshd):
 def test_other_users_are_refused_even_with_the_key(sshd):
     res = ssh(sshd, "true", user="root")
     assert res.returncode != 0 and "Permission denied" in res.stderr, res.stderr
+
+
+# ------------------------------------------------------------------------- external SFTP host
+
+def test_an_external_sftp_host_gets_backups_only_while_it_shows_its_pinned_key(tmp, sshd):
+    """backup.targets.sftp: the target and known_hosts line socle renders, against a real sshd
+    (socle's rendered drop-in, the SFTP-only user). A host that answers with another key (a
+    man in the middle, a reinstalled host nobody re-checked) gets nothing: no trust on first use."""
+    from components.render.backup import sftp_known_hosts, sftp_target
+
+    host_key = " ".join((sshd.dir / "hostkey.pub").read_text().split()[:2])
+    known = tmp / "known_hosts"
+    target = sftp_target("web", "127.0.0.1", sshd.port, sshd.user, str(sshd.repo_root / "external"),
+                         key_path=str(sshd.dir / "client"), known_hosts=str(known))
+    assert "StrictHostKeyChecking=yes" in target["sshOptions"] and "accept-new" not in " ".join(target["sshOptions"])
+
+    known.write_text(sftp_known_hosts("127.0.0.1", sshd.port, host_key))
+    job = Job(tmp, None, None, [target], None)  # `init` over SFTP, as the installer does
+    ok(job("run"), "backup to the external host")
+    assert len(job.snapshots()) == 1
+    assert (sshd.repo_root / "external" / "web" / "config").exists(), "the repository is not in PATH/<server>"
+
+    impostor = tmp / "impostor"
+    subprocess.run([require("ssh-keygen", "openssh-client"), "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
+                   check=True)
+    known.write_text(sftp_known_hosts("127.0.0.1", sshd.port, " ".join(Path(f"{impostor}.pub").read_text().split()[:2])))
+    out = failed(job("run"), "backup to a host showing another key")
+    # restic alone says "unable to start the sftp session"; the runner asks ssh why.
+    assert "(ssh says: Host key verification failed.)" in out, out[-2000:]
+    known.write_text(sftp_known_hosts("127.0.0.1", sshd.port, host_key))
+    assert len(job.snapshots()) == 1, "a snapshot reached the host while it showed another key"

@@ -57,13 +57,38 @@ def test_ports_pass_app_without_ports_and_proxy_on_80_443():
 def test_ports_fail_app_publishing_8080():
     app = container("socle-prod-web", ports=[{"internal": 8080, "external": 8080}])
     assert check("only-proxy-publishes-ports", app) == [("fail",
-        "Container 'socle-prod-web' publishes host port 8080, bypassing the HTTPS proxy; remove it from `publish` "
-        "and give the app a hostname, or allow it explicitly in this policy's allowedPorts if it is not HTTP (e.g. SMTP).")]
+        "Container 'socle-prod-web' publishes host port 8080, bypassing the HTTPS proxy; remove it from `ports` "
+        "and give the app a hostname, or, if it is not HTTP (e.g. SMTP), allow it in this policy's allowedPorts for "
+        'this container with its reason: {"socle-prod-web": {"8080/tcp": "why it bypasses the proxy"}}.')]
 
 
-def test_ports_allowed_explicitly_pass():
+def test_ports_allowed_explicitly_with_a_reason_pass():
     mail = container("socle-prod-mail", ports=[{"internal": 25, "external": 25}])
-    assert check("only-proxy-publishes-ports", mail, {"allowedPorts": {"socle-prod-mail": [25]}}) == []
+    assert check("only-proxy-publishes-ports", mail, {"allowedPorts": {"socle-prod-mail": {"25/tcp": "SMTP"}}}) == []
+    sync = container("socle-prod-sync", ports=[{"internal": 22000, "external": 22000, "protocol": "udp"},
+                                               {"internal": 22000, "external": 22000}])
+    allow = {"socle-prod-sync": {"22000/tcp": "Syncthing sync", "22000/udp": "Syncthing sync (QUIC)"}}
+    assert check("only-proxy-publishes-ports", sync, {"allowedPorts": allow}) == []
+
+
+def test_ports_allowed_for_tcp_do_not_allow_udp_nor_another_container():
+    sync = container("socle-prod-sync", ports=[{"internal": 21027, "external": 21027, "protocol": "udp"}])
+    found = check("only-proxy-publishes-ports", sync, {"allowedPorts": {"socle-prod-sync": {"21027/tcp": "discovery"}}})
+    assert found[0][1].startswith("Container 'socle-prod-sync' publishes host port 21027/udp, bypassing"), found
+    found = check("only-proxy-publishes-ports", sync, {"allowedPorts": {"socle-prod-other": {"21027/udp": "discovery"}}})
+    assert found and found[0][0] == "fail", found
+
+
+def test_an_allow_list_entry_without_a_reason_or_in_the_old_form_allows_nothing():
+    mail = container("socle-prod-mail", ports=[{"internal": 25, "external": 25}])
+    old = check("only-proxy-publishes-ports", mail, {"allowedPorts": {"socle-prod-mail": [25]}})
+    assert [v for v, _ in old] == ["fail", "fail"], old
+    assert old[0][1].startswith("allowedPorts for 'socle-prod-mail' is [25]; give each port its protocol and reason"), old
+    silent = check("only-proxy-publishes-ports", mail, {"allowedPorts": {"socle-prod-mail": {"25/tcp": ""}}})
+    assert silent[0][1] == "allowedPorts for 'socle-prod-mail': 25/tcp has no reason; say why it bypasses the HTTPS proxy"
+    assert "publishes host port 25," in silent[1][1], silent
+    bad = check("only-proxy-publishes-ports", mail, {"allowedPorts": {"socle-prod-mail": {"25": "SMTP"}}})
+    assert "'25' is not PORT/tcp or PORT/udp" in bad[0][1], bad
 
 
 def test_ports_fail_proxy_publishing_8080():
@@ -637,16 +662,42 @@ def test_databases_managed_pass_fail_unknown():
 
 # ---------------------------------------------------------------- ssh-from-admin-networks-only
 
-def sg(*rules_, private=None):
-    """A security group (and the stack's private subnet, if any): what the stack rule reads."""
-    out = [Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg", {"name": "socle-prod-web-sg", "rules": list(rules_)})]
+def sg(*rules_, private=None, containers=()):
+    """A security group of server `web` (and the stack's private subnet, if any, and containers on
+    that server's Docker provider): what the stack rule reads."""
+    out = [Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg", {"name": "socle-prod-web-sg", "rules": list(rules_)},
+               parent="urn:server-web"),
+           Res("pulumi:providers:docker", "web-docker", "urn:docker-web", {}, parent="urn:server-web"),
+           Res("pulumi:providers:docker", "db-docker", "urn:docker-db", {}, parent="urn:server-db")]
+    for c in containers:
+        c.provider = c.provider or "urn:docker-web"
+        out.append(c)
     if private:
         out.append(Res(rules.T_VRACK_SUBNET, "private-gra11-subnet", "urn:subnet", {"cidr": private}))
     return out
 
 
-def sg_rule(port, prefix):
-    return {"portRangeMin": port, "portRangeMax": port, "remoteIpPrefix": prefix}
+def sg_rule(port, prefix, protocol="TCP"):
+    return {"portRangeMin": port, "portRangeMax": port, "remoteIpPrefix": prefix, "protocol": protocol}
+
+
+def test_a_port_open_to_the_internet_passes_only_where_a_container_of_that_server_publishes_it():
+    sync = container("socle-prod-sync", ports=[{"internal": 22000, "external": 22000, "protocol": "udp"}])
+    rules_ = (sg_rule(22000, "0.0.0.0/0", "UDP"), sg_rule(22000, "::/0", "UDP"))
+    assert check("ssh-from-admin-networks-only", sg(*rules_, containers=[sync])) == []
+    # The same port over TCP, or published by a container of another server, is not a reason.
+    tcp = check("ssh-from-admin-networks-only", sg(sg_rule(22000, "0.0.0.0/0"), containers=[sync]))
+    assert tcp == [("fail", "Security group 'socle-prod-web-sg' opens port 22000/tcp to 0.0.0.0/0 (4,294,967,296 "
+                            "addresses) and no container of its server publishes it; list only admin blocks of /24 or "
+                            "narrower in socle:access.adminCidrs.")], tcp
+    elsewhere = container("socle-prod-sync", ports=[{"internal": 22000, "external": 22000, "protocol": "udp"}])
+    elsewhere.provider = "urn:docker-db"
+    assert check("ssh-from-admin-networks-only", sg(*rules_, containers=[elsewhere]))[0][0] == "fail"
+    # A container whose ports are not known yet: the verdict waits.
+    pending = container("socle-prod-sync", ports=U_ARR)
+    assert check("ssh-from-admin-networks-only", sg(rules_[0], containers=[pending])) == [(
+        "unknown", "cannot check yet: the ports a container of web-sg's server publishes is not known until the "
+                   "update; this rule runs again then.")]
 
 
 def test_ssh_exposure_passes_admin_blocks_and_public_https():
@@ -658,18 +709,18 @@ def test_ssh_exposure_passes_the_stacks_private_network_only():
     assert check("ssh-from-admin-networks-only", sg(sg_rule(6379, "10.42.0.0/16"), sg_rule(4660, "10.42.0.7/32"),
                                                     private="10.42.0.0/16")) == []
     wider = check("ssh-from-admin-networks-only", sg(sg_rule(6379, "10.0.0.0/8"), private="10.42.0.0/16"))
-    assert wider == [("fail", "Security group 'socle-prod-web-sg' opens port 6379 to 10.0.0.0/8 (16,777,216 addresses); "
-                              "list only admin blocks of /24 or narrower in socle:access.adminCidrs.")], wider
+    assert wider == [("fail", "Security group 'socle-prod-web-sg' opens port 6379/tcp to 10.0.0.0/8 (16,777,216 addresses) "
+                              "and no container of its server publishes it; list only admin blocks of /24 or narrower in socle:access.adminCidrs.")], wider
     assert check("ssh-from-admin-networks-only", sg(sg_rule(6379, "10.42.0.0/16")))[0][0] == "fail", \
         "a private block is not the stack's network when the stack has none"
 
 
 def test_ssh_exposure_fails_the_internet_and_an_isp():
     assert check("ssh-from-admin-networks-only", sg(sg_rule(4660, "0.0.0.0/0"), sg_rule(22, "81.56.0.0/13"))) == [
-        ("fail", "Security group 'socle-prod-web-sg' opens port 4660 to 0.0.0.0/0 (4,294,967,296 addresses); list only "
-                 "admin blocks of /24 or narrower in socle:access.adminCidrs."),
-        ("fail", "Security group 'socle-prod-web-sg' opens port 22 to 81.56.0.0/13 (524,288 addresses); list only "
-                 "admin blocks of /24 or narrower in socle:access.adminCidrs."),
+        ("fail", "Security group 'socle-prod-web-sg' opens port 4660/tcp to 0.0.0.0/0 (4,294,967,296 addresses) and no container "
+                 "of its server publishes it; list only admin blocks of /24 or narrower in socle:access.adminCidrs."),
+        ("fail", "Security group 'socle-prod-web-sg' opens port 22/tcp to 81.56.0.0/13 (524,288 addresses) and no container "
+                 "of its server publishes it; list only admin blocks of /24 or narrower in socle:access.adminCidrs."),
     ]
 
 

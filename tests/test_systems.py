@@ -67,10 +67,14 @@ HISTOLOGE = system(
 
 SKILLS_HUB = system(
     domain="skills.example.org",
-    # Nightly 03:00, kept 1825 days, pushed over SSH (port 4660, key-only) to an isolated server.
+    # "3h00 du matin", kept 1825 days, pushed over SSH (port 4660, key-only) to the server with the
+    # 4 TB disk the school already has (/srv/tc-data/backups): socle does not create it.
+    timeZone="Europe/Paris",
     backup={"schedule": "0 3 * * *", "retention": {"daily": 7, "weekly": 4, "monthly": 12, "yearly": 5},
-            "targets": {"server": "backup"}},
-    servers={"prod": {"flavor": "b3-16", "diskGb": 200}, "backup": {"role": "backup", "flavor": "d2-4", "diskGb": 4000}},
+            "targets": {"sftp": {"host": "tc-data.skills.example.org", "port": 4660, "user": "socle",
+                                 "path": "/srv/tc-data/backups",
+                                 "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5lGM2dxmmYaTiHi9/T5AsDtp2i0EalI5n2SlItHHa7"}}},
+    servers={"prod": {"flavor": "b3-16", "diskGb": 200}},
     databases={"main": {"engine": "postgresql", "version": "16", "hosting": "container", "server": "prod",
                         "databases": ["app", "keycloak", "odoo", "mattermost"]}},
     apps={
@@ -95,7 +99,11 @@ CAPLIBRE = system(
                       "hostname": "cloud.caplibre.example.org", "port": 80,
                       "databases": [{"use": "cluster.nextcloud"}], "buckets": [{"use": "files"}]},
         "syncthing": {"image": "syncthing/syncthing:1.27", "server": "sync", "hostname": "sync.caplibre.example.org",
-                      "port": 8384, "volumes": {"data": "/var/syncthing"}},
+                      "port": 8384, "volumes": {"data": "/var/syncthing"},
+                      # Devices sync over 22000 (TCP, and QUIC over UDP) and find each other on 21027/udp.
+                      "ports": [{"port": 22000, "protocol": "tcp", "reason": "Syncthing sync protocol"},
+                                {"port": 22000, "protocol": "udp", "reason": "Syncthing sync protocol over QUIC"},
+                                {"port": 21027, "protocol": "udp", "reason": "Syncthing local discovery"}]},
     },
 )
 

@@ -12,6 +12,7 @@ RUNNER_PATH = "/usr/local/lib/socle/socle_backup.py"
 MANIFEST_PATH = "/etc/socle/backup.json"
 ENV_PATH = "/etc/socle/backup.env"
 SSH_KEY_PATH = "/etc/socle/backup_ssh_key"
+SFTP_KNOWN_HOSTS = "/etc/socle/sftp_known_hosts"
 # The env file's dead-man URL of each job; the runner (standalone on the server) has the same
 # table, PING_ENV, and a test keeps the two equal.
 PING_ENV = {"run": "SOCLE_PING_URL", "check": "SOCLE_PING_URL_CHECK", "drill": "SOCLE_PING_URL_DRILL"}
@@ -133,6 +134,27 @@ def render_crontab(schedules: dict[str, str], zone: str = "UTC") -> str:
 
 def render_env(values: dict[str, str]) -> str:
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(values.items()))
+
+
+def sftp_known_hosts(host: str, port: int, host_key: str) -> str:
+    """The one known_hosts line that pins an external SFTP host's key (OpenSSH's `[host]:port` form
+    for another port than 22)."""
+    name = host if port == 22 else f"[{host}]:{port}"
+    return f"{name} {host_key}\n"
+
+
+def sftp_target(server: str, host: str, port: int, user: str, path: str,
+                key_path: str = SSH_KEY_PATH, known_hosts: str = SFTP_KNOWN_HOSTS) -> dict:
+    """The manifest entry of an external SFTP host: restic's sftp backend over ssh with this
+    server's key, StrictHostKeyChecking=yes against the pinned key only (no global known_hosts,
+    no trust on first use), each server in a directory of its own."""
+    return {
+        "name": "sftp", "kind": "sftp", "repository": f"sftp:{user}@{host}:{path.rstrip('/')}/{server}",
+        "sshHost": f"{user}@{host}", "port": port,
+        "sshOptions": ["-i", key_path, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                       "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+                       "-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no"],
+    }
 
 
 def render_bundle(manifest: dict, runner: str, units: dict[str, str]) -> str:

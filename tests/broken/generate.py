@@ -51,7 +51,7 @@ DELETE = object()
 # them when the mistake shows in several places, e.g. once per hostname)
 CASES = {
     "app-publishes-8080": ("prod", "an app container publishes 8080 on the host",
-                           [_set("apps.web.publish", [8080])], "only-proxy-publishes-ports",
+                           [_set("apps.web.ports", [{"port": 8080, "reason": "the app's admin page"}])], "only-proxy-publishes-ports",
                            "Container 'socle-prod-web' publishes host port 8080"),
     "proxy-on-8080": ("prod", "the proxy publishes 8080 instead of 80", [_set("proxy.httpPort", 8080)],
                       "only-proxy-publishes-ports", "Reverse proxy 'socle-prod-web-proxy' publishes [443, 8080]"),
