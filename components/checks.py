@@ -64,9 +64,39 @@ def holds_state(cfg: StackConfig, server: str) -> bool:
 
 def cross_check(cfg: StackConfig) -> Issues:
     issues: Issues = []
-    for check in (_target, _ports, _ovh_catalog, _placement, _apps, _secrets_in_env, _dns, _buckets,
+    for check in (_target, _ports, _ovh_catalog, _placement, _apps, _app_files, _secrets_in_env, _dns, _buckets,
                   _backup, _backup_keeps_something, _physical_names):
         issues += check(cfg)
+    return issues
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def _app_files(cfg: StackConfig) -> Issues:
+    """apps.*.files: a source inside this repository, small UTF-8 text, and `${VAR}` only for the
+    app's own environment variables."""
+    from .render.files import MAX_BYTES, references, text_of_source
+
+    issues: Issues = []
+    for name, app in cfg.apps.items():
+        known = app.env_names()
+        for path, f in app.files.items():
+            key = f"apps.{name}.files.{path}"
+            if f.source is not None:
+                text, why = text_of_source(f.source)
+                if why:
+                    issues.append((f"{key}.source", why))
+                    continue
+            else:
+                text = f.content or ""
+            if len(text.encode()) > MAX_BYTES:
+                issues.append((key, f"{len(text.encode()):,} bytes; files put into containers hold at most "
+                                    f"{MAX_BYTES:,} (configuration, not data: put data in a volume or the image)"))
+            unknown = [v for v in references(text) if v not in known]
+            if unknown:
+                issues.append((key, f"${{{unknown[0]}}} is not an environment variable of app {name} "
+                                    f"({', '.join(sorted(known)) or 'it has none'}); write $${{ for a literal ${{"))
     return issues
 
 

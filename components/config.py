@@ -556,6 +556,40 @@ class AppPort(_Model):
         return f"{self.port}/{self.protocol}"
 
 
+_FORBIDDEN_FILE_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def _container_file_path(value: str) -> str:
+    parts = value.split("/")
+    if (not value.startswith("/") or value.endswith("/") or ".." in parts or "" in parts[1:]
+            or len(value) > 255 or not re.fullmatch(r"[A-Za-z0-9._/@+-]+", value)):
+        raise ValueError(f"'{value}' is not an absolute file path in the container (letters, digits, . _ - @ + and "
+                         "/, no .., no trailing /); e.g. /app/config/settings.ini")
+    if any(value == r or value.startswith(r + "/") for r in _FORBIDDEN_FILE_ROOTS):
+        raise ValueError(f"'{value}' is under {value.split('/')[1] and '/' + value.split('/')[1]}, which the kernel "
+                         "provides; choose a path of the app's own")
+    return value
+
+
+class AppFile(_Model):
+    """A file put into the app's containers: inline `content`, or `source`, a file of this
+    repository. `${VAR}` takes the value of one of the app's environment variables (a secret one
+    makes the whole file secret); `$${` writes a literal `${`."""
+
+    content: str | None = Field(default=None, max_length=65536)
+    """The file's text (at most 64 KiB)."""
+    source: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+    """A file of the repository, relative to its root (e.g. files/shop/settings.ini; at most 64 KiB of UTF-8)."""
+    executable: bool = False
+    """Mode 0555 instead of 0444 (both owned by root, read-only to the app's user)."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "AppFile":
+        if (self.content is None) == (self.source is None):
+            raise ValueError("give either content (the text itself) or source (a file of this repository), not both")
+        return self
+
+
 class CacheUse(_Model):
     use: Name
     """Cache name."""
@@ -626,6 +660,8 @@ class App(_Model):
     """Restart policy."""
     maintenance: bool = False
     """Serve a 503 maintenance page instead of the app (the site on/off switch)."""
+    files: dict[Annotated[str, AfterValidator(_container_file_path)], AppFile] = Field(default_factory=dict)
+    """Files in its containers, by absolute path (configuration directories, Postfix maps…): root-owned and read-only, never written on the host; a file that refers to a secret is a Pulumi secret. A changed file replaces the containers, as a new image does."""
     ports: list[AppPort] = Field(default_factory=list)
     """Ports served to the Internet without the HTTPS proxy (TCP or UDP), each with its reason; opened in the security group of the app's server only, and refused by the policy pack unless its allowedPorts lists them for this container."""
     publish: Any = Field(default=None, exclude=True)
@@ -642,6 +678,18 @@ class App(_Model):
         return None
     user: str | None = None
     """Run as this uid[:gid] inside the container."""
+
+    def env_names(self) -> dict[str, bool]:
+        """Every environment variable the app's containers get, and whether it is secret: its env and
+        secrets, and what its databases, buckets and caches give it (components/socle_platform.py)."""
+        names = {k: False for k in self.env} | {k: True for k in self.secrets}
+        for use in self.databases:
+            names |= {var: fld in ("password", "url") for fld, var in use.env.items()}
+        for use in self.buckets:
+            names |= {var: fld in ("accessKey", "secretKey") for fld, var in use.env.items()}
+        for use in self.caches:
+            names |= {var: fld in ("password", "url") for fld, var in use.env.items()}
+        return names
 
     def hosts(self) -> list[str]:
         """The servers it runs on."""
@@ -927,6 +975,9 @@ def _pydantic_issues(err: ValidationError) -> list[tuple[str, str]]:
     return unique
 
 
+_FILE_CONTENT = re.compile(r"^apps\.[^.]+\.files\..+\.content$")
+
+
 def _control_characters(values: Any, path: str = "") -> list[tuple[str, str]]:
     """Every string of the stack config ends up in a rendered file (Caddyfile, authorized_keys,
     systemd units, environment files, restic's exclude lists): a newline or another control
@@ -941,6 +992,10 @@ def _control_characters(values: Any, path: str = "") -> list[tuple[str, str]]:
     elif isinstance(values, list):
         for i, v in enumerate(values):
             out += _control_characters(v, f"{path}.{i}")
+    elif isinstance(values, str) and _FILE_CONTENT.match(path):
+        # A file's own text (apps.*.files.*.content) is lines by nature: it goes into that file only.
+        if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", values):
+            out.append((path, "holds a control character other than newline and tab; retype it"))
     elif isinstance(values, str) and re.search(r"[\x00-\x1f\x7f]", values):
         what = "a newline" if "\n" in values or "\r" in values else ("a tab" if "\t" in values else "a control character")
         out.append((path, f"{json.dumps(values)} holds {what}, which would start a new line in the file it is "

@@ -22,6 +22,8 @@ class AppSpec:
     command: list[str] | None = None
     env: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     secret_env: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    # Files copied into the container before it starts (Docker uploads): {file, content, permissions}.
+    files: list[dict] = field(default_factory=list)
     volumes: dict[str, str] = field(default_factory=dict)        # volume name -> mount path
     stateful_volumes: set[str] = field(default_factory=set)
     hostname: str | None = None
@@ -142,6 +144,8 @@ class ContainerStack(pulumi.ComponentResource):
                 networks_advanced=[{"name": args.network_name, "aliases": [app.name]}],
                 volumes=mounts,
                 healthcheck=hc,
+                # Into the container's own layer before it starts: never a file on the host's disk.
+                uploads=app.files or None,
                 ports=[{"internal": inside, "external": host, **({"protocol": proto} if proto != "tcp" else {})}
                        for host, proto, inside in app.publish]
                 + [{"internal": p, "external": p, "ip": args.private_address} for p in app.private_publish

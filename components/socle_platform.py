@@ -18,6 +18,7 @@ from .database import Database, DatabaseArgs
 from .dns import DnsRecords, DnsRecordsArgs, Record, caa_values, relative_name
 from .naming import ovh_location, physical_name
 from .backup_job import RUNNER_SOURCE
+from .render.files import references, render_file, text_of_source
 from .render.backup import (
     PING_ENV,
     RESTIC_ROOT,
@@ -551,6 +552,26 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[srv.host_setup] if srv.host_setup else []),
         )
 
+    @staticmethod
+    def _app_files(app, env: dict, secret_env: dict) -> list[dict]:
+        """apps.*.files as Docker uploads: `${VAR}` filled from the app's environment, and the file
+        a secret as soon as one value it takes is (components/render/files.py)."""
+        out = []
+        for path, f in app.files.items():
+            text = f.content if f.content is not None else text_of_source(f.source)[0]
+            refs = references(text)
+            values = {**env, **secret_env}
+            content: pulumi.Input[str]
+            if not refs:
+                content = render_file(text, {})
+            else:
+                content = pulumi.Output.all(*(values[v] for v in refs)).apply(
+                    lambda vs, t=text, r=refs: render_file(t, dict(zip(r, vs))))
+                if any(v in secret_env for v in refs):
+                    content = pulumi.Output.secret(content)
+            out.append({"file": path, "content": content, "permissions": "0555" if f.executable else "0444"})
+        return out
+
     def _app_spec(self, aname: str, app, cache_conn: dict, server: str) -> AppSpec:
         """The app's containers on `server` (the same on each of its servers, but for the address of
         a cache that runs on another server)."""
@@ -582,7 +603,7 @@ class Platform(pulumi.ComponentResource):
                 (secret_env if fld in ("password", "url") else env)[var] = c[fld]
         return AppSpec(
             name=aname, image=app.image, physical_name=self.pname(aname), command=app.command,
-            env=env, secret_env=secret_env,
+            env=env, secret_env=secret_env, files=self._app_files(app, env, secret_env),
             volumes={v: spec.path for v, spec in app.volumes.items()},
             stateful_volumes={v for v, spec in app.volumes.items() if spec.stateful},
             hostname=app.hostname, port=app.port, maintenance=app.maintenance,

@@ -113,7 +113,9 @@ OC_PIZZA = system(
     databases={"main": {"engine": "postgresql", "version": "16", "databases": ["shop"]}},
     apps={"shop": {"image": "ghcr.io/example/ocpizza:1.0", "server": "web", "hostname": "ocpizza.example.org", "port": 8000,
                    "env": {"DJANGO_SETTINGS_MODULE": "ocpizza.settings.production"},
-                   "secrets": {"SECRET_KEY": {"generate": 50}}, "databases": [{"use": "main.shop"}], "maintenance": False}},
+                   "secrets": {"SECRET_KEY": {"generate": 50}}, "databases": [{"use": "main.shop"}], "maintenance": False,
+                   # The Django settings directory, filled from the app's environment (a secret file).
+                   "files": {"/app/config/production.ini": {"source": "examples/oc-pizza/config/production.ini"}}}},
 )
 
 
