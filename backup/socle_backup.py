@@ -336,6 +336,13 @@ class Job:
         err = res.stderr or ""
         if "wrong password" in err.lower() or "no key found" in err.lower():
             raise BackupError(f"repository {t['name']} refuses the password; check RESTIC_PASSWORD in {ENV_FILE}")
+        if self._missing(err) and self._pending(t).exists():
+            # Never created (the host did not accept this server's key at install): created now,
+            # once; from then on a missing repository is a loss, as below.
+            log(f"creating repository {t['name']} (pending since the installation)")
+            self.restic(t, "init")
+            self._pending(t).unlink(missing_ok=True)
+            return self._backup(t, args)
         if self._missing(err):
             raise BackupError(f"repository {t['name']} does not exist any more ({t['repository']}): it was created at "
                               "install and a nightly run never re-creates it, since an empty new repository would hide "
@@ -344,18 +351,35 @@ class Job:
         raise BackupError(f"backup to {t['name']} failed (restic status {res.returncode}): {err.strip()[-600:]}"
                           f"{self._ssh_diagnosis(t)}")
 
+    def _pending(self, t: dict) -> Path:
+        """The mark of a repository the installer could not create yet (an external SFTP host that
+        does not accept this server's key until its owner adds it): the next run creates it, once."""
+        return self.work / f"pending-{t['name']}"
+
     def init(self) -> None:
-        """Create every target's repository that does not exist yet; leave existing ones alone."""
+        """Create every target's repository that does not exist yet; leave existing ones alone. An
+        external SFTP host that cannot be reached yet is marked pending, not a failure: its owner
+        adds this server's key after the deployment that made it (stack output sftpAuthorizedKeys)."""
         for t in self.m["targets"]:
             probe = self.restic(t, "cat", "config", capture=True, mutating=False, check=False)
             if probe.returncode == 0:
                 log(f"repository {t['name']} exists")
+                self._pending(t).unlink(missing_ok=True)
                 continue
             if not self._missing(probe.stderr or ""):
-                raise BackupError(f"cannot tell whether repository {t['name']} exists: {(probe.stderr or '').strip()[-400:]}"
-                                  f"{self._ssh_diagnosis(t)}")
+                why = f"{(probe.stderr or '').strip()[-400:]}{self._ssh_diagnosis(t)}"
+                if t.get("kind") == "sftp" and t.get("external"):
+                    if not self.dry_run:
+                        self.work.mkdir(parents=True, exist_ok=True)
+                        self._pending(t).write_text(why + "\n")
+                    log(f"repository {t['name']} cannot be reached yet ({why.splitlines()[-1] if why else '?'}); "
+                        "add this server's line of the stack output sftpAuthorizedKeys on that host: the next "
+                        "run creates the repository there")
+                    continue
+                raise BackupError(f"cannot tell whether repository {t['name']} exists: {why}")
             log(f"creating repository {t['name']}")
             self.restic(t, "init")
+            self._pending(t).unlink(missing_ok=True)
 
     def check(self, now: dt.datetime | None = None) -> None:
         """restic check on every target, then the age of the newest snapshot: a repository that is

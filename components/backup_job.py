@@ -47,6 +47,7 @@ class BackupJobArgs:
     schedules: dict[str, str]                     # run / check / drill -> cron
     time_zone: str = "UTC"                        # of the schedules (IANA name)
     files: dict[str, str] = field(default_factory=dict)  # more files for the server (no secret), by path
+    target_kinds: list[str] = field(default_factory=list)  # render.backup.target_kind of each target, plain
     ssh_key: pulumi.Input[str] | None = None      # private key for an SFTP target
     # ovh
     address: pulumi.Input[str] | None = None
@@ -83,7 +84,7 @@ class BackupJob(pulumi.ComponentResource):
         units = render_systemd_units(args.schedules, args.time_zone)
         # The coverage is plain config (names, counts), known at preview: written into the
         # installer for the policy pack, which the installer holds the real manifest to.
-        declared = coverage({**args.manifest, "targets": args.targets})
+        declared = coverage({**args.manifest, "targets": args.targets}, args.target_kinds)
         bundle = self.manifest.apply(lambda m: render_bundle(json.loads(m), RUNNER_SOURCE, {**units, **args.files}))
         timers = ["socle-backup" if j == "run" else f"socle-backup-{j}" for j in args.schedules]
         secrets = command.remote.Command(

@@ -532,7 +532,7 @@ def _backup(cfg: StackConfig) -> Issues:
         skipped = _skipped_local_time(cron, cfg.time_zone)
         if skipped:
             add(f"backup.{key}", f"'{cron}' in {cfg.time_zone} falls in the hour skipped when the clocks go "
-                                 f"forward ({skipped}): systemd runs nothing that day; pick a time outside "
+                                 f"forward ({skipped}): systemd skips that run; pick a time outside "
                                  "that hour (e.g. '0 3 * * *'), or set timeZone: UTC")
     urls = [u for u in (b.ping_url, b.check_ping_url, b.drill_ping_url) if u is not None]
     if len({json.dumps(u, default=str, sort_keys=True) if not isinstance(u, str) else u for u in urls}) < len(urls):
@@ -630,19 +630,59 @@ def _longest_gap_hours(cron: str, zone: str = "UTC") -> int | None:
     return int(max((b - a).total_seconds() for a, b in zip(instants, instants[1:])) // 3600)
 
 
+@functools.lru_cache(maxsize=64)
+def _spring_gaps(zone: str, first: int = 2026, last: int = 2060) -> tuple:
+    """The wall-clock intervals the clocks skip when they go forward in `zone`, from `first` to
+    `last`: ((start, end) naive local times), e.g. 02:00-03:00 on the last Sunday of March in Paris."""
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    if zone == "UTC":
+        return ()
+    tz = ZoneInfo(zone)
+    gaps = []
+    week = datetime(first, 1, 1, tzinfo=timezone.utc)
+    end = datetime(last + 1, 1, 1, tzinfo=timezone.utc)
+    offset = week.astimezone(tz).utcoffset()
+    while week < end:  # a week at a time, then the minute of the change by bisection
+        nxt = week + timedelta(days=7)
+        new = nxt.astimezone(tz).utcoffset()
+        if new > offset:
+            lo, hi = 0, 7 * 24 * 60
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if (week + timedelta(minutes=mid)).astimezone(tz).utcoffset() > offset:
+                    hi = mid
+                else:
+                    lo = mid
+            instant = (week + timedelta(minutes=hi)).replace(tzinfo=None)
+            gaps.append((instant + offset, instant + new))
+        offset, week = new, nxt
+    return tuple(gaps)
+
+
 @functools.lru_cache(maxsize=256)
 def _skipped_local_time(cron: str, zone: str) -> str | None:
     """The first run of `cron` (wall-clock time in `zone`) that does not exist because the clocks go
-    forward over it, e.g. 02:30 on the last Sunday of March in Europe/Paris: systemd's timer
-    skips that day (systemd-analyze calendar shows it). None if every run exists."""
-    from datetime import timezone
-    from zoneinfo import ZoneInfo
+    forward over it, e.g. 02:30 on the last Sunday of March in Europe/Paris, over 2026-2060 (a
+    monthly run on the 25th meets the change only some years): systemd's timer skips that run
+    (systemd-analyze calendar shows it). None if every run exists."""
+    from datetime import timedelta
 
-    tz = ZoneInfo(zone)
-    for run in (_runs(cron, zone) or [])[1:]:
-        there_and_back = run.replace(tzinfo=tz).astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None)
-        if there_and_back != run:
-            return run.strftime("%Y-%m-%d %H:%M")
+    from croniter import croniter
+
+    minutes, hours, _days, months, _weekdays = croniter(cron).expanded[:5]
+
+    def may(field, value):
+        return field == ["*"] or value in field
+
+    for start, end in _spring_gaps(zone):
+        minute = start
+        while minute < end:  # croniter.match (slow) only where minute, hour and month already fit
+            if may(minutes, minute.minute) and may(hours, minute.hour) and may(months, minute.month) \
+                    and croniter.match(cron, minute):
+                return minute.strftime("%Y-%m-%d %H:%M")
+            minute += timedelta(minutes=1)
     return None
 
 

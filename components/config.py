@@ -718,7 +718,8 @@ def _host_or_ip(value: str) -> str:
     except ValueError:
         pass
     labels = value.split(".")
-    if len(value) > 253 or len(labels) < 2 or not all(_HOST_LABEL_RE.match(lbl) for lbl in labels):
+    if (len(value) > 253 or len(labels) < 2 or not all(_HOST_LABEL_RE.match(lbl) for lbl in labels)
+            or labels[-1].isdigit()):  # 203.0.113 is no name, and ssh would read it as 203.0.0.113
         raise ValueError(f"'{value}' is neither a host name nor an IP address; e.g. backup.example.org or 203.0.113.9")
     return value
 
@@ -758,9 +759,31 @@ class SftpTarget(_Model):
     user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     """The account the servers log in as (give it only SFTP: `ForceCommand internal-sftp`)."""
     path: Annotated[str, AfterValidator(_absolute_dir)]
-    """Directory on the host; each server keeps its repository in PATH/<server>."""
+    """Directory on the host, as the account sees it (inside its ChrootDirectory, if any); each server keeps its repository in PATH/<stack's name for the server>, e.g. PATH/socle-prod-web."""
     host_key: Annotated[str, AfterValidator(_host_key)]
     """The host's public SSH key (`ssh-ed25519 AAAA…`), pinned: a host answering with another key gets no backup."""
+
+    @field_validator("host")
+    @classmethod
+    def _not_v6(cls, value: str) -> str:
+        if ":" in value:  # restic's sftp:user@host:/path cannot hold an IPv6 address
+            raise ValueError(f"'{value}' is an IPv6 address; give the host's DNS name (or its IPv4 address)")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keyscan_line_of_this_host(cls, data: Any) -> Any:
+        """A pasted `ssh-keyscan` line names the host it came from: it must be this one."""
+        if isinstance(data, dict) and isinstance(data.get("hostKey"), str):
+            parts = data["hostKey"].split()
+            if len(parts) >= 3 and parts[0] not in _HOST_KEY_TYPES and not parts[0].startswith("|1|"):
+                port = data.get("port", 22)
+                expected = {str(data.get("host")), f"[{data.get('host')}]:{port}"} if port == 22 \
+                    else {f"[{data.get('host')}]:{port}"}
+                if parts[0] not in expected:
+                    raise ValueError(f"hostKey is the key of '{parts[0]}', not of {sorted(expected)[-1]}: "
+                                     "scan the host and port the servers will use")
+        return data
 
 
 class BackupTargets(_Model):

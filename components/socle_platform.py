@@ -157,10 +157,13 @@ class Platform(pulumi.ComponentResource):
     @property
     def sftp_authorized_keys(self) -> dict[str, pulumi.Output[str]]:
         """With an external SFTP backup target: for each server, the line its owner adds to the
-        host's authorized_keys (`restrict`: no shell forwarding, no agent, no pty)."""
+        host's authorized_keys (`restrict`: no forwarding, no agent, no pty; `from`: that server's
+        address only)."""
         if not self.cfg.backup.targets.sftp:
             return {}
-        return {name: key.apply(lambda k, n=name: f"restrict {k.strip()} {self.pname(n)}")
+        # from=: only this server's public address may use its key.
+        return {name: pulumi.Output.all(key, self.servers[name].address).apply(
+                    lambda v, n=name: f'restrict,from="{v[1]}" {v[0].strip()} {self.pname(n)}')
                 for name, key in self.backup_public_keys.items()}
 
     def _public_http(self, server: str) -> bool:
@@ -483,7 +486,8 @@ class Platform(pulumi.ComponentResource):
             files: dict[str, str] = {}
             if b.targets.sftp:
                 t = b.targets.sftp
-                targets.append(sftp_target(sname, t.host, t.port, t.user, t.path))
+                # The physical name: two stacks (staging, prod) sharing the host never share a directory.
+                targets.append(sftp_target(self.pname(sname), t.host, t.port, t.user, t.path))
                 files[SFTP_KNOWN_HOSTS] = sftp_known_hosts(t.host, t.port, t.host_key)
             if b.targets.local_path:
                 repo = docker.Volume(f"{sname}-backup-repo", name=f"{self.pname(sname)}-backup-repo",
@@ -506,6 +510,8 @@ class Platform(pulumi.ComponentResource):
                 target=cfg.target, host=sname, physical_name=self.pname(sname),
                 manifest=manifest, targets=targets, secret_env=secret_env, schedules=schedules,
                 time_zone=cfg.time_zone, files=files,
+                target_kinds=[k for k, on in (("s3", b.targets.bucket), ("append-only", b.targets.server),
+                                              ("sftp", b.targets.sftp), ("local", b.targets.local_path)) if on],
                 ssh_key=ssh_key, address=srv.address, ssh_port=cfg.access.ssh_port,
                 deploy_user=cfg.access.deploy_user, docker=srv.docker, network_name=srv.network_name,
                 volume_mounts=mounts,

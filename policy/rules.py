@@ -293,14 +293,27 @@ def _show(key: str) -> str:
 
 
 def _public_bindings(res: Res) -> set[str]:
-    """The container's host ports bound on a public address (or every address), as PORT/PROTOCOL.
-    A binding on a private address only (a cache other servers use) is not public."""
+    """The container's host ports bound on a public address (or every address), as PORT/PROTOCOL,
+    or PORT/PROTOCOL->INSIDE when the port inside the container differs (an allowance for 25/tcp
+    does not cover an admin page on 8080 behind it). A binding on a private address only (a cache
+    other servers use) is not public."""
     out = set()
     for p in known(res.props.get("ports") or [], f"ports of {res.name}"):
         if p.get("ip") and _is_private(p["ip"]):
             continue
-        out.add(f"{int(p.get('external') or p.get('internal'))}/{str(p.get('protocol') or 'tcp').lower()}")
+        out.add(_binding_key(p))
     return out
+
+
+def _binding_key(p: dict) -> str:
+    outside = int(p.get("external") or p.get("internal"))
+    inside = int(p.get("internal") or outside)
+    key = f"{outside}/{str(p.get('protocol') or 'tcp').lower()}"
+    return key if inside == outside else f"{key}->{inside}"
+
+
+def _port_protocol(key: str) -> str:
+    return key.split("->")[0]
 
 
 def _allow_list(raw: Any, name: str) -> tuple[set[str], list[str]]:
@@ -314,9 +327,10 @@ def _allow_list(raw: Any, name: str) -> tuple[set[str], list[str]]:
                        f'{{"{name}": {{"25/tcp": "SMTP from other mail servers"}}}}']
     allowed, problems = set(), []
     for key, reason in entry.items():
-        m = re.fullmatch(r"([0-9]{1,5})/(tcp|udp)", str(key))
-        if not m or not 1 <= int(m.group(1)) <= 65535:
-            problems.append(f"allowedPorts for '{name}': '{key}' is not PORT/tcp or PORT/udp (e.g. 22000/udp)")
+        m = re.fullmatch(r"([0-9]{1,5})/(tcp|udp)(?:->([0-9]{1,5}))?", str(key))
+        if not m or not all(1 <= int(g) <= 65535 for g in m.groups() if g and g.isdigit()):
+            problems.append(f"allowedPorts for '{name}': '{key}' is not PORT/tcp or PORT/udp (e.g. 22000/udp; "
+                            "PORT/tcp->INSIDE when the container listens on another port)")
         elif not isinstance(reason, str) or len(reason.strip()) < 3:
             problems.append(f"allowedPorts for '{name}': {key} has no reason; say why it bypasses the HTTPS proxy")
         else:
@@ -591,7 +605,9 @@ def declared_coverage(script: Any) -> dict | None:
     return {"host": c.get("host"), "volumes": [{"name": v} for v in c.get("volumes", [])],
             "databases": [dict(zip(("cluster", "database"), d.split("/", 1))) for d in c.get("databases", [])],
             "retention": c.get("retention") or {}, "watched": c.get("watched") or [],
-            "targets": [{}] * int(c.get("targets") or 0), "check": {"maxAgeHours": c.get("maxAgeHours")}}
+            "targets": ([{"kind": k, "appendOnly": k == "append-only"} for k in c["targetKinds"]]
+                        if "targetKinds" in c else [{}] * int(c.get("targets") or 0)),
+            "check": {"maxAgeHours": c.get("maxAgeHours")}}
 
 
 def backup_manifests(resources: list[Res], pending: list[str] | None = None) -> list[tuple[Res, dict]]:
@@ -785,6 +801,33 @@ def backups_are_watched(resources: list[Res], cfg: dict) -> Iterable[str]:
                    + " (a Healthchecks-style URL each, {config: NAME} to keep it secret).")
 
 
+@rule("backup-has-undeletable-copy",
+      "Every backup job keeps a copy that its own server cannot delete: a bucket (whose object lock "
+      "backup-bucket-immutable-offsite judges) or socle's append-only backup server. An external SFTP host "
+      "or a local repository alone is lost with a compromised server.",
+      kind="stack")
+def backup_has_undeletable_copy(resources: list[Res], cfg: dict) -> Iterable[str]:
+    pending: list[str] = []
+    manifests = backup_manifests(resources, pending)
+    for job in pending:
+        yield Unknown(f"the backup manifest of {job}", job)
+    for job, m in manifests:
+        kinds = [_target_kind(t) for t in m.get("targets") or []]
+        if kinds and set(kinds) == {"local"}:
+            continue  # the local Docker engine (dev): nothing there is out of the machine's reach
+        if any(k not in ("s3", "append-only", "sftp", "local") for k in kinds):
+            yield Unknown(f"the kind of a backup target of {job.name}", job.name)
+        elif kinds and not any(k in ("s3", "append-only") for k in kinds):
+            yield (f"Backup job of server '{m.get('host', job.name)}' writes only to {', '.join(sorted(set(kinds)))} "
+                   "targets, which that server can also delete from (ransomware on it would take the backups too); "
+                   "add socle:backup.targets.bucket (object lock) or socle:backup.targets.server (append-only).")
+
+
+def _target_kind(target: dict) -> str:
+    """The twin of components.render.backup.target_kind."""
+    return "append-only" if target.get("appendOnly") else str(target.get("kind"))
+
+
 @rule("instance-backups",
       "Servers that hold state have OVH instance backups with at least the configured rotation.",
       kind="stack", minRotation=7)
@@ -847,23 +890,45 @@ def ssh_from_admin_networks_only(resources: list[Res], cfg: dict) -> Iterable[st
     private = [ipaddress.ip_network(str(r.props["cidr"]), strict=False) for r in resources
                if r.type == T_VRACK_SUBNET and not is_unknown(r.props.get("cidr")) and r.props.get("cidr")]
     published = _published_by_server(resources)
+    providers_known = any(r.type.startswith("pulumi:providers:docker") for r in resources)
     yield from each([r for r in resources if r.type == T_OVH_SECURITY_GROUP],
-                    lambda sg: _sg_exposure(sg, cfg, private, published.get(sg.parent, set())))
+                    lambda sg: _sg_exposure(sg, cfg, private, published.get(_server_of_sg(sg, providers_known))))
 
 
-def _published_by_server(resources: list[Res]) -> dict[str | None, set[str]]:
-    """PORT/PROTOCOL bound publicly by containers, by the component their Docker provider belongs
-    to (the server, which is also the parent of its security group)."""
+def _published_by_server(resources: list[Res]) -> dict[str | None, tuple[set[str], set[str]]]:
+    """PORT/PROTOCOL bound publicly by containers, by the server they run on, and those that may be
+    (bound on an address not known until the update): ({sure}, {maybe}). A container's server is
+    the component its Docker provider belongs to, which is also the parent of the server's security
+    group; when the provider is not among the resources (policy engines that leave providers out),
+    socle's names give it: provider `<server>-docker`, security group `<server>-sg`."""
     parents = {r.urn: r.parent for r in resources}
-    out: dict[str | None, set[str]] = {}
+    out: dict[str | None, tuple[set[str], set[str]]] = {}
     for r in resources:
-        if r.type == T_CONTAINER and _role_or_none(r) != "proxy":
-            try:
-                bindings = _public_bindings(r)
-            except Unknown:
-                bindings = {UNKNOWN_BINDING}  # what it publishes is known at the update
-            out.setdefault(parents.get(r.provider), set()).update(bindings)
+        if r.type != T_CONTAINER or _role_or_none(r) == "proxy":
+            continue
+        server = parents.get(r.provider) if r.provider in parents else _server_of_provider(r.provider)
+        sure, maybe = out.setdefault(server, (set(), set()))
+        ports = r.props.get("ports") or []
+        if is_unknown(ports):
+            maybe.add(UNKNOWN_BINDING)
+            continue
+        for p in ports:
+            if is_unknown(p) or any(is_unknown(p.get(k)) for k in ("external", "internal", "protocol")):
+                maybe.add(UNKNOWN_BINDING)
+            elif is_unknown(p.get("ip")):
+                maybe.add(_port_protocol(_binding_key(p)))
+            elif not (p.get("ip") and _is_private(p["ip"])):
+                sure.add(_port_protocol(_binding_key(p)))
     return out
+
+
+def _server_of_provider(urn: str | None) -> str | None:
+    name = (urn or "").rsplit("::", 1)[-1]
+    return f"name:{name[:-len('-docker')]}" if name.endswith("-docker") else None
+
+
+def _server_of_sg(sg: Res, parents_known: bool) -> str | None:
+    return sg.parent if parents_known else (f"name:{sg.name[:-3]}" if sg.name.endswith("-sg") else None)
 
 
 UNKNOWN_BINDING = "?"
@@ -876,7 +941,8 @@ def _role_or_none(res: Res) -> str | None:
         return None
 
 
-def _sg_exposure(res: Res, cfg: dict, private: list, published: set[str] | None = None) -> Iterable[str]:
+def _sg_exposure(res: Res, cfg: dict, private: list,
+                 published: tuple[set[str], set[str]] | None = None) -> Iterable[str]:
     widest = {4: int(cfg.get("maxPrefixV4", 24)), 6: int(cfg.get("maxPrefixV6", 48))}
     rules_ = res.props.get("rules") or []
     if is_unknown(rules_):
@@ -887,10 +953,11 @@ def _sg_exposure(res: Res, cfg: dict, private: list, published: set[str] | None 
             continue
         port = int(r.get("portRangeMin") or 0)
         single = int(r.get("portRangeMax") or port) == port
-        if port in (80, 443) and single:
-            continue
         protocol = str(r.get("protocol") or "tcp").lower()
-        if single and published is not None and f"{port}/{protocol}" in published:
+        if port in (80, 443) and single and protocol == "tcp":
+            continue
+        sure, maybe = published or (set(), set())
+        if single and f"{port}/{protocol}" in sure:
             continue  # a container of this server publishes it: only-proxy-publishes-ports judges that
         try:
             net = ipaddress.ip_network(str(r.get("remoteIpPrefix") or "0.0.0.0/0"), strict=False)
@@ -900,7 +967,7 @@ def _sg_exposure(res: Res, cfg: dict, private: list, published: set[str] | None 
         if any(net.version == n.version and net.subnet_of(n) for n in private):
             continue  # inside the stack's private network: not the Internet
         if net.prefixlen < widest[net.version]:
-            if published and UNKNOWN_BINDING in published:
+            if UNKNOWN_BINDING in maybe or f"{port}/{protocol}" in maybe:
                 yield Unknown(f"the ports a container of {res.name}'s server publishes", res.name)
                 continue
             yield (f"Security group '{_name(res)}' opens port {port}/{protocol} to {net} ({net.num_addresses:,} "

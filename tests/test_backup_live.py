@@ -517,3 +517,36 @@ def test_an_external_sftp_host_gets_backups_only_while_it_shows_its_pinned_key(t
     assert "(ssh says: Host key verification failed.)" in out, out[-2000:]
     known.write_text(sftp_known_hosts("127.0.0.1", sshd.port, host_key))
     assert len(job.snapshots()) == 1, "a snapshot reached the host while it showed another key"
+
+
+def test_an_sftp_host_that_does_not_know_the_key_yet_gets_the_repository_on_the_first_run_after(tmp, sshd):
+    """The first deployment makes each server's key; the host's owner can only add it afterwards.
+    The installer's `init` marks the repository pending instead of failing the deployment; the
+    next run creates it, once; a repository lost after that is never re-created."""
+    from components.render.backup import sftp_known_hosts, sftp_target
+
+    stranger = tmp / "not-yet-authorized"
+    subprocess.run([require("ssh-keygen", "openssh-client"), "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                   check=True)
+    known = tmp / "known_hosts"
+    known.write_text(sftp_known_hosts("127.0.0.1", sshd.port,
+                                      " ".join((sshd.dir / "hostkey.pub").read_text().split()[:2])))
+    target = sftp_target("web", "127.0.0.1", sshd.port, sshd.user, str(sshd.repo_root / "bootstrap"),
+                         key_path=str(stranger), known_hosts=str(known))
+    job = Job(tmp, None, None, [], None)
+    job.manifest["targets"] = [target]
+    job.write()
+    init = job("init")
+    ok(init, "init before the host knows the key")
+    assert "cannot be reached yet" in init.stdout + init.stderr and "Permission denied" in init.stdout + init.stderr
+    assert (tmp / "work" / "pending-sftp").exists()
+    failed(job("run"), "a run while the key is still unknown")
+
+    target["sshOptions"][1] = str(sshd.dir / "client")  # the owner added the key
+    job.write()
+    ok(job("run"), "the first run once the key is known")
+    assert len(job.snapshots()) == 1 and not (tmp / "work" / "pending-sftp").exists()
+
+    shutil.rmtree(sshd.repo_root / "bootstrap" / "web")  # lost afterwards: a loss, never re-created
+    out = failed(job("run"), "a run after the repository was removed")
+    assert "does not exist any more" in out, out[-1500:]

@@ -731,3 +731,69 @@ def test_ssh_exposure_judges_known_rules_beside_an_unknown_one():
     assert found[1][0] == "fail" and "0.0.0.0/0" in found[1][1]
     assert check("ssh-from-admin-networks-only", [Res(rules.T_OVH_SECURITY_GROUP, "web-sg", "urn:sg",
                                                       {"rules": U_ARR})]) == unknown("rules of web-sg")
+
+
+def test_a_binding_whose_address_is_unknown_hides_only_its_own_port():
+    # A cache published on its server's private address, unknown at preview: the rule waits for
+    # 6379, and still refuses 5432 opened to the Internet beside it.
+    cache = container("socle-prod-sessions", "cache", ports=[{"internal": 6379, "external": 6379, "ip": U_STR}])
+    found = check("ssh-from-admin-networks-only", sg(sg_rule(6379, "0.0.0.0/0"), sg_rule(5432, "0.0.0.0/0"),
+                                                     containers=[cache]))
+    assert [v for v, _ in found] == ["unknown", "fail"], found
+    assert "opens port 5432/tcp to 0.0.0.0/0" in found[1][1], found
+
+
+def test_without_provider_resources_the_server_is_found_by_name():
+    # Policy engines that leave provider resources out of the stack's list: socle's names link a
+    # container's provider (<server>-docker) to its server's security group (<server>-sg).
+    sync = container("socle-prod-sync", ports=[{"internal": 22000, "external": 22000, "protocol": "udp"}])
+    graph = [r for r in sg(sg_rule(22000, "0.0.0.0/0", "UDP"), containers=[sync])
+             if not r.type.startswith("pulumi:providers:")]
+    sync.provider = "urn:pulumi:prod::socle::socle:compute:Server$pulumi:providers:docker::web-docker"
+    assert check("ssh-from-admin-networks-only", graph) == []
+    sync.provider = "urn:pulumi:prod::socle::socle:compute:Server$pulumi:providers:docker::db-docker"
+    assert check("ssh-from-admin-networks-only", graph)[0][0] == "fail"
+
+
+def test_443_over_udp_is_not_the_https_proxy():
+    found = check("ssh-from-admin-networks-only", sg(sg_rule(443, "0.0.0.0/0", "UDP")))
+    assert found and "opens port 443/udp" in found[0][1], found
+
+
+def test_an_allowance_covers_the_port_inside_the_container_it_names():
+    mail = container("socle-prod-mail", ports=[{"internal": 8080, "external": 25}])
+    found = check("only-proxy-publishes-ports", mail, {"allowedPorts": {"socle-prod-mail": {"25/tcp": "SMTP"}}})
+    assert found and "publishes host port 25/tcp->8080" in found[0][1], found
+    assert check("only-proxy-publishes-ports", mail,
+                 {"allowedPorts": {"socle-prod-mail": {"25/tcp->8080": "SMTP, the image listens on 8080"}}}) == []
+
+
+# ---------------------------------------------------------------- backup-has-undeletable-copy
+
+def _with_targets(*targets):
+    m = manifest()
+    m["targets"] = list(targets)
+    return backup_graph(m)
+
+
+def test_undeletable_copy_passes_a_bucket_or_the_append_only_server_beside_an_sftp_host():
+    sftp = {"name": "sftp", "kind": "sftp"}
+    assert check("backup-has-undeletable-copy", _with_targets({"name": "bucket", "kind": "s3"}, sftp)) == []
+    assert check("backup-has-undeletable-copy",
+                 _with_targets({"name": "backup-server", "kind": "rclone-ssh", "appendOnly": True}, sftp)) == []
+    assert check("backup-has-undeletable-copy", _with_targets({"name": "local", "kind": "local"})) == [], \
+        "the local engine (dev) has nothing out of reach to ask for"
+
+
+def test_undeletable_copy_fails_an_sftp_host_alone():
+    assert check("backup-has-undeletable-copy", _with_targets({"name": "sftp", "kind": "sftp"})) == [("fail",
+        "Backup job of server 'web' writes only to sftp targets, which that server can also delete from (ransomware "
+        "on it would take the backups too); add socle:backup.targets.bucket (object lock) or "
+        "socle:backup.targets.server (append-only).")]
+
+
+def test_undeletable_copy_waits_for_an_unknown_manifest_or_kind():
+    assert check("backup-has-undeletable-copy", backup_graph(stdin=U_STR)) == unknown(
+        "the backup manifest of web-backup-install")
+    assert check("backup-has-undeletable-copy", _with_targets({"name": "x"})) == unknown(
+        "the kind of a backup target of web-backup-install")

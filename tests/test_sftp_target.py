@@ -35,7 +35,7 @@ def test_each_backed_up_server_pins_the_host_key_and_gets_a_target_beside_the_ot
     installs = [r for r in run.of_type("command:remote:Command") if r.name.endswith("backup-install")]
     assert installs, "no backup job in prod"
     for r in installs:
-        server = r.name.removesuffix("-backup-install")
+        server = "socle-prod-" + r.name.removesuffix("-backup-install")
         bundle = json.loads(r.plain["stdin"])
         assert bundle["files"][SFTP_KNOWN_HOSTS]["content"] == f"[backup.skills.example.org]:4660 {HOST_KEY}\n", \
             f"{r.name}: the known_hosts line is not the pinned key"
@@ -49,7 +49,10 @@ def test_each_backed_up_server_pins_the_host_key_and_gets_a_target_beside_the_ot
         assert "accept-new" not in options and "GlobalKnownHostsFile=/dev/null" in options, options
     keys = run.exports["sftpAuthorizedKeys"]
     assert set(keys) == {r.name.removesuffix("-backup-install") for r in installs}, keys
-    assert all(line.startswith("restrict ssh-ed25519 AAAA") for line in keys.values()), keys
+    for name, line in keys.items():
+        address = run.exports["servers"][name]
+        assert line.startswith(f'restrict,from="{address}" ssh-ed25519 AAAA'), line
+        assert line.endswith(f" socle-prod-{name}"), line
     assert "sftpAuthorizedKeys" in run.export_secrets or all("PRIVATE" not in k for k in keys.values())
 
 
@@ -73,6 +76,10 @@ def test_an_ssh_keyscan_line_is_accepted_as_the_key_it_holds():
     ({"path": "srv/backups"}, "socle:backup.targets.sftp.path"),
     ({"host": "backup server"}, "'backup server' is neither a host name nor an IP address"),
     ({"user": "root; rm"}, "socle:backup.targets.sftp.user"),
+    ({"host": "203.0.113"}, "'203.0.113' is neither a host name nor an IP address"),
+    ({"host": "2001:db8::9"}, "'2001:db8::9' is an IPv6 address"),
+    ({"hostKey": f"[other.example.org]:4660 {HOST_KEY}"},
+     "hostKey is the key of '[other.example.org]:4660', not of [backup.skills.example.org]:4660"),
     ({"hostKey": None}, "socle:backup.targets.sftp.hostKey"),
 ])
 def test_bad_sftp_settings_are_named(change, says):

@@ -135,3 +135,21 @@ def test_the_program_renders_the_zone_on_servers_and_in_the_local_container():
     assert "tzdata" in " ".join(backup.plain["command"]), backup.plain["command"]
     crontab = next(u["content"] for u in backup.plain["uploads"] if u["file"] == "/etc/crontabs/root")
     assert "(Europe/Paris)" in crontab, crontab
+
+
+@pytest.mark.parametrize("cron,zone,first", [
+    ("30 2 * * *", PARIS, "2026-03-29 02:30"),
+    ("*/5 2 * * *", PARIS, "2026-03-29 02:00"),        # many runs a night: still found
+    ("30 2 25 * *", PARIS, "2029-03-25 02:30"),        # the 25th is the last Sunday only some years
+    ("15 2 * * *", "Australia/Lord_Howe", "2026-10-04 02:15"),  # a 30-minute change, in October
+    ("45 2 * * *", "Australia/Lord_Howe", None),
+    ("30 2 * * *", "Australia/Sydney", "2026-10-04 02:30"),
+    ("0 0 * * *", "America/Santiago", "2026-09-06 00:00"),      # a change at midnight
+    ("0 3 * * *", PARIS, None),
+    ("30 2 * * 1", PARIS, None),                        # the change is on a Sunday
+    ("30 2 * * *", "UTC", None),
+])
+def test_the_skipped_hour_is_found_in_any_zone_and_year(cron, zone, first):
+    from components.checks import _skipped_local_time
+
+    assert _skipped_local_time(cron, zone) == first, (cron, zone)

@@ -149,7 +149,8 @@ def sftp_target(server: str, host: str, port: int, user: str, path: str,
     server's key, StrictHostKeyChecking=yes against the pinned key only (no global known_hosts,
     no trust on first use), each server in a directory of its own."""
     return {
-        "name": "sftp", "kind": "sftp", "repository": f"sftp:{user}@{host}:{path.rstrip('/')}/{server}",
+        "name": "sftp", "kind": "sftp", "external": True,
+        "repository": f"sftp:{user}@{host}:{path.rstrip('/')}/{server}",
         "sshHost": f"{user}@{host}", "port": port,
         "sshOptions": ["-i", key_path, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
                        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
@@ -164,9 +165,9 @@ def render_bundle(manifest: dict, runner: str, units: dict[str, str]) -> str:
     return json.dumps({"manifest": manifest, "files": files}, sort_keys=True)
 
 
-def coverage(manifest: dict) -> dict:
+def coverage(manifest: dict, kinds: list[str] | None = None) -> dict:
     """What a backup job covers, the part of its manifest the policy pack judges: volumes, databases,
-    retention, dead-man pings and how many targets. Known at `pulumi preview`, unlike the manifest
+    retention, dead-man pings, how many targets and of which kinds. Known at `pulumi preview`, unlike the manifest
     itself (it holds the managed database's address); policy.rules.manifest_coverage is its twin."""
     return {
         "host": manifest.get("host"),
@@ -175,8 +176,16 @@ def coverage(manifest: dict) -> dict:
         "retention": manifest.get("retention") or {},
         "watched": sorted(manifest.get("watched") or []),
         "targets": len(manifest.get("targets") or []),
+        # Given apart when the targets are not known yet (their addresses are outputs).
+        "targetKinds": sorted(kinds if kinds is not None else (target_kind(t) for t in manifest.get("targets") or [])),
         "maxAgeHours": (manifest.get("check") or {}).get("maxAgeHours"),
     }
+
+
+def target_kind(target: dict) -> str:
+    """What a target is to the policy pack: s3 (a bucket; its lock judged apart), append-only
+    (socle's backup server), sftp (an external host) or local; policy.rules has its twin."""
+    return "append-only" if target.get("appendOnly") else str(target.get("kind"))
 
 
 COVERAGE_MARK = "COVERAGE = json.loads(r\'\'\'"
@@ -197,7 +206,9 @@ def render_installer(timers: list[str], declared: dict | None = None) -> str:
                  + "got = {\"host\": m.get(\"host\"), \"volumes\": sorted(v[\"name\"] for v in m.get(\"volumes\") or []),\n"
                  + "       \"databases\": sorted(d[\"cluster\"] + \"/\" + d[\"database\"] for d in m.get(\"databases\") or []),\n"
                  + "       \"retention\": m.get(\"retention\") or {}, \"watched\": sorted(m.get(\"watched\") or []),\n"
-                 + "       \"targets\": len(m.get(\"targets\") or []), \"maxAgeHours\": (m.get(\"check\") or {}).get(\"maxAgeHours\")}\n"
+                 + "       \"targets\": len(m.get(\"targets\") or []), \"maxAgeHours\": (m.get(\"check\") or {}).get(\"maxAgeHours\"),\n"
+                 + "       \"targetKinds\": sorted(\"append-only\" if t.get(\"appendOnly\") else str(t.get(\"kind\"))\n"
+                 + "                              for t in m.get(\"targets\") or [])}\n"
                  + "if got != COVERAGE:\n"
                  + "    sys.exit(\"socle-backup: the manifest covers %s, not what was reviewed (%s); nothing installed\" % (got, COVERAGE))\n")
     return f"""set -eu
@@ -219,7 +230,8 @@ for path, spec in bundle["files"].items():
     os.chmod(path, int(spec["mode"], 8))
 PY
 sudo systemctl daemon-reload
-# The repositories are created here, once and on purpose; the nightly run never creates one.
+# The repositories are created here, once and on purpose; the nightly run never creates one (but
+# for an external SFTP host that did not know this server's key yet: created once, when it does).
 sudo python3 {RUNNER_PATH} init
 sudo systemctl enable --now {enable}
 echo "socle-backup installed: $(systemctl list-timers --no-legend 'socle-backup*' | wc -l) timers"

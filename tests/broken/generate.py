@@ -98,6 +98,15 @@ CASES = {
     "backups-not-watched-in-prod": ("prod", "no dead-man URL for the nightly run",
                                     [_set("backup.pingUrl", DELETE)], "backups-are-watched",
                                     "Backup job of server 'web' reports run to no dead-man URL"),
+    "backups-only-on-an-sftp-host": ("prod", "the bucket and the backup server traded for an SFTP host",
+                                     [_set("backup.targets", {"sftp": {
+                                         "host": "backup.example.org", "port": 4660, "user": "socle",
+                                         "path": "/srv/backups",
+                                         "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5lGM2dxmmYaTiHi9/"
+                                                    "T5AsDtp2i0EalI5n2SlItHHa7"}}),
+                                      _set("servers.backup", DELETE)],
+                                     "backup-has-undeletable-copy",
+                                     "Backup job of server 'web' writes only to sftp targets"),
     "no-instance-backup": ("prod", "a stateful server without instance backups", [_set("servers.web.autoBackup", DELETE)],
                            "instance-backups", "Server 'socle-prod-web' holds state but has no instance backup"),
     "instance-backup-rotation-3-in-prod": ("prod", "3 instance backups kept in prod (minimum 7)",
