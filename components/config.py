@@ -612,6 +612,22 @@ class Volume(_Model):
     """Include it in the server's backup job; false on a stateful volume is refused by the policy pack."""
 
 
+HookCommand = Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]], Field(min_length=1, max_length=64)]
+
+
+class Hooks(_Model):
+    """One-off commands run with the app's image, environment, network and volumes, on its first
+    server: `before` its containers change (migrations: a failure stops the deployment and the
+    running containers stay), `after` they all did (collectstatic, cache warm-up)."""
+
+    before: list[HookCommand] = Field(default_factory=list, max_length=10)
+    """Commands (each a list: program and arguments), in order, e.g. [[python, manage.py, migrate, --noinput]]."""
+    after: list[HookCommand] = Field(default_factory=list, max_length=10)
+    """Commands run once the app's containers run the new version, in order."""
+    timeout_minutes: int = Field(default=30, ge=1, le=360)
+    """How long each may take before the deployment gives up on it."""
+
+
 class Healthcheck(_Model):
     test: list[str] = Field(min_length=1)
     """Docker healthcheck, e.g. ["CMD", "curl", "-fsS", "http://localhost/"]."""
@@ -652,6 +668,8 @@ class App(_Model):
     """Buckets it uses."""
     caches: list[CacheUse] = Field(default_factory=list)
     """Caches it uses."""
+    hooks: Hooks = Field(default_factory=Hooks)
+    """Deployment hooks: one-off containers before or after the app's containers change."""
     healthcheck: Healthcheck | None = None
     """Container healthcheck."""
     health_path: str = Field(default="/", pattern=r"^/[A-Za-z0-9._~/?=&%-]*$")

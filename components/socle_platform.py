@@ -31,6 +31,7 @@ from .render.backup import (
     sftp_known_hosts,
     sftp_target,
 )
+from .hooks import DeployHooks, DeployHooksArgs
 from .load_balancer import LoadBalancer, LoadBalancerArgs, Member
 from .network import PrivateNetwork, PrivateNetworkArgs
 from .server import Server, ServerArgs
@@ -249,12 +250,16 @@ class Platform(pulumi.ComponentResource):
             for sname in app.hosts():
                 specs[sname].append(self._app_spec(aname, app, cache_conn, sname))
 
+        hooks = {aname: self._hooks(aname, app, specs) for aname, app in cfg.apps.items()
+                 if app.hooks.before or app.hooks.after}
         stacks, urls = {}, {}
         for sname, apps in specs.items():
             if not apps:
                 continue
             for spec in apps:
                 self._one_server_at_a_time(spec, sname, stacks)
+                if spec.name in hooks:  # no server's containers change before the `before` hooks pass
+                    spec.after = [*spec.after, *hooks[spec.name].done]
             srv = self.servers[sname]
             st = ContainerStack(f"{sname}-containers", ContainerStackArgs(
                 physical_name=self.pname(sname), docker=srv.docker, network_name=srv.network_name,
@@ -262,7 +267,25 @@ class Platform(pulumi.ComponentResource):
             ), opts=self._child)
             stacks[sname] = st
             urls.update(st.urls)
+        for aname, h in hooks.items():
+            h.run_after([stacks[s].containers[aname] for s in cfg.apps[aname].hosts()])
         return stacks, urls
+
+    def _hooks(self, aname: str, app, specs: dict[str, list[AppSpec]]) -> DeployHooks:
+        """The app's deployment hooks, on its first server, with the environment its containers
+        get there (components/hooks.py)."""
+        first = app.hosts()[0]
+        spec = next(s for s in specs[first] if s.name == aname)
+        srv = self.servers[first]
+        return DeployHooks(f"{aname}-hooks", DeployHooksArgs(
+            target=self.cfg.target, physical_name=spec.physical_name, image=app.image,
+            network=srv.network_name, env={**spec.env, **spec.secret_env},
+            before=app.hooks.before, after=app.hooks.after, user=app.user,
+            volumes={f"{spec.physical_name}-{v}": path for v, path in spec.volumes.items()},
+            timeout_minutes=app.hooks.timeout_minutes, address=srv.address,
+            ssh_port=self.cfg.access.ssh_port, deploy_user=self.cfg.access.deploy_user,
+            ready=[r for r in (srv.host_setup, srv.network) if r is not None],
+        ), opts=self._child)
 
     def _one_server_at_a_time(self, spec: AppSpec, server: str, stacks: dict) -> None:
         """An app on several servers is updated one server at a time, in the order of its `servers`,

@@ -115,7 +115,10 @@ OC_PIZZA = system(
                    "env": {"DJANGO_SETTINGS_MODULE": "ocpizza.settings.production"},
                    "secrets": {"SECRET_KEY": {"generate": 50}}, "databases": [{"use": "main.shop"}], "maintenance": False,
                    # The Django settings directory, filled from the app's environment (a secret file).
-                   "files": {"/app/config/production.ini": {"source": "examples/oc-pizza/config/production.ini"}}}},
+                   "files": {"/app/config/production.ini": {"source": "examples/oc-pizza/config/production.ini"}},
+                   # At each release: migrations before the new containers, static files after.
+                   "hooks": {"before": [["python", "manage.py", "migrate", "--noinput"]],
+                             "after": [["python", "manage.py", "collectstatic", "--noinput"]]}}},
 )
 
 
