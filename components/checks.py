@@ -64,9 +64,44 @@ def holds_state(cfg: StackConfig, server: str) -> bool:
 
 def cross_check(cfg: StackConfig) -> Issues:
     issues: Issues = []
-    for check in (_target, _ports, _ovh_catalog, _placement, _apps, _app_files, _secrets_in_env, _dns, _buckets,
+    for check in (_target, _ports, _ovh_catalog, _placement, _apps, _app_files, _secrets_in_env, _dns, _mail, _buckets,
                   _backup, _backup_keeps_something, _physical_names):
         issues += check(cfg)
+    return issues
+
+
+# ---------------------------------------------------------------------------- mail
+
+
+def _mail(cfg: StackConfig) -> Issues:
+    """socle:mail: on a server of the stack, a host name inside the domain, and no hand-written
+    record that the generated ones would contradict (two SPF records make SPF fail: RFC 7208 §4.5)."""
+    mail = cfg.mail
+    if mail is None:
+        return []
+    issues: Issues = []
+    if cfg.target != "ovh":
+        issues.append(("mail", "only on target ovh: mail needs a public address and DNS records"))
+    if mail.server not in cfg.servers:
+        issues.append(("mail.server", f"unknown server '{mail.server}' {_known('servers', cfg.servers)}"))
+    elif cfg.servers[mail.server].role != "app":
+        issues.append(("mail.server", f"server '{mail.server}' has role {cfg.servers[mail.server].role}; "
+                                      "mail runs on an app server"))
+    host = mail.hostname or f"mail.{cfg.domain}"
+    if not (host == cfg.domain or host.endswith("." + cfg.domain)):
+        issues.append(("mail.hostname", f"'{host}' is not inside the domain '{cfg.domain}'"))
+    zone = cfg.dns_zone()
+    at = "@" if cfg.domain == zone else cfg.domain[: -(len(zone) + 1)]
+    under = "" if at == "@" else f".{at}"
+    generated = {("MX", at): "the MX record", ("TXT", f"_dmarc{under}"): "the DMARC record",
+                 ("TXT", f"{mail.dkim_selector}._domainkey{under}"): "the DKIM record"}
+    for i, r in enumerate(cfg.dns.records):
+        what = generated.get((r.type, r.name))
+        if r.type == "TXT" and r.name == at and any("v=spf1" in v for v in r.values):
+            what = "the SPF record (a domain with two has none: RFC 7208 §4.5)"
+        if what:
+            issues.append((f"dns.records.{i}", f"socle:mail generates {what} at '{r.name}'; remove this one "
+                                               "(other senders go in mail.spfInclude)"))
     return issues
 
 

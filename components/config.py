@@ -363,6 +363,38 @@ class Dns(_Model):
     """Certificate authorities allowed by the CAA record at the domain (empty: no CAA record, refused by the policy pack)."""
 
 
+def _spf_domain(value: str) -> str:
+    """A domain an SPF include: names (underscores allowed: _spf.google.com)."""
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(re.fullmatch(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?", lbl)
+                                                      for lbl in labels):
+        raise ValueError(f"'{value}' is not a domain for an SPF include; write it in lower case, e.g. _spf.example.net")
+    return value
+
+
+class Dmarc(_Model):
+    policy: Literal["none", "quarantine", "reject"] = "quarantine"
+    """What receivers do with mail that fails SPF and DKIM alignment: start with none or quarantine, then reject."""
+    report_to: Email | None = None
+    """Where receivers send aggregate reports (rua), e.g. dmarc@example.org."""
+
+
+class Mail(_Model):
+    """Mail for the stack's domain, received and sent by a server of the stack: the DNS records it
+    needs (MX, SPF, DKIM, DMARC) generated from here, the DKIM key made and kept as a secret."""
+
+    server: Name
+    """The server that receives and sends the mail (its public address gets the MX host's A record)."""
+    hostname: str | None = None
+    """The mail host's name, inside domain (default: mail.<domain>); the MX record points at it."""
+    dkim_selector: str = Field(default="socle", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    """DKIM selector: the key is published at <selector>._domainkey.<domain>. Change it to rotate the key."""
+    spf_include: list[Annotated[str, AfterValidator(_spf_domain)]] = Field(default_factory=list)
+    """Other senders for the domain (include: mechanisms), e.g. a newsletter service's SPF domain."""
+    dmarc: Dmarc = Field(default_factory=Dmarc)
+    """The DMARC policy."""
+
+
 class Proxy(_Model):
     acme_email: Email | None = None
     """Contact address for Let's Encrypt (required on target ovh)."""
@@ -865,6 +897,8 @@ class StackConfig(_Model):
     """Administrator access."""
     dns: Dns = Field(default_factory=Dns)
     """DNS zone."""
+    mail: Mail | None = None
+    """Target ovh: mail for the domain; the DNS records it needs (MX, SPF, DKIM, DMARC)."""
     proxy: Proxy = Field(default_factory=Proxy)
     """HTTPS reverse proxy."""
     servers: dict[Name, Server] = Field(min_length=1)

@@ -19,6 +19,7 @@ from .dns import DnsRecords, DnsRecordsArgs, Record, caa_values, relative_name
 from .naming import ovh_location, physical_name
 from .backup_job import RUNNER_SOURCE
 from .render.files import references, render_file, text_of_source
+from .render.mail import dkim_value, dmarc_value, spf_value, txt
 from .render.backup import (
     PING_ENV,
     RESTIC_ROOT,
@@ -394,8 +395,34 @@ class Platform(pulumi.ComponentResource):
         if cfg.dns.caa_issuers and not any(r.type == "CAA" and r.name == at for r in cfg.dns.records):
             records.append(Record("caa", at, "CAA", caa_values(cfg.dns.caa_issuers, cfg.proxy.acme_email),
                                   cfg.dns.ttl))
+        records += self._mail_records(zone)
         return DnsRecords("dns", DnsRecordsArgs(provider=cfg.dns.provider, zone=zone, records=records),
                           opts=self._child)
+
+    def _mail_records(self, zone: str) -> list[Record]:
+        """socle:mail: the mail host's A record, MX, SPF, DMARC and the DKIM key (components/render/mail.py).
+        The DKIM key pair is made here (RSA 2048, the size every receiver verifies; its private half a
+        Pulumi secret) and named after its selector: a new selector is a new key beside the old one."""
+        mail = self.cfg.mail
+        if mail is None:
+            return []
+        import pulumi_tls as tls
+
+        cfg = self.cfg
+        at = relative_name(cfg.domain, zone)
+        under = "" if at == "@" else f".{at}"
+        host = mail.hostname or f"mail.{cfg.domain}"
+        self.dkim_key = tls.PrivateKey(f"mail-dkim-{mail.dkim_selector}", algorithm="RSA", rsa_bits=2048,
+                                       opts=self._stateful)
+        ttl = cfg.dns.ttl
+        return [
+            Record("mail-host", relative_name(host, zone), "A", [self.servers[mail.server].address], ttl),
+            Record("mail-mx", at, "MX", [f"10 {host}."], ttl),
+            Record("mail-spf", at, "TXT", [txt(spf_value(mail.spf_include))], ttl),
+            Record("mail-dmarc", f"_dmarc{under}", "TXT", [txt(dmarc_value(mail.dmarc.policy, mail.dmarc.report_to))], ttl),
+            Record("mail-dkim", f"{mail.dkim_selector}._domainkey{under}", "TXT",
+                   [self.dkim_key.public_key_pem.apply(lambda pem: txt(dkim_value(pem)))], ttl),
+        ]
 
     def _backup_jobs(self) -> None:
         """One BackupJob per app server holding state: its stateful volumes, the databases it runs

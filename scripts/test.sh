@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 # pebble (Let's Encrypt's test CA) issues the certificates of test_shared_certificates_live.py.
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
           mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone qemu-system-x86 debootstrap
-          genisoimage nftables iputils-ping pebble tzdata)
+          genisoimage nftables iputils-ping pebble tzdata bind9 bind9-utils)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 APT=(apt-get -o DPkg::Lock::Timeout=600)

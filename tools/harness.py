@@ -213,6 +213,11 @@ def run_program(stack: str = "dev", config_file: Path | None = None,
                 secret_values.add(outs["secretAccessKey"])
             elif t.endswith("RemoteImage"):
                 outs["imageId"] = "sha256:" + hashlib.sha256(str(args.inputs.get("name")).encode()).hexdigest()
+            elif t.endswith("PrivateKey") and args.inputs.get("algorithm") == "RSA":
+                from tools.ssh_keys import rsa_pair  # a real one: the DKIM tests sign and verify with it
+
+                outs["privateKeyPem"], outs["publicKeyPem"] = rsa_pair(f"{stack}:{n}", int(args.inputs.get("rsaBits") or 2048))
+                secret_values.add(outs["privateKeyPem"].splitlines()[1])
             elif t.endswith("PrivateKey"):
                 # A real key pair (sshd and ssh use it in the VM tests), derived from the name.
                 from tools.ssh_keys import ed25519_pair

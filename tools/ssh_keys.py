@@ -69,3 +69,23 @@ def ed25519_pair(name: str, comment: str = "") -> tuple[str, str]:
     pem = "\n".join(b64[i:i + 70] for i in range(0, len(b64), 70))
     return (f"-----BEGIN OPENSSH PRIVATE KEY-----\n{pem}\n-----END OPENSSH PRIVATE KEY-----\n",
             f"ssh-ed25519 {base64.b64encode(blob).decode()}\n")
+
+
+_RSA: dict[str, tuple[str, str]] = {}
+
+
+def rsa_pair(name: str, bits: int = 2048) -> tuple[str, str]:
+    """A real RSA key pair (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM) for the mocks' RSA
+    PrivateKey (DKIM). Made once per name and process: RSA generation cannot be seeded, so two
+    processes disagree, which only tests that use RSA keys see."""
+    if name not in _RSA:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        _RSA[name] = (
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode(),
+            key.public_key().public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo).decode())
+    return _RSA[name]
