@@ -323,9 +323,9 @@ def _app_servers(cfg: StackConfig, name: str, app, add, check_server) -> None:
     if len(app.servers) > 1 and cfg.target != "ovh":
         add(f"{p}.servers", "an app on several servers needs target ovh (a load balancer and a private network); "
                             "on target local list one server")
-    others = [(n, a.hosts()) for n, a in cfg.apps.items() if n != name and a.hostname and len(a.hosts()) > 1
+    others = [(n, a.hosts()) for n, a in cfg.apps.items() if n != name and a.hostnames() and len(a.hosts()) > 1
               and set(a.hosts()) & set(app.servers) and sorted(a.hosts()) != sorted(app.servers)]
-    if app.hostname and len(app.servers) > 1 and others:
+    if app.hostnames() and len(app.servers) > 1 and others:
         other, hosts = others[0]
         add(f"{p}.servers", f"shares servers with app '{other}' ({', '.join(hosts)}) but not all of them: one "
                             "server can sit behind one load balancer only (its proxy keeps one certificate "
@@ -351,18 +351,25 @@ def _apps(cfg: StackConfig) -> Issues:
     shared_lengths: dict[str, tuple[int, str]] = {}
     for name, app in cfg.apps.items():
         p = f"apps.{name}"
-        if app.hostname is not None:
-            h = app.hostname
+        named = ([(f"{p}.hostname", app.hostname, f"app '{name}'")] if app.hostname is not None else []) + \
+            [(f"{p}.sites.{i}.hostname", site.hostname, f"site '{site.name}' of app '{name}'")
+             for i, site in enumerate(app.sites)]
+        for key, h, owner in named:
             if not all(_HOST_LABEL_RE.match(lbl) for lbl in h.split(".")):
-                add(f"{p}.hostname", f"'{h}' is not a valid hostname (lower-case letters, digits and '-' between dots)")
+                add(key, f"'{h}' is not a valid hostname (lower-case letters, digits and '-' between dots)")
             elif not (h == cfg.domain or h.endswith("." + cfg.domain)):
-                add(f"{p}.hostname", f"'{h}' is outside the stack's domain '{cfg.domain}'; use NAME.{cfg.domain}")
+                add(key, f"'{h}' is outside the stack's domain '{cfg.domain}'; use NAME.{cfg.domain}")
             if h in hostnames:
-                add(f"{p}.hostname", f"'{h}' is already served by app '{hostnames[h]}'; one hostname, one app")
+                add(key, f"'{h}' is already served by {hostnames[h]}; one hostname, one app")
             else:
-                hostnames[h] = name
-            if app.port is None:
-                add(f"{p}.port", "required with hostname: the port the app listens on in its container")
+                hostnames[h] = owner
+        if named and app.port is None:
+            add(f"{p}.port", "required with hostname or sites: the port the app listens on in its container")
+        site_names = [s.name for s in app.sites]
+        for i, site in enumerate(app.sites):
+            if site_names.index(site.name) != i:
+                add(f"{p}.sites.{i}.name", f"'{site.name}' is already a site of this app; each site once")
+
         for i, use in enumerate(app.databases):
             db_name, logical = use.use.split(".")
             if db_name not in cfg.databases:
@@ -458,9 +465,10 @@ def _dns(cfg: StackConfig) -> Issues:
     # What socle itself writes: an A record per app hostname, the CAA record at the domain.
     owners: dict[tuple[str, str], str] = {}
     for name, app in cfg.apps.items():
-        if app.hostname and (app.hostname == zone or app.hostname.endswith("." + zone)):
-            rel = "@" if app.hostname == zone else app.hostname[: -len(zone) - 1]
-            owners.setdefault((rel, "A"), f"apps.{name}.hostname")
+        for h in app.hostnames():
+            if h == zone or h.endswith("." + zone):
+                rel = "@" if h == zone else h[: -len(zone) - 1]
+                owners.setdefault((rel, "A"), f"apps.{name}.hostname" if h == app.hostname else f"apps.{name}.sites")
     caa_at = "@" if cfg.domain == zone else cfg.domain[: -len(zone) - 1]
     if cfg.dns.caa_issuers:
         owners[(caa_at, "CAA")] = "dns.caaIssuers"

@@ -671,6 +671,18 @@ class Healthcheck(_Model):
     """Grace period after start."""
 
 
+class AppSite(_Model):
+    """One site of a multi-site engine (Le PIC's SPIP sites): its hostname, its own database and
+    its own volume (apps.*.sitesPath), backed up like any other."""
+
+    name: Name
+    """The site's name: its volume is site-<name>, its database URL SITE_<NAME>_DATABASE_URL."""
+    hostname: str
+    """Public hostname, inside domain: a DNS record and an HTTPS route to the engine."""
+    database: Annotated[str, AfterValidator(_database_use)] | None = None
+    """'<database>.<logical database>' of this site alone (each logical database has its own user)."""
+
+
 def _short_volume(value: Any) -> Any:
     return {"path": value} if isinstance(value, str) else value
 
@@ -712,6 +724,10 @@ class App(_Model):
     """Serve a 503 maintenance page instead of the app (the site on/off switch)."""
     files: dict[Annotated[str, AfterValidator(_container_file_path)], AppFile] = Field(default_factory=dict)
     """Files in its containers, by absolute path (configuration directories, Postfix maps…): root-owned and read-only, never written on the host; a file that refers to a secret is a Pulumi secret. A changed file replaces the containers, as a new image does."""
+    sites: list[AppSite] = Field(default_factory=list, max_length=2000)
+    """Many sites on this one engine: each a hostname (DNS record, HTTPS route), and its own volume and database; 200 sites are 200 short entries, not 200 apps."""
+    sites_path: Annotated[str, AfterValidator(_container_path)] | None = None
+    """Where each site's own volume is mounted in the engine: <sitesPath>/<site name> (omit for sites without files)."""
     ports: list[AppPort] = Field(default_factory=list)
     """Ports served to the Internet without the HTTPS proxy (TCP or UDP), each with its reason; opened in the security group of the app's server only, and refused by the policy pack unless its allowedPorts lists them for this container."""
     publish: Any = Field(default=None, exclude=True)
@@ -728,6 +744,23 @@ class App(_Model):
         return None
     user: str | None = None
     """Run as this uid[:gid] inside the container."""
+
+    @model_validator(mode="after")
+    def _expand_sites(self) -> "App":
+        """Each site's volume and database become the app's own (volume site-<name>, variable
+        SITE_<NAME>_DATABASE_URL): placement, backups, policy and dumps then treat them as any other."""
+        for site in self.sites:
+            if self.sites_path:
+                self.volumes.setdefault(f"site-{site.name}", Volume(path=f"{self.sites_path}/{site.name}"))
+            if site.database:
+                var = f"SITE_{site.name.upper().replace('-', '_')}_DATABASE_URL"
+                if not any(u.use == site.database and var in u.env.values() for u in self.databases):
+                    self.databases.append(DatabaseUse(use=site.database, env={"url": var}))
+        return self
+
+    def hostnames(self) -> list[str]:
+        """Every hostname it serves: its own and its sites'."""
+        return ([self.hostname] if self.hostname else []) + [s.hostname for s in self.sites]
 
     def env_names(self) -> dict[str, bool]:
         """Every environment variable the app's containers get, and whether it is secret: its env and
@@ -947,7 +980,7 @@ class StackConfig(_Model):
 
     def balanced_sets(self) -> list[tuple[str, ...]]:
         """Each distinct set of servers (two or more) that serves a hostname: one load balancer each."""
-        return sorted({tuple(sorted(a.hosts())) for a in self.apps.values() if a.hostname and len(a.hosts()) > 1})
+        return sorted({tuple(sorted(a.hosts())) for a in self.apps.values() if a.hostnames() and len(a.hosts()) > 1})
 
     def servers_using(self, section: str, name: str) -> list[str]:
         """Servers running an app that uses a database / bucket / cache, sorted."""

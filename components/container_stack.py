@@ -27,6 +27,7 @@ class AppSpec:
     volumes: dict[str, str] = field(default_factory=dict)        # volume name -> mount path
     stateful_volumes: set[str] = field(default_factory=set)
     hostname: str | None = None
+    sites: list[str] = field(default_factory=list)                 # more hostnames, the same upstream
     port: int | None = None
     maintenance: bool = False
     healthcheck: dict | None = None
@@ -70,7 +71,8 @@ class ContainerStackArgs:
 
 
 def routes_for(apps: list[AppSpec]) -> list[Route]:
-    return [Route(a.hostname, f"{a.name}:{a.port}", a.maintenance) for a in apps if a.hostname]
+    return [Route(h, f"{a.name}:{a.port}", a.maintenance) for a in apps
+            for h in ([a.hostname] if a.hostname else []) + a.sites]
 
 
 class ContainerStack(pulumi.ComponentResource):

@@ -99,7 +99,7 @@ class Platform(pulumi.ComponentResource):
         balancer and its certificate storage, and its health check is theirs. Named after an app,
         not the servers, so adding a server keeps the load balancer, its address and its storage."""
         return next(n for n, a in sorted(self.cfg.apps.items())
-                    if a.hostname and tuple(sorted(a.hosts())) == members)
+                    if a.hostnames() and tuple(sorted(a.hosts())) == members)
 
     def _set_of(self, server: str) -> tuple[str, ...] | None:
         """The load-balanced set `server` belongs to, if any (at most one: components/checks.py)."""
@@ -148,7 +148,7 @@ class Platform(pulumi.ComponentResource):
                 private_cidr=cfg.network.cidr if net else None,
                 private_ports=self._private_ports(sname),
                 public_http=self._public_http(sname),
-                serves_http=any(a.hostname and sname in a.hosts() for a in cfg.apps.values()),
+                serves_http=any(a.hostnames() and sname in a.hosts() for a in cfg.apps.values()),
                 shares=[(self.shared[members].id, self.shared[members].export,
                          shared_mount(self._balanced_name(members)))] if members in self.shared else [],
                 public_ports=[(p.port, p.protocol, aname) for aname, app in cfg.apps.items()
@@ -171,7 +171,7 @@ class Platform(pulumi.ComponentResource):
     def _public_http(self, server: str) -> bool:
         """80/443 open to the Internet, for a server that serves hostnames (ServerArgs.serves_http):
         unless every hostname it serves is behind a load balancer."""
-        hosts = [a.hosts() for a in self.cfg.apps.values() if a.hostname and server in a.hosts()]
+        hosts = [a.hosts() for a in self.cfg.apps.values() if a.hostnames() and server in a.hosts()]
         return not hosts or any(len(h) == 1 for h in hosts)
 
     def _private_ports(self, server: str) -> tuple[int, ...]:
@@ -313,7 +313,7 @@ class Platform(pulumi.ComponentResource):
 
     def _health_host(self, members: tuple[str, ...]) -> str:
         """The hostname the load balancer of `members` asks for in its health checks."""
-        return self.cfg.apps[self._balanced_app(members)].hostname
+        return self.cfg.apps[self._balanced_app(members)].hostnames()[0]
 
     @staticmethod
     def _previous_proxy(members: tuple[str, ...], server: str, stacks: dict) -> list:
@@ -366,7 +366,7 @@ class Platform(pulumi.ComponentResource):
             out[members] = LoadBalancer(lb, LoadBalancerArgs(
                 project_id=ovh.project_id, region=ovh.region, physical_name=self.pname(lb),
                 flavor=cfg.load_balancing.flavor, network_id=net.networks[ovh.region],
-                subnet_id=net.subnets[ovh.region], health_host=first.hostname, health_path=first.health_path,
+                subnet_id=net.subnets[ovh.region], health_host=first.hostnames()[0], health_path=first.health_path,
                 members=[Member(s, self.servers[s].private_address, net.subnets[ovh.region]) for s in members],
                 http_port=cfg.proxy.http_port, https_port=cfg.proxy.https_port,
             ), opts=pulumi.ResourceOptions(parent=self, depends_on=[self.stacks[s] for s in members]))
@@ -379,14 +379,16 @@ class Platform(pulumi.ComponentResource):
         zone = cfg.dns_zone()
         records = []
         for aname, app in cfg.apps.items():
-            if not app.hostname:
+            if not app.hostnames():
                 continue
             # A load-balanced name points at its load balancer's floating IP, published once the load
             # balancer exists (the policy pack checks that an A record points at a TLS terminator).
             lb = self.load_balancers.get(tuple(sorted(app.hosts())))
             address = lb.address if lb else self.servers[app.hosts()[0]].address
-            records.append(Record(f"app-{aname}", relative_name(app.hostname, zone), "A", [address], cfg.dns.ttl,
-                                  after=[lb.lb] if lb else []))
+            named = ([(f"app-{aname}", app.hostname)] if app.hostname else []) + \
+                [(f"site-{aname}-{site.name}", site.hostname) for site in app.sites]
+            records += [Record(key, relative_name(h, zone), "A", [address], cfg.dns.ttl, after=[lb.lb] if lb else [])
+                        for key, h in named]
         records += [Record(f"{r.type.lower()}-{i}", r.name, r.type, list(r.values), r.ttl or cfg.dns.ttl)
                     for i, r in enumerate(cfg.dns.records)]
         # CAA at the stack's domain, not the zone apex: a lookup climbs from the hostname, so this
@@ -662,7 +664,8 @@ class Platform(pulumi.ComponentResource):
             env=env, secret_env=secret_env, files=self._app_files(app, env, secret_env),
             volumes={v: spec.path for v, spec in app.volumes.items()},
             stateful_volumes={v for v, spec in app.volumes.items() if spec.stateful},
-            hostname=app.hostname, port=app.port, maintenance=app.maintenance,
+            hostname=app.hostname, sites=[site.hostname for site in app.sites], port=app.port,
+            maintenance=app.maintenance,
             healthcheck=app.healthcheck.model_dump() if app.healthcheck else None,
             restart=app.restart, user=app.user,
             publish=[(p.port, p.protocol, p.container_port or p.port) for p in app.ports],

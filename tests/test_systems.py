@@ -34,11 +34,13 @@ LE_PIC = system(
     servers={"dbauth": {"flavor": "b3-8"}, "http": {"flavor": "b3-8", "diskGb": 100},
              "cloud": {"flavor": "b3-16", "diskGb": 500}, "surveys": {"flavor": "d2-4", "diskGb": 20},
              "preprod": {"flavor": "d2-4"}, "backup": {"role": "backup", "flavor": "d2-4", "diskGb": 2000}},
-    databases={"main": {"engine": "mysql", "version": "8", "databases": ["spip1", "spip2", "nextcloud", "limesurvey"]}},
+    databases={"main": {"engine": "mysql", "version": "8",
+                        "databases": [*(f"spip{i:02d}" for i in range(1, 41)), "nextcloud", "limesurvey"]}},
     apps={
-        **{f"spip{i}": {"image": "ipeos/spip:4.3", "server": "http", "hostname": f"site{i}.lepic.example.org",
-                        "port": 80, "user": f"{1000 + i}:{1000 + i}", "volumes": {"img": "/usr/src/spip/IMG"},
-                        "databases": [{"use": f"main.spip{i}"}]} for i in (1, 2)},
+        # One SPIP engine, 40 sites: each its hostname, its volume and its database (and user).
+        "spip": {"image": "ipeos/spip:4.3", "server": "http", "port": 80, "sitesPath": "/var/www/sites",
+                 "sites": [{"name": f"site{i:02d}", "hostname": f"site{i:02d}.lepic.example.org",
+                            "database": f"main.spip{i:02d}"} for i in range(1, 41)]},
         "nextcloud": {"image": "nextcloud:29-apache", "server": "cloud", "hostname": "cloud.lepic.example.org",
                       "port": 80, "volumes": {"data": "/var/www/html"}, "databases": [{"use": "main.nextcloud"}]},
         "etherpad": {"image": "etherpad/etherpad:2.2.6", "server": "cloud", "hostname": "pad.lepic.example.org", "port": 9001},
@@ -127,7 +129,8 @@ OC_PIZZA = system(
 def test_system_is_expressible_and_evaluates(values):
     load(values)
     run = run_values(values)
-    hostnames = {a["hostname"] for a in values["apps"].values() if a.get("hostname")}
+    hostnames = {a["hostname"] for a in values["apps"].values() if a.get("hostname")} | \
+        {site["hostname"] for a in values["apps"].values() for site in a.get("sites", [])}
     routed = {r.plain["name"] for r in run.of_type("livedns/record:Record") if r.plain["type"] == "A"}
     assert len(routed) == len(hostnames), f"{len(hostnames)} hostnames but {len(routed)} A records"
 
