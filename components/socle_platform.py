@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pulumi
 import pulumi_random as random
 
@@ -156,7 +158,7 @@ class Platform(pulumi.ComponentResource):
             ), opts=self._stateful)
         return servers
 
-    @property
+    @functools.cached_property
     def sftp_authorized_keys(self) -> dict[str, pulumi.Output[str]]:
         """With an external SFTP backup target: for each server, the line its owner adds to the
         host's authorized_keys (`restrict`: no forwarding, no agent, no pty; `from`: that server's

@@ -38,13 +38,22 @@ def stack_values(stack: str) -> dict:
     return {k.split(":", 1)[1]: copy.deepcopy(v) for k, v in doc["config"].items()}
 
 
+def errors_of(values: dict, secret_keys=frozenset()) -> str:
+    """The config errors `values` (plain, namespace stripped) stop the program with, as printed."""
+    from components.config import ConfigError, load
+
+    with pytest.raises(ConfigError) as exc:
+        load(values, secret_keys)
+    return str(exc.value)
+
+
 def run_values(values: dict, stack: str = "test", secret_keys: tuple = ()):
     """Evaluate the program with config given as plain values (namespace added here)."""
     config = {f"socle:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
     return run_program(stack, config=config, secret_keys=[f"socle:{k}" for k in secret_keys])
 
 
-__all__ = ["program", "stack_values", "run_values", "stack_config", "STACKS", "ROOT"]
+__all__ = ["program", "stack_values", "run_values", "errors_of", "stack_config", "STACKS", "ROOT"]
 
 
 def pytest_terminal_summary(terminalreporter):

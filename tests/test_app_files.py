@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from components.config import ConfigError, load
+
 from components.render.files import MAX_BYTES, references, render_file
-from tests.conftest import ROOT, run_values
+from tests.conftest import ROOT, errors_of, run_values
 from tests.test_systems import OC_PIZZA
 
 SOURCE = "examples/oc-pizza/config/production.ini"
@@ -22,11 +22,6 @@ def with_files(files: dict) -> dict:
     v["apps"]["shop"]["files"] = files
     return v
 
-
-def errors_of(values: dict) -> str:
-    with pytest.raises(ConfigError) as exc:
-        load(values, frozenset())
-    return str(exc.value)
 
 
 def shop(run):

@@ -8,19 +8,14 @@ import copy
 
 import pytest
 
-from components.config import ConfigError, load
+
 from policy.rules import RULES, evaluate
-from tests.conftest import run_values
+from tests.conftest import errors_of, run_values
 from tests.test_systems import CAPLIBRE
 from tools.policy_graph import resources as graph_of
 
 SYNC = [("22000", "tcp"), ("22000", "udp"), ("21027", "udp")]
 
-
-def errors_of(values: dict) -> str:
-    with pytest.raises(ConfigError) as exc:
-        load(values, frozenset())
-    return str(exc.value)
 
 
 def opened(run, server: str) -> set[tuple[str, str, str]]:

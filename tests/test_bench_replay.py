@@ -1,8 +1,6 @@
 """The scale benchmark's bare replay (tools/bench_scale.py) registers the program's graph exactly:
 otherwise its overhead figure compares two different programs."""
 
-from pathlib import Path
-
 import pytest
 
 from tools.bench_scale import coop, replay, same_graph

@@ -3,13 +3,8 @@
 import pytest
 
 from components.config import ConfigError, StackConfig, load
-from tests.conftest import STACKS, run_values, stack_values
+from tests.conftest import STACKS, errors_of, run_values, stack_values
 
-
-def errors_of(values: dict, secret_keys=frozenset()) -> str:
-    with pytest.raises(ConfigError) as exc:
-        load(values, secret_keys)
-    return str(exc.value)
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import time
-from pathlib import Path
 
 import dns.message
 import dns.query

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from components.config import ConfigError, load
+from components.config import load
 from components.render.backup import SFTP_KNOWN_HOSTS
-from tests.conftest import run_values, stack_values
+from tests.conftest import errors_of, run_values, stack_values
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5lGM2dxmmYaTiHi9/T5AsDtp2i0EalI5n2SlItHHa7"
 SKILLS = {"host": "backup.skills.example.org", "port": 4660, "user": "socle", "path": "/srv/tc-data/backups",
@@ -23,11 +23,6 @@ def prod_with(sftp: dict) -> dict:
     v["backup"]["targets"]["sftp"] = sftp
     return v
 
-
-def errors_of(values: dict) -> str:
-    with pytest.raises(ConfigError) as exc:
-        load(values, frozenset())
-    return str(exc.value)
 
 
 def test_each_backed_up_server_pins_the_host_key_and_gets_a_target_beside_the_others():

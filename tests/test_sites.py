@@ -10,18 +10,13 @@ import time
 
 import pytest
 
-from components.config import ConfigError, load
-from tests.conftest import run_values
+
+from tests.conftest import errors_of, run_values
 from tests.test_renderers import caddy_validate
 from tests.test_systems import LE_PIC
 
 SITES = LE_PIC["apps"]["spip"]["sites"]
 
-
-def errors_of(values: dict) -> str:
-    with pytest.raises(ConfigError) as exc:
-        load(values, frozenset())
-    return str(exc.value)
 
 
 @pytest.fixture(scope="module")

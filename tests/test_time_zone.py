@@ -13,18 +13,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from components.config import ConfigError, load
+from components.config import load
 from components.render.backup import cron_to_oncalendar, render_crontab, render_prune_units, render_systemd_units
-from tests.conftest import run_values, stack_values
+from tests.conftest import errors_of, run_values, stack_values
 from tests.tools import require
 
 PARIS = "Europe/Paris"
 
-
-def errors_of(values: dict) -> str:
-    with pytest.raises(ConfigError) as exc:
-        load(values, frozenset())
-    return str(exc.value)
 
 
 def systemd_elapses(calendar: str, base: str, n: int) -> list[dt.datetime]:

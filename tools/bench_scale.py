@@ -19,7 +19,6 @@ import gc
 import math
 import statistics
 import time
-from pathlib import Path
 
 from tools.harness import ROOT, Run, run_program
 from tools.plan import critical_path
@@ -158,7 +157,6 @@ def report(sites: int, runs: int) -> None:
         points.append((len(run.resources), seconds))
         print(f"{n:>6}{math.ceil(n / 10):>9}{len(run.resources):>11}{seconds:>9.2f}{1000 * seconds / len(run.resources):>13.2f}")
     if len(points) >= 2:
-        (r0, t0), (r1, t1) = points[0], points[-1]
         big = [p for p in points if p[0] >= 100] or points
         slope = (math.log(big[-1][1]) - math.log(big[0][1])) / (math.log(big[-1][0]) - math.log(big[0][0])) \
             if len(big) >= 2 else float("nan")

@@ -29,7 +29,7 @@ def spf_value(includes: list[str]) -> str:
 
 def dmarc_value(policy: str, report_to: str | None) -> str:
     """Strict alignment of both SPF and DKIM with the From domain, the policy for the rest."""
-    tags = [f"v=DMARC1", f"p={policy}", "adkim=s", "aspf=s"]
+    tags = ["v=DMARC1", f"p={policy}", "adkim=s", "aspf=s"]
     if report_to:
         tags.append(f"rua=mailto:{report_to}")
     return "; ".join(tags)
