@@ -388,7 +388,7 @@ class Mail(_Model):
     hostname: str | None = None
     """The mail host's name, inside domain (default: mail.<domain>); the MX record points at it."""
     dkim_selector: str = Field(default="socle", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    """DKIM selector: the key is published at <selector>._domainkey.<domain>. Change it to rotate the key."""
+    """DKIM selector: the key is published at <selector>._domainkey.<domain>. Change it to rotate the key (the old key and record go)."""
     spf_include: list[Annotated[str, AfterValidator(_spf_domain)]] = Field(default_factory=list)
     """Other senders for the domain (include: mechanisms), e.g. a newsletter service's SPF domain."""
     dmarc: Dmarc = Field(default_factory=Dmarc)

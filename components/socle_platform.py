@@ -406,7 +406,8 @@ class Platform(pulumi.ComponentResource):
     def _mail_records(self, zone: str) -> list[Record]:
         """socle:mail: the mail host's A record, MX, SPF, DMARC and the DKIM key (components/render/mail.py).
         The DKIM key pair is made here (RSA 2048, the size every receiver verifies; its private half a
-        Pulumi secret) and named after its selector: a new selector is a new key beside the old one."""
+        Pulumi secret) and named after its selector: a new selector is a new key and record, and the
+        old ones go (mail in transit signed with the old key then fails DKIM)."""
         mail = self.cfg.mail
         if mail is None:
             return []
