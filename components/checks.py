@@ -13,6 +13,7 @@ import json
 import re
 
 from . import ovh_catalog
+from .dns import relative_name
 from .config import (
     _HOST_LABEL_RE,
     GeneratedSecret,
@@ -91,7 +92,7 @@ def _mail(cfg: StackConfig) -> Issues:
     if not (host == cfg.domain or host.endswith("." + cfg.domain)):
         issues.append(("mail.hostname", f"'{host}' is not inside the domain '{cfg.domain}'"))
     zone = cfg.dns_zone()
-    at = "@" if cfg.domain == zone else cfg.domain[: -(len(zone) + 1)]
+    at = relative_name(cfg.domain, zone)
     under = "" if at == "@" else f".{at}"
     generated = {("MX", at): "the MX record", ("TXT", f"_dmarc{under}"): "the DMARC record",
                  ("TXT", f"{mail.dkim_selector}._domainkey{under}"): "the DKIM record"}
@@ -467,9 +468,9 @@ def _dns(cfg: StackConfig) -> Issues:
     for name, app in cfg.apps.items():
         for h in app.hostnames():
             if h == zone or h.endswith("." + zone):
-                rel = "@" if h == zone else h[: -len(zone) - 1]
+                rel = relative_name(h, zone)
                 owners.setdefault((rel, "A"), f"apps.{name}.hostname" if h == app.hostname else f"apps.{name}.sites")
-    caa_at = "@" if cfg.domain == zone else cfg.domain[: -len(zone) - 1]
+    caa_at = relative_name(cfg.domain, zone)
     if cfg.dns.caa_issuers:
         owners[(caa_at, "CAA")] = "dns.caaIssuers"
     types_at: dict[str, set[str]] = {}
