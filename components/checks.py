@@ -59,6 +59,8 @@ def holds_state(cfg: StackConfig, server: str) -> bool:
         return True
     if any(c.persistent and cfg.host_of("caches", n) == server for n, c in cfg.caches.items()):
         return True
+    if cfg.mail is not None and cfg.mail.server == server:  # mailboxes and accounts
+        return True
     return any(cfg.database_hosting(d) == "container" and cfg.host_of("databases", d) == server
                for d in cfg.databases)
 
@@ -88,9 +90,26 @@ def _mail(cfg: StackConfig) -> Issues:
     elif cfg.servers[mail.server].role != "app":
         issues.append(("mail.server", f"server '{mail.server}' has role {cfg.servers[mail.server].role}; "
                                       "mail runs on an app server"))
+    elif any(mail.server in members for members in cfg.balanced_sets()):
+        issues.append(("mail.server", f"server '{mail.server}' is behind a load balancer, which passes 80 and 443 only "
+                                      "and answers from its own address; put mail on a server of its own"))
     host = mail.hostname or f"mail.{cfg.domain}"
-    if not (host == cfg.domain or host.endswith("." + cfg.domain)):
-        issues.append(("mail.hostname", f"'{host}' is not inside the domain '{cfg.domain}'"))
+    if not host.endswith("." + cfg.domain):
+        issues.append(("mail.hostname", f"'{host}' is not a name under the domain '{cfg.domain}' (the mail server "
+                                        f"takes its domain from its host name), e.g. mail.{cfg.domain}"))
+    elif any(host in app.hostnames() for app in cfg.apps.values()):
+        issues.append(("mail.hostname", f"'{host}' is also an app's hostname; the mail host needs a name of its own "
+                                        "(its HTTPS route only gets the certificate the mail server uses)"))
+    for address in mail.aliases:
+        if not address.lower().endswith("@" + cfg.domain):
+            issues.append((f"mail.aliases.{address}", f"'{address}' is not an address of the domain '{cfg.domain}'; "
+                                                      "the mail server only receives mail for its own domain"))
+    from .render.mail import MAIL_PORTS
+
+    ssh = {cfg.access.ssh_port, *cfg.access.extra_ssh_ports, cfg.proxy.http_port, cfg.proxy.https_port}
+    for port in sorted(ssh & {p for p, _ in MAIL_PORTS}):
+        issues.append(("access.sshPort" if port in (cfg.access.ssh_port, *cfg.access.extra_ssh_ports) else "proxy",
+                       f"port {port} is the mail server's (socle:mail publishes 25, 465, 587 and 993); choose another"))
     zone = cfg.dns_zone()
     at = relative_name(cfg.domain, zone)
     under = "" if at == "@" else f".{at}"
@@ -204,6 +223,15 @@ def _ports(cfg: StackConfig) -> Issues:
     return issues + _app_ports(cfg, {(p, "tcp"): key for p, key in taken.items()})
 
 
+def _mail_ports(cfg: StackConfig, server: str) -> dict[tuple[int, str], str]:
+    """The ports socle:mail's server publishes on its server."""
+    from .render.mail import MAIL_PORTS
+
+    if cfg.mail is None or cfg.mail.server != server:
+        return {}
+    return {(p, "tcp"): f"the mail server's ({why.split(':')[0]}, socle:mail)" for p, why in MAIL_PORTS}
+
+
 def _app_ports(cfg: StackConfig, taken: dict[tuple[int, str], str]) -> Issues:
     """apps.*.ports: one listener per host port and protocol on each server, none on the proxy's or
     sshd's port, and an app that has some runs on one server (a load balancer passes 80 and 443
@@ -218,7 +246,7 @@ def _app_ports(cfg: StackConfig, taken: dict[tuple[int, str], str]) -> Issues:
                            "HTTPS, through the load balancer; run the service with these ports as an app of its own "
                            "on one server"))
         for server in app.hosts():
-            seen = by_server.setdefault(server, {})
+            seen = by_server.setdefault(server, _mail_ports(cfg, server))
             for i, p in enumerate(app.ports):
                 key = f"apps.{name}.ports.{i}"
                 mine = (p.port, p.protocol)
@@ -305,6 +333,12 @@ def _placement(cfg: StackConfig) -> Issues:
     for name in cfg.apps:
         if name in cfg.databases or name in cfg.caches or (cfg.target == "local" and name in cfg.buckets):
             add(f"apps.{name}", f"'{name}' is also a database, cache or bucket name; container names must differ")
+    if cfg.mail is not None:
+        from .render.mail import MAIL_APP
+
+        for kind, names in (("apps", cfg.apps), ("caches", cfg.caches), ("databases", cfg.databases)):
+            if MAIL_APP in names:
+                add(f"{kind}.{MAIL_APP}", f"'{MAIL_APP}' is the mail server's container (socle:mail); rename this one")
     return issues
 
 

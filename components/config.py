@@ -380,8 +380,9 @@ class Dmarc(_Model):
 
 
 class Mail(_Model):
-    """Mail for the stack's domain, received and sent by a server of the stack: the DNS records it
-    needs (MX, SPF, DKIM, DMARC) generated from here, the DKIM key made and kept as a secret."""
+    """Mail for the stack's domain, received and sent by a server of the stack: the mail server
+    (docker-mailserver, its ports opened on that server only, the proxy's certificate), the DNS
+    records it needs (MX, SPF, DKIM, DMARC) and the reverse DNS, the DKIM key made and kept secret."""
 
     server: Name
     """The server that receives and sends the mail (its public address gets the MX host's A record)."""
@@ -393,6 +394,16 @@ class Mail(_Model):
     """Other senders for the domain (include: mechanisms), e.g. a newsletter service's SPF domain."""
     dmarc: Dmarc = Field(default_factory=Dmarc)
     """The DMARC policy."""
+    image: Image = "ghcr.io/docker-mailserver/docker-mailserver:15.1.0"
+    """The mail server: docker-mailserver (Postfix, Dovecot IMAP, OpenDKIM, OpenDMARC, SPF checks), pinned; it gets ports 25, 465, 587 and 993 of its server."""
+    postmaster: Email | None = None
+    """Who gets bounces and the mail server's reports (default: postmaster@<domain>)."""
+    aliases: dict[Email, list[Email]] = Field(default_factory=dict)
+    """Addresses of the domain that forward to others: a contact address, or a small list (`listes@example.org: [a@example.org, b@example.net]`). Declared here, they replace any made by hand in the container."""
+    max_message_mb: int = Field(default=25, ge=1, le=100)
+    """The largest message accepted, in MB (attachments grow a third when encoded)."""
+    reverse_dns: bool = True
+    """Point the mail server's public IPv4 address back at the mail host (OVH IP reverse): many receivers refuse mail from an address without it."""
 
 
 class Proxy(_Model):

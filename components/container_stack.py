@@ -33,7 +33,12 @@ class AppSpec:
     healthcheck: dict | None = None
     restart: str = "unless-stopped"
     user: str | None = None
-    role: str = "app"                                              # app | cache
+    role: str = "app"                                              # app | cache | mail
+    container_hostname: str | None = None                          # the container's own host name
+    # A hostname the proxy only gets a certificate for (no upstream): the mail host. The container
+    # reads that certificate from the proxy's storage, read-only, at `tls_dir`.
+    certificate_only: bool = False
+    tls_dir: str | None = None
     # Host ports bypassing the proxy: (host port, protocol, container port), on every address.
     publish: list[tuple[int, str, int]] = field(default_factory=list)
     private_publish: list[int] = field(default_factory=list)       # published on the private address only
@@ -71,8 +76,16 @@ class ContainerStackArgs:
 
 
 def routes_for(apps: list[AppSpec]) -> list[Route]:
-    return [Route(h, f"{a.name}:{a.port}", a.maintenance) for a in apps
-            for h in ([a.hostname] if a.hostname else []) + a.sites]
+    return [Route(h, "" if a.certificate_only else f"{a.name}:{a.port}", a.maintenance, a.certificate_only)
+            for a in apps for h in ([a.hostname] if a.hostname else []) + a.sites]
+
+
+def certificate_dir(data_root: str, hostname: str) -> str:
+    """Where Caddy keeps `hostname`'s certificate and key ({hostname}.crt, {hostname}.key), on the
+    host, under its storage (`data_root`, mounted at /data in the proxy)."""
+    from .render.mail import LE_CERTIFICATES
+
+    return f"{data_root}/{LE_CERTIFICATES}/{hostname}"
 
 
 class ContainerStack(pulumi.ComponentResource):
@@ -102,7 +115,8 @@ class ContainerStack(pulumi.ComponentResource):
             default_sni=args.proxy.default_sni,
         )
         suffix = "" if args.proxy.https_port == 443 else f":{args.proxy.https_port}"
-        self.urls = {r.hostname: f"https://{r.hostname}{suffix}" for r in routes}
+        self.urls = {r.hostname: f"https://{r.hostname}{suffix}" for r in routes if not r.certificate_only}
+        proxy_data, data_root = self._proxy_storage(name, args, on_host) if routes else (None, None)
 
         self.containers: dict[str, docker.Container] = {}
         for app in args.apps:
@@ -119,6 +133,15 @@ class ContainerStack(pulumi.ComponentResource):
                 )
                 self.volumes[f"{app.name}/{vol}"] = v
                 mounts.append({"volume_name": v.name, "container_path": path})
+            after = list(app.after)
+            if app.tls_dir and app.hostname:
+                # Read-only, that one certificate's directory: not the whole storage (every site's
+                # key). A bind mount (the provider passes host paths as HostConfig.Binds:
+                # kreuzwerker/terraform-provider-docker, volumeSetToDockerVolumes), so Docker
+                # creates the directory if Caddy has not yet; Caddy renews the files in place.
+                mounts.append({"host_path": certificate_dir(data_root, app.hostname),
+                               "container_path": app.tls_dir, "read_only": True})
+                after += [proxy_data] if proxy_data is not None else []
             envs: pulumi.Input[list] = [f"{k}={v}" for k, v in sorted(app.env.items()) if isinstance(v, str)]
             dynamic = {k: v for k, v in app.env.items() if not isinstance(v, str)}
             if dynamic or app.secret_env:
@@ -143,6 +166,7 @@ class ContainerStack(pulumi.ComponentResource):
                 command=app.command,
                 envs=envs,
                 user=app.user,
+                hostname=app.container_hostname,
                 networks_advanced=[{"name": args.network_name, "aliases": [app.name]}],
                 volumes=mounts,
                 healthcheck=hc,
@@ -158,7 +182,7 @@ class ContainerStack(pulumi.ComponentResource):
                 # The Docker provider waits for the healthcheck to pass after creating it (`wait`).
                 wait=bool(app.wait_healthy and hc) or None,
                 wait_timeout=300 if app.wait_healthy and hc else None,
-                opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=app.after),
+                opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=after),
             )
             self.containers[app.name] = container
 
@@ -166,16 +190,11 @@ class ContainerStack(pulumi.ComponentResource):
         if not routes:  # nothing to serve: no proxy, and 80/443 stay closed (components/server.py)
             self.register_outputs({"urls": self.urls})
             return
-        if args.proxy.shared_data:
+        if proxy_data is None:
             # Caddy's storage shared with the other proxies behind the load balancer (locks,
             # certificates, ACME challenge tokens): see components/load_balancer.py.
             data_mount = {"host_path": args.proxy.shared_data, "container_path": "/data"}
         else:
-            proxy_data = docker.Volume(
-                f"{name}-proxy-data", name=f"{args.physical_name}-proxy-data",
-                # Certificates and ACME account: re-issued if lost, so not backed up.
-                labels=[{"label": "socle.stateful", "value": "false"}], opts=on_host,
-            )
             data_mount = {"volume_name": proxy_data.name, "container_path": "/data"}
         self.proxy = docker.Container(
             f"{name}-proxy",
@@ -198,3 +217,17 @@ class ContainerStack(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=args.proxy.after),
         )
         self.register_outputs({"urls": self.urls})
+
+    @staticmethod
+    def _proxy_storage(name: str, args: ContainerStackArgs, on_host) -> tuple[docker.Volume | None, str]:
+        """Caddy's storage: the load-balanced set's shared directory, or a volume of its own; and
+        where it is on the host."""
+        if args.proxy.shared_data:
+            return None, args.proxy.shared_data
+        volume = docker.Volume(
+            f"{name}-proxy-data", name=f"{args.physical_name}-proxy-data",
+            # Certificates and ACME account: re-issued if lost, so not backed up.
+            labels=[{"label": "socle.stateful", "value": "false"}], opts=on_host,
+        )
+        # Docker's local volume driver keeps a volume's files in /var/lib/docker/volumes/NAME/_data.
+        return volume, f"/var/lib/docker/volumes/{args.physical_name}-proxy-data/_data"

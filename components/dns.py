@@ -40,10 +40,12 @@ def caa_values(issuers: list[str], contact: str | None) -> list[str]:
 
 class DnsRecords(pulumi.ComponentResource):
     fqdns: list[str]
+    records: dict[str, list[pulumi.CustomResource]]   # by Record.key: what to wait for
 
     def __init__(self, name: str, args: DnsRecordsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("socle:dns:DnsRecords", name, None, opts)
         self.fqdns = []
+        self.records = {}
         for rec in args.records:
             child = pulumi.ResourceOptions(parent=self, depends_on=rec.after)
             key = f"{name}-{rec.key}"
@@ -52,16 +54,19 @@ class DnsRecords(pulumi.ComponentResource):
             if args.provider == "gandi":
                 import pulumiverse_gandi as gandi
 
-                gandi.livedns.Record(key, zone=args.zone, name=rec.name, type=rec.type, ttl=rec.ttl,
-                                     values=rec.values, opts=child)
+                self.records[rec.key] = [gandi.livedns.Record(key, zone=args.zone, name=rec.name, type=rec.type,
+                                                              ttl=rec.ttl, values=rec.values, opts=child)]
             elif args.provider == "ovh":
                 import pulumi_ovh as ovh
 
-                # OVH holds one record per value.
-                for i, value in enumerate(rec.values):
-                    ovh.domain.ZoneRecord(f"{key}-{i}", zone=args.zone,
-                                          subdomain="" if rec.name == "@" else rec.name,
+                # OVH holds one record per value. A TXT value goes as the zone file writes it, in
+                # quotes (render/mail.py txt()): OVH quotes an unquoted one itself, and stores a
+                # quoted one as given (terraform-provider-ovh dd234d78, "Ignore unquoted TXT
+                # changes": the API "silently quotes TXT fields"); unverified against the live API.
+                self.records[rec.key] = [
+                    ovh.domain.ZoneRecord(f"{key}-{i}", zone=args.zone, subdomain="" if rec.name == "@" else rec.name,
                                           fieldtype=rec.type, target=value, ttl=rec.ttl, opts=child)
+                    for i, value in enumerate(rec.values)]
             else:
                 raise ValueError(f"unknown DNS provider {args.provider!r}")
         self.register_outputs({"fqdns": self.fqdns})

@@ -21,7 +21,23 @@ from .dns import DnsRecords, DnsRecordsArgs, Record, caa_values, relative_name
 from .naming import ovh_location, physical_name
 from .backup_job import RUNNER_SOURCE
 from .render.files import references, render_file, text_of_source
-from .render.mail import dkim_value, dmarc_value, spf_value, txt
+from .render.mail import (
+    CONFIG_DIR as MAIL_CONFIG,
+    MAIL_APP,
+    MAIL_PORTS,
+    MAIL_VOLUMES,
+    TLS_DIR,
+    dkim_key_path,
+    dkim_value,
+    dmarc_value,
+    mail_command,
+    mail_env,
+    opendkim_files,
+    postfix_overrides,
+    spf_value,
+    txt,
+    virtual_aliases,
+)
 from .render.backup import (
     PING_ENV,
     RESTIC_ROOT,
@@ -82,6 +98,7 @@ class Platform(pulumi.ComponentResource):
         if cfg.backup.enabled:
             self._backup_jobs()
         self.dns = self._dns()
+        self.mail_reverse = self._mail_reverse()
         self.register_outputs({"urls": self.urls})
 
     # ------------------------------------------------------------------ network and servers
@@ -150,11 +167,13 @@ class Platform(pulumi.ComponentResource):
                 private_cidr=cfg.network.cidr if net else None,
                 private_ports=self._private_ports(sname),
                 public_http=self._public_http(sname),
-                serves_http=any(a.hostnames() and sname in a.hosts() for a in cfg.apps.values()),
+                serves_http=any(a.hostnames() and sname in a.hosts() for a in cfg.apps.values())
+                or (cfg.mail is not None and cfg.mail.server == sname),
                 shares=[(self.shared[members].id, self.shared[members].export,
                          shared_mount(self._balanced_name(members)))] if members in self.shared else [],
                 public_ports=[(p.port, p.protocol, aname) for aname, app in cfg.apps.items()
-                              if sname in app.hosts() for p in app.ports],
+                              if sname in app.hosts() for p in app.ports]
+                + ([(p, "tcp", MAIL_APP) for p, _ in MAIL_PORTS] if cfg.mail and cfg.mail.server == sname else []),
             ), opts=self._stateful)
         return servers
 
@@ -252,6 +271,8 @@ class Platform(pulumi.ComponentResource):
         for aname, app in cfg.apps.items():
             for sname in app.hosts():
                 specs[sname].append(self._app_spec(aname, app, cache_conn, sname))
+        if cfg.mail is not None:
+            specs[cfg.mail.server].append(self._mail_server())
 
         hooks = {aname: self._hooks(aname, app, specs) for aname, app in cfg.apps.items()
                  if app.hooks.before or app.hooks.after}
@@ -411,14 +432,10 @@ class Platform(pulumi.ComponentResource):
         mail = self.cfg.mail
         if mail is None:
             return []
-        import pulumi_tls as tls
-
         cfg = self.cfg
         at = relative_name(cfg.domain, zone)
         under = "" if at == "@" else f".{at}"
-        host = mail.hostname or f"mail.{cfg.domain}"
-        self.dkim_key = tls.PrivateKey(f"mail-dkim-{mail.dkim_selector}", algorithm="RSA", rsa_bits=2048,
-                                       opts=self._stateful)
+        host = self.mail_host
         ttl = cfg.dns.ttl
         return [
             Record("mail-host", relative_name(host, zone), "A", [self.servers[mail.server].address], ttl),
@@ -428,6 +445,65 @@ class Platform(pulumi.ComponentResource):
             Record("mail-dkim", f"{mail.dkim_selector}._domainkey{under}", "TXT",
                    [self.dkim_key.public_key_pem.apply(lambda pem: txt(dkim_value(pem)))], ttl),
         ]
+
+    @property
+    def mail_host(self) -> str:
+        return self.cfg.mail.hostname or f"mail.{self.cfg.domain}"
+
+    @functools.cached_property
+    def dkim_key(self):
+        """socle:mail's DKIM key pair (RSA 2048, the size every receiver verifies; its private half a
+        Pulumi secret), named after its selector: a new selector is a new key."""
+        import pulumi_tls as tls
+
+        return tls.PrivateKey(f"mail-dkim-{self.cfg.mail.dkim_selector}", algorithm="RSA", rsa_bits=2048,
+                              opts=self._stateful)
+
+    def _mail_server(self) -> AppSpec:
+        """socle:mail's server: docker-mailserver on mail.server (components/render/mail.py). Its four
+        ports published (and opened in that server's security group only: _servers); the DKIM key
+        and OpenDKIM's tables uploaded into the container (the key a Pulumi secret); the certificate
+        read, read-only, from the HTTPS proxy, which gets and renews it for the mail host."""
+        cfg, mail = self.cfg, self.cfg.mail
+        host = self.mail_host
+        files = [{"file": path, "content": text, "permissions": "0444"}
+                 for path, text in opendkim_files(cfg.domain, mail.dkim_selector).items()]
+        files.append({"file": dkim_key_path(cfg.domain, mail.dkim_selector), "permissions": "0400",
+                      "content": pulumi.Output.secret(self.dkim_key.private_key_pem)})
+        files.append({"file": f"{MAIL_CONFIG}/postfix-main.cf", "content": postfix_overrides(), "permissions": "0444"})
+        if mail.aliases:
+            files.append({"file": f"{MAIL_CONFIG}/postfix-virtual.cf", "content": virtual_aliases(mail.aliases),
+                          "permissions": "0444"})
+        return AppSpec(
+            name=MAIL_APP, image=mail.image, physical_name=self.pname(MAIL_APP), role="mail",
+            env=mail_env(hostname=host, postmaster=mail.postmaster or f"postmaster@{cfg.domain}",
+                         max_message_mb=mail.max_message_mb, time_zone=cfg.time_zone),
+            command=mail_command(host), files=files,
+            volumes=dict(MAIL_VOLUMES), stateful_volumes=set(MAIL_VOLUMES),
+            hostname=host, certificate_only=True, tls_dir=TLS_DIR, container_hostname=host,
+            publish=[(port, "tcp", port) for port, _ in MAIL_PORTS],
+        )
+
+    def _mail_reverse(self):
+        """The reverse DNS (PTR) of the mail server's public IPv4 address, at OVH (ovh.ip.Reverse).
+        OVH accepts it only once the name resolves to the address (the provider retries a 400 for
+        readiness_timeout_duration), hence after the mail host's record. Every argument forces a
+        new resource (terraform-provider-ovh ovh/resource_ip_reverse.go: ip, ip_reverse, reverse
+        all ForceNew) and the new one has the old one's ID (the address): replaced delete first, or
+        the old one's deletion would remove the reverse just set. OVH wants the name with its final
+        dot (docs.ovh.com "Configuring reverse DNS"), and returns it so: no diff after a refresh.
+        (pulumi-ovh calls the provider's ip_reverse and reverse `ReverseIp` and `ReverseValue`.)"""
+        mail = self.cfg.mail
+        if mail is None or not mail.reverse_dns or self.cfg.target != "ovh":
+            return None
+        import pulumi_ovh as ovh
+
+        address = self.servers[mail.server].address
+        after = self.dns.records.get("mail-host", []) if self.dns else []
+        return ovh.ip.Reverse(
+            "mail-reverse", ip=pulumi.Output.concat(address, "/32"), reverse_ip=address,
+            reverse_value=f"{self.mail_host}.", readiness_timeout_duration="15m",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=after, delete_before_replace=True))
 
     def _backup_jobs(self) -> None:
         """One BackupJob per app server holding state: its stateful volumes, the databases it runs
@@ -449,6 +525,10 @@ class Platform(pulumi.ComponentResource):
                     # (a stateful volume is refused on an app on several servers: one host here)
                     volumes[app.hosts()[0]].append({"name": name, "path": vol_path(name),
                                                     "include": list(spec.include), "exclude": list(spec.exclude)})
+        if cfg.mail is not None:  # mailboxes, queue and state, accounts
+            for v in MAIL_VOLUMES:
+                name = f"{self.pname(MAIL_APP)}-{v}"
+                volumes[cfg.mail.server].append({"name": name, "path": vol_path(name), "exclude": []})
         for cname, cache in cfg.caches.items():
             if cache.persistent:  # its append-only file (restic reads it as it is; see README "Caches")
                 name = f"{self.pname(cname)}-data"

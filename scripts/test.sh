@@ -21,9 +21,11 @@ cd "$(dirname "$0")/.."
 # qemu-system-x86, debootstrap and genisoimage build and boot the Debian 12 VMs of tests/test_vm.py.
 # nftables and iputils-ping load and probe the host firewall in network namespaces (test_firewall.py).
 # pebble (Let's Encrypt's test CA) issues the certificates of test_shared_certificates_live.py.
+# bind9 serves the mail zone (test_mail_dns.py); postfix runs socle's mail settings on loopback
+# (test_mail_server_live.py): installed with no configuration of its own, and never started as a service.
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
           mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone qemu-system-x86 debootstrap
-          genisoimage nftables iputils-ping pebble tzdata bind9 bind9-utils)
+          genisoimage nftables iputils-ping pebble tzdata bind9 bind9-utils postfix)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 APT=(apt-get -o DPkg::Lock::Timeout=600)
@@ -43,6 +45,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "socle: apt-get update failed (another install running?); retrying in 10 s ($attempt/60)" >&2
     sleep 10
   done
+  # Postfix's package asks what kind of mail system this is: none (the test writes its own config).
+  echo "postfix postfix/main_mailer_type select No configuration" | \
+    { if [ "$(id -u)" -ne 0 ]; then sudo debconf-set-selections; else debconf-set-selections; fi; }
   DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

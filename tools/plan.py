@@ -117,6 +117,8 @@ def summary(r: Resource) -> str:
     if t.endswith("remote:Command"):
         conn = r.plain.get("connection") or {}  # pulumi-command keeps the whole connection secret
         return f"over SSH to {conn.get('user')}@{conn.get('host')}:{int(conn.get('port', 22))}"
+    if t.endswith("reverse:Reverse"):  # pulumi-ovh names ip_reverse and reverse so
+        return f"{p.get('ReverseIp')} -> {p.get('ReverseValue')} (reverse DNS)"
     if t.endswith("PrivateKey"):
         return f"algorithm={p.get('algorithm')} (private key secret)"
     if t.endswith("LifecycleConfiguration"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAINTENANCE_BODY = "This service is under maintenance. Please come back in a little while."
+CERTIFICATE_ONLY_BODY = "Nothing is served over HTTPS here."
 
 
 @dataclass(frozen=True)
@@ -12,6 +13,9 @@ class Route:
     hostname: str
     upstream: str  # "container:port" on the private network
     maintenance: bool = False
+    # Served only so that Caddy gets and renews its certificate (the mail host's, which the mail
+    # server reads): no upstream, a plain 404.
+    certificate_only: bool = False
 
 
 def render_caddyfile(
@@ -70,7 +74,9 @@ def render_caddyfile(
     for r in sorted(routes, key=lambda r: r.hostname):
         out += [f"http://{r.hostname} {{", f"\tredir https://{{host}}{port_suffix}{{uri}} 308", "}", ""]
         out += [f"{r.hostname} {{", "\timport socle_https"]
-        if r.maintenance:
+        if r.certificate_only:
+            out.append(f'\trespond "{CERTIFICATE_ONLY_BODY}" 404')
+        elif r.maintenance:
             out += ["\theader Retry-After 600", f'\trespond "{MAINTENANCE_BODY}" 503']
         else:
             out.append(f"\treverse_proxy {r.upstream}")

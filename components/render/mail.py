@@ -33,3 +33,133 @@ def dmarc_value(policy: str, report_to: str | None) -> str:
     if report_to:
         tags.append(f"rua=mailto:{report_to}")
     return "; ".join(tags)
+
+
+# ---------------------------------------------------------------------------- the mail server
+# docker-mailserver (github.com/docker-mailserver/docker-mailserver, v15.1.0): one container with
+# Postfix, Dovecot, OpenDKIM, OpenDMARC and policyd-spf, configured by environment variables
+# (target/scripts/startup/variables-stack.sh) and by files in /tmp/docker-mailserver.
+
+# The mail server's container name (no app, cache or database may take it: components/checks.py).
+MAIL_APP = "mail"
+# The ports the mail server publishes, with the reason the policy pack's allowedPorts asks for.
+# Not 143 (IMAP) or 110/995 (POP3): mail clients read over 993, TLS from the first byte.
+MAIL_PORTS = (
+    (25, "SMTP: mail from other mail servers"),
+    (465, "SMTP submission over TLS: mail clients sending"),
+    (587, "SMTP submission with STARTTLS: mail clients sending"),
+    (993, "IMAP over TLS: mail clients reading"),
+)
+# Mailboxes, the mail queue and Postfix/Dovecot state, and the accounts (postfix-accounts.cf,
+# written by `setup email add`): all three backed up.
+MAIL_VOLUMES = {"data": "/var/mail", "state": "/var/mail-state", "config": "/tmp/docker-mailserver"}
+CONFIG_DIR = MAIL_VOLUMES["config"]
+# The certificate Caddy keeps for the mail host, mounted read-only here (see mail_command).
+TLS_DIR = "/etc/socle-tls"
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+def caddy_issuer_dir(ca_url: str) -> str:
+    """The directory Caddy (CertMagic) files an ACME CA's certificates under: the URL's host and
+    path, slashes made hyphens (certmagic acmeissuer.go issuerKey), then made safe for storage
+    (StorageKeys.Safe: lower case, ':' to '-'). tests/test_mail_server_live.py checks it against
+    a real Caddy and Pebble."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(ca_url)
+    key = url.netloc
+    path = url.path.replace("/", "-").replace("\\", "-").strip("-")
+    return (f"{key}-{path}" if path else key).lower().replace(":", "-")
+
+
+# Where Caddy stores a certificate from Let's Encrypt, under its data directory (/data): the CAA
+# record socle publishes allows only letsencrypt.org, so Caddy's ZeroSSL fallback never issues.
+LE_CERTIFICATES = f"caddy/certificates/{caddy_issuer_dir(LETS_ENCRYPT)}"
+
+
+def mail_env(*, hostname: str, postmaster: str, max_message_mb: int, time_zone: str) -> dict[str, str]:
+    """docker-mailserver's settings. What differs from its defaults, and why:
+    - SSL_TYPE=manual: the certificate Caddy already gets and renews for the mail host (its change
+      detector reloads Postfix and Dovecot when the files change);
+    - PERMIT_DOCKER=none (its default, written out): no Docker network may relay without a login;
+    - SPOOF_PROTECTION=1: a logged-in user sends only as their own addresses;
+    - ENABLE_AMAVIS=0, no ClamAV, SpamAssassin or Rspamd: they need 1-4 GB of memory these servers
+      do not have; OpenDKIM, OpenDMARC and policyd-spf stay on (its defaults);
+    - ENABLE_FAIL2BAN=0: it needs NET_ADMIN on the host's firewall, which socle owns (render/firewall.py);
+    - ENABLE_POP3=0: IMAP only."""
+    return {
+        "POSTMASTER_ADDRESS": postmaster,
+        "SSL_TYPE": "manual",
+        "SSL_CERT_PATH": f"{TLS_DIR}/{hostname}.crt",
+        "SSL_KEY_PATH": f"{TLS_DIR}/{hostname}.key",
+        "PERMIT_DOCKER": "none",
+        "SPOOF_PROTECTION": "1",
+        "ENABLE_OPENDKIM": "1",
+        "ENABLE_OPENDMARC": "1",
+        "ENABLE_POLICYD_SPF": "1",
+        "ENABLE_AMAVIS": "0",
+        "ENABLE_CLAMAV": "0",
+        "ENABLE_SPAMASSASSIN": "0",
+        "ENABLE_RSPAMD": "0",
+        "ENABLE_FAIL2BAN": "0",
+        "ENABLE_POP3": "0",
+        "ENABLE_IMAP": "1",
+        "POSTFIX_MESSAGE_SIZE_LIMIT": str(max_message_mb * 1024 * 1024),
+        "LOG_LEVEL": "info",
+        "TZ": time_zone,
+    }
+
+
+def mail_command(hostname: str) -> list[str]:
+    """The image's own command (supervisord), once Caddy holds the mail host's certificate:
+    docker-mailserver stops at start-up when SSL_TYPE=manual finds no files
+    (target/scripts/helpers/ssl.sh), and on a first deployment Caddy gets the certificate only
+    once the mail host's DNS record points at the server."""
+    cert, key = f"{TLS_DIR}/{hostname}.crt", f"{TLS_DIR}/{hostname}.key"
+    script = (f'until [ -s "{cert}" ] && [ -s "{key}" ]; do '
+              f'echo "socle: waiting for the HTTPS proxy to get the certificate of {hostname} '
+              '(Let\'s Encrypt, once its DNS record points here)"; sleep 10; done; '
+              "exec supervisord -c /etc/supervisor/supervisord.conf")
+    return ["sh", "-c", script]
+
+
+def postfix_overrides() -> str:
+    """postfix-main.cf: the settings docker-mailserver appends to Postfix's main.cf, written out
+    here because they are the ones an attacker probes (tests/test_mail_server.py runs them in a
+    real Postfix). Mail to other domains needs a login: refused outright (5xx), not deferred as
+    the image's default `defer_unauth_destination` does, so that a misconfiguration shows at once
+    and a relay probe gets no queue slot."""
+    return "\n".join([
+        "# socle: written by socle (components/render/mail.py); changes here are replaced at the next deployment.",
+        "mynetworks = 127.0.0.0/8 [::1]/128",
+        "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
+        "smtpd_tls_protocols = >=TLSv1.2",
+        "smtpd_tls_mandatory_protocols = >=TLSv1.2",
+        "smtp_tls_protocols = >=TLSv1.2",
+        "smtpd_tls_auth_only = yes",
+        "disable_vrfy_command = yes",
+        "smtpd_helo_required = yes",
+        "",
+    ])
+
+
+def opendkim_files(domain: str, selector: str) -> dict[str, str]:
+    """OpenDKIM's tables for one domain and selector, as docker-mailserver copies them from
+    /tmp/docker-mailserver/opendkim (target/scripts/startup/setup.d/dmarc_dkim_spf.sh): the key
+    itself goes beside them, at dkim_key_path()."""
+    record = f"{selector}._domainkey.{domain}"
+    return {
+        f"{CONFIG_DIR}/opendkim/KeyTable": f"{record} {domain}:{selector}:/etc/opendkim/keys/{domain}/{selector}.private\n",
+        f"{CONFIG_DIR}/opendkim/SigningTable": f"*@{domain} {record}\n",
+        f"{CONFIG_DIR}/opendkim/TrustedHosts": "127.0.0.1\nlocalhost\n",
+    }
+
+
+def dkim_key_path(domain: str, selector: str) -> str:
+    return f"{CONFIG_DIR}/opendkim/keys/{domain}/{selector}.private"
+
+
+def virtual_aliases(aliases: dict[str, list[str]]) -> str:
+    """postfix-virtual.cf: one line per address, its recipients comma-separated (Postfix
+    virtual(5)); sorted, so that the file (and the container) changes only when the list does."""
+    return "".join(f"{address} {','.join(sorted(set(to)))}\n" for address, to in sorted(aliases.items()))
