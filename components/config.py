@@ -79,6 +79,10 @@ def _time_zone(value: str) -> str:
 
     zones = zoneinfo.available_timezones()
     if value == "UTC" or value in zones:
+        target = _legacy_alias(value)
+        if target:
+            raise ValueError(f"'{value}' is an old alias of '{target}', which Debian 13 moved to the tzdata-legacy "
+                             f"package: a server without it cannot read the backup timers; write '{target}'")
         return value
     if not zones:
         raise ValueError(f"'{value}': this machine has no time zone database; install it "
@@ -86,6 +90,28 @@ def _time_zone(value: str) -> str:
     near = difflib.get_close_matches(value, sorted(zones), n=1)
     hint = f"did you mean '{near[0]}'?" if near else "e.g. Europe/Paris"
     raise ValueError(f"'{value}' is not a time zone of the IANA database; {hint}")
+
+
+def _legacy_alias(name: str) -> str | None:
+    """The zone a backward-compatibility alias (US/Eastern, Europe/Kiev) points at, or None for a
+    zone's own name: the database's links (`L TARGET NAME` in tzdata.zi), except the ones a
+    country still lists as its own (zone.tab: Europe/Busingen) and UTC."""
+    from pathlib import Path
+
+    base = Path("/usr/share/zoneinfo")
+    if name in ("UTC", "Etc/UTC") or not (base / "tzdata.zi").is_file():
+        return None
+    listed = set()
+    for tab in ("zone.tab", "zone1970.tab"):
+        if (base / tab).is_file():
+            listed |= {line.split("\t")[2] for line in (base / tab).read_text().splitlines()
+                       if line and not line.startswith("#") and line.count("\t") >= 2}
+    if name in listed:
+        return None
+    for line in (base / "tzdata.zi").read_text().splitlines():
+        if line.startswith("L ") and line.split()[2:3] == [name]:
+            return line.split()[1]
+    return None
 
 
 def _hhmmss(value: str) -> str:

@@ -87,6 +87,23 @@ def test_an_unknown_time_zone_is_refused_with_the_closest_name():
     assert "is not a time zone of the IANA database" in errors_of(v)
 
 
+@pytest.mark.parametrize("alias,zone", [("US/Eastern", "America/New_York"), ("Europe/Kiev", "Europe/Kyiv")])
+def test_an_old_alias_is_refused_with_the_zones_own_name(alias, zone):
+    """Debian 13 moved the backward-compatibility aliases to tzdata-legacy: a timer naming one does
+    not load on a server without that package."""
+    v = stack_values("prod")
+    v["timeZone"] = alias
+    msg = errors_of(v)
+    assert f"socle:timeZone: '{alias}' is an old alias of '{zone}'" in msg and f"write '{zone}'" in msg, msg
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "Europe/Busingen", "UTC"])
+def test_a_zones_own_name_and_a_country_listed_link_pass(zone):
+    v = stack_values("prod")
+    v["timeZone"] = zone
+    assert load(v, frozenset())[0].time_zone == zone
+
+
 def test_max_age_counts_the_longer_night_of_the_autumn_change():
     # A daily run in Paris is 25 hours apart once a year: maxAgeHours 24 would fail that week's check.
     v = stack_values("prod")
