@@ -30,4 +30,6 @@ pulumi.export("ssh", {"user": cfg.access.deploy_user, "port": cfg.access.ssh_por
 pulumi.export("backups", sorted(platform.backups))
 if platform.sftp_authorized_keys:
     pulumi.export("sftpAuthorizedKeys", platform.sftp_authorized_keys)
+if cfg.mail is not None:  # postmaster@<domain>'s first password: `pulumi stack output --show-secrets`
+    pulumi.export("mailPostmasterPassword", pulumi.Output.secret(platform.postmaster_password.result))
 pulumi.export("buckets", {name: {"bucket": b.bucket, "endpoint": b.endpoint} for name, b in platform.buckets.items()})

@@ -94,16 +94,27 @@ def _mail(cfg: StackConfig) -> Issues:
         issues.append(("mail.server", f"server '{mail.server}' is behind a load balancer, which passes 80 and 443 only "
                                       "and answers from its own address; put mail on a server of its own"))
     host = mail.hostname or f"mail.{cfg.domain}"
-    if not host.endswith("." + cfg.domain):
-        issues.append(("mail.hostname", f"'{host}' is not a name under the domain '{cfg.domain}' (the mail server "
-                                        f"takes its domain from its host name), e.g. mail.{cfg.domain}"))
+    if not all(_HOST_LABEL_RE.match(lbl) for lbl in host.split(".")):
+        issues.append(("mail.hostname", f"'{host}' is not a valid hostname (lower-case letters, digits and '-' "
+                                        "between dots), e.g. mail.example.org"))
+    elif host.split(".", 1)[1] != cfg.domain:
+        # docker-mailserver takes the mail domain from its host name minus the first label
+        # (target/scripts/helpers/dns.sh): mail.sub.<domain> would serve sub.<domain>.
+        issues.append(("mail.hostname", f"'{host}' is not a name directly under the domain '{cfg.domain}' (the mail "
+                                        f"server takes its domain from its host name minus the first label), e.g. "
+                                        f"mail.{cfg.domain}"))
     elif any(host in app.hostnames() for app in cfg.apps.values()):
         issues.append(("mail.hostname", f"'{host}' is also an app's hostname; the mail host needs a name of its own "
                                         "(its HTTPS route only gets the certificate the mail server uses)"))
-    for address in mail.aliases:
+    for address, to in mail.aliases.items():
         if not address.lower().endswith("@" + cfg.domain):
             issues.append((f"mail.aliases.{address}", f"'{address}' is not an address of the domain '{cfg.domain}'; "
                                                       "the mail server only receives mail for its own domain"))
+        elif not to:
+            issues.append((f"mail.aliases.{address}", "forwards to nobody; list at least one address, or remove it"))
+    if cfg.dns.caa_issuers and "letsencrypt.org" not in cfg.dns.caa_issuers:
+        issues.append(("dns.caaIssuers", "socle:mail reads the mail host's certificate where Caddy files Let's "
+                                         "Encrypt's; keep letsencrypt.org in caaIssuers"))
     from .render.mail import MAIL_PORTS
 
     ssh = {cfg.access.ssh_port, *cfg.access.extra_ssh_ports, cfg.proxy.http_port, cfg.proxy.https_port}
@@ -504,6 +515,10 @@ def _dns(cfg: StackConfig) -> Issues:
             if h == zone or h.endswith("." + zone):
                 rel = relative_name(h, zone)
                 owners.setdefault((rel, "A"), f"apps.{name}.hostname" if h == app.hostname else f"apps.{name}.sites")
+    if cfg.mail is not None:
+        host = cfg.mail.hostname or f"mail.{cfg.domain}"
+        if host.endswith("." + zone):
+            owners.setdefault((relative_name(host, zone), "A"), "mail.hostname")
     caa_at = relative_name(cfg.domain, zone)
     if cfg.dns.caa_issuers:
         owners[(caa_at, "CAA")] = "dns.caaIssuers"

@@ -39,6 +39,10 @@ class AppSpec:
     # reads that certificate from the proxy's storage, read-only, at `tls_dir`.
     certificate_only: bool = False
     tls_dir: str | None = None
+    # On a Docker network of its own, not the server's (the mail server: reachable only through
+    # its published ports, and reaching no database or cache).
+    own_network: bool = False
+    stop_seconds: int | None = None                                # grace before SIGKILL when replaced
     # Host ports bypassing the proxy: (host port, protocol, container port), on every address.
     publish: list[tuple[int, str, int]] = field(default_factory=list)
     private_publish: list[int] = field(default_factory=list)       # published on the private address only
@@ -122,14 +126,17 @@ class ContainerStack(pulumi.ComponentResource):
         for app in args.apps:
             mounts = []
             for vol, path in app.volumes.items():
+                stateful = vol in app.stateful_volumes
                 v = docker.Volume(
                     f"{name}-{app.name}-{vol}",
                     name=f"{app.physical_name}-{vol}",
                     labels=[
                         {"label": "socle.app", "value": app.name},
-                        {"label": "socle.stateful", "value": str(vol in app.stateful_volumes).lower()},
+                        {"label": "socle.stateful", "value": str(stateful).lower()},
                     ],
-                    opts=on_host,
+                    # A stateful volume taken out of the stack file (an app or mail removed, a
+                    # server renamed) stays on the server with its data: `docker volume rm` deletes it.
+                    opts=pulumi.ResourceOptions(parent=self, provider=args.docker, retain_on_delete=stateful or None),
                 )
                 self.volumes[f"{app.name}/{vol}"] = v
                 mounts.append({"volume_name": v.name, "container_path": path})
@@ -167,7 +174,8 @@ class ContainerStack(pulumi.ComponentResource):
                 envs=envs,
                 user=app.user,
                 hostname=app.container_hostname,
-                networks_advanced=[{"name": args.network_name, "aliases": [app.name]}],
+                networks_advanced=[{"name": self._own_network(name, app, args, on_host) if app.own_network
+                                     else args.network_name, "aliases": [app.name]}],
                 volumes=mounts,
                 healthcheck=hc,
                 # Into the container's own layer before it starts: never a file on the host's disk.
@@ -177,6 +185,7 @@ class ContainerStack(pulumi.ComponentResource):
                 + [{"internal": p, "external": p, "ip": args.private_address} for p in app.private_publish
                    if args.private_address is not None] or None,
                 restart=app.restart,
+                destroy_grace_seconds=app.stop_seconds,
                 labels=[{"label": "socle.app", "value": app.name}, {"label": "socle.role", "value": app.role}],
                 log_opts={"max-size": "10m", "max-file": "3"},
                 # The Docker provider waits for the healthcheck to pass after creating it (`wait`).
@@ -217,6 +226,11 @@ class ContainerStack(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=args.docker, depends_on=args.proxy.after),
         )
         self.register_outputs({"urls": self.urls})
+
+    @staticmethod
+    def _own_network(name: str, app: AppSpec, args: ContainerStackArgs, on_host) -> pulumi.Output[str]:
+        return docker.Network(f"{name}-{app.name}-network", name=f"{app.physical_name}-net",
+                              labels=[{"label": "socle.app", "value": app.name}], opts=on_host).name
 
     @staticmethod
     def _proxy_storage(name: str, args: ContainerStackArgs, on_host) -> tuple[docker.Volume | None, str]:

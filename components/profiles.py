@@ -112,6 +112,11 @@ def review_issues(stack: str, values: dict, root: Path = ROOT, profile: Path = P
     if ci_key is None:
         issues.append(("access.ciSshKey", "required on a review stack: the public half of the review environment's "
                                           f"own CI deploy key (set in {shown}), which no other stack authorises"))
+    mail = _get(values, "mail")
+    if isinstance(mail, dict) and _get(values, "mail.reverseDns") is not False:
+        issues.append(("mail.reverseDns", "a review stack cannot set reverse DNS: its OVH key has no rights on "
+                                          "/ip (they span the whole OVH account, not one project), and its server's "
+                                          f"address is recycled when the stack goes; set reverseDns: false in {own_file}"))
     # A locked key that the stack file changed is reported once, above; the rest is compared with
     # every other stack file (the profile itself could have been edited to point at prod).
     reported = {path for path, _ in issues}

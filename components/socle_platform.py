@@ -26,6 +26,7 @@ from .render.mail import (
     MAIL_APP,
     MAIL_PORTS,
     MAIL_VOLUMES,
+    POSTMASTER_PASSWORD,
     TLS_DIR,
     dkim_key_path,
     dkim_value,
@@ -456,8 +457,17 @@ class Platform(pulumi.ComponentResource):
         Pulumi secret), named after its selector: a new selector is a new key."""
         import pulumi_tls as tls
 
+        # Not protected: a new selector must be able to replace it (a protected key would stop
+        # `pulumi up`), and losing it costs a new DNS record, not data.
         return tls.PrivateKey(f"mail-dkim-{self.cfg.mail.dkim_selector}", algorithm="RSA", rsa_bits=2048,
-                              opts=self._stateful)
+                              opts=self._child)
+
+    @functools.cached_property
+    def postmaster_password(self) -> random.RandomPassword:
+        """The password of postfix's first mailbox, postmaster@<domain> (stack output
+        mailPostmasterPassword): made at the first start, so that the server runs before anyone
+        has made a mailbox."""
+        return random.RandomPassword("mail-postmaster-password", length=24, special=False, opts=self._child)
 
     def _mail_server(self) -> AppSpec:
         """socle:mail's server: docker-mailserver on mail.server (components/render/mail.py). Its four
@@ -471,17 +481,23 @@ class Platform(pulumi.ComponentResource):
         files.append({"file": dkim_key_path(cfg.domain, mail.dkim_selector), "permissions": "0400",
                       "content": pulumi.Output.secret(self.dkim_key.private_key_pem)})
         files.append({"file": f"{MAIL_CONFIG}/postfix-main.cf", "content": postfix_overrides(), "permissions": "0444"})
-        if mail.aliases:
-            files.append({"file": f"{MAIL_CONFIG}/postfix-virtual.cf", "content": virtual_aliases(mail.aliases),
-                          "permissions": "0444"})
+        files.append({"file": f"{MAIL_CONFIG}/postfix-virtual.cf", "content": virtual_aliases(mail.aliases),
+                      "permissions": "0444"})
+        files.append({"file": POSTMASTER_PASSWORD, "permissions": "0400",
+                      "content": pulumi.Output.secret(self.postmaster_password.result)})
+        forwards_out = any(not a.lower().endswith("@" + cfg.domain) for to in mail.aliases.values() for a in to)
         return AppSpec(
             name=MAIL_APP, image=mail.image, physical_name=self.pname(MAIL_APP), role="mail",
             env=mail_env(hostname=host, postmaster=mail.postmaster or f"postmaster@{cfg.domain}",
-                         max_message_mb=mail.max_message_mb, time_zone=cfg.time_zone),
-            command=mail_command(host), files=files,
+                         max_message_mb=mail.max_message_mb, time_zone=cfg.time_zone, forwards_out=forwards_out),
+            command=mail_command(host, f"postmaster@{cfg.domain}"), files=files,
             volumes=dict(MAIL_VOLUMES), stateful_volumes=set(MAIL_VOLUMES),
             hostname=host, certificate_only=True, tls_dir=TLS_DIR, container_hostname=host,
             publish=[(port, "tcp", port) for port, _ in MAIL_PORTS],
+            # A network of its own: a compromised Postfix or Dovecot reaches no database or cache.
+            own_network=True,
+            # docker-mailserver asks for time to flush its queue and stop its daemons cleanly.
+            stop_seconds=60,
         )
 
     def _mail_reverse(self):

@@ -140,7 +140,7 @@ def test_the_dkim_key_is_a_secret_and_long_records_are_split(published):
 @pytest.mark.parametrize("change,says", [
     ({"mail": {**MAIL, "server": "nope"}}, "socle:mail.server: unknown server 'nope'"),
     ({"mail": {**MAIL, "server": "backup"}}, "socle:mail.server: server 'backup' has role backup"),
-    ({"mail": {**MAIL, "hostname": "mail.example.net"}}, "'mail.example.net' is not a name under the domain"),
+    ({"mail": {**MAIL, "hostname": "mail.example.net"}}, "'mail.example.net' is not a name directly under the domain"),
     ({"mail": {**MAIL, "dmarc": {"policy": "block"}}}, "socle:mail.dmarc.policy"),
     ({"dns": {"provider": "gandi", "records": [{"name": "@", "type": "TXT", "values": ['"v=spf1 a -all"']}]}},
      "socle:dns.records.0: socle:mail generates the SPF record"),

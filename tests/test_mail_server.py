@@ -89,7 +89,8 @@ def test_the_certificate_is_read_only_and_the_one_the_proxy_gets_for_the_mail_ho
     caddyfile = proxy.plain["uploads"][0]["content"]
     block = caddyfile[caddyfile.index(f"\n{host} {{"):]
     block = block[:block.index("\n}")]
-    assert "import socle_https" in block and "respond" in block and "reverse_proxy" not in block, block
+    assert "dir https://acme-v02.api.letsencrypt.org/directory" in block, f"issuer not pinned to Let's Encrypt:\n{block}"
+    assert "respond" in block and "reverse_proxy" not in block and "Strict-Transport-Security" in block, block
     assert c.plain["hostname"] == host
 
 
@@ -151,7 +152,14 @@ def test_the_policy_refuses_the_mail_ports_until_allowed_with_reasons(run):
     (lambda v: v.update(access={**v["access"], "sshPort": 993}), "port 993 is the mail server's"),
     (lambda v: v["mail"].update(hostname=v["apps"]["spip"]["sites"][0]["hostname"]), "is also an app's hostname"),
     (lambda v: v["mail"].update(maxMessageMb=0), "socle:mail.maxMessageMb"),
-    (lambda v: v["mail"].update(hostname="lepic.example.org"), "is not a name under the domain 'lepic.example.org'"),
+    (lambda v: v["mail"].update(hostname="lepic.example.org"), "is not a name directly under the domain"),
+    (lambda v: v["mail"].update(hostname="mx.sub.lepic.example.org"), "is not a name directly under the domain"),
+    (lambda v: v["mail"].update(hostname="x/../spip.lepic.example.org"), "is not a valid hostname"),
+    (lambda v: v["mail"].update(hostname="MAIL.lepic.example.org"), "is not a valid hostname"),
+    (lambda v: v["mail"].update(aliases={"contact@lepic.example.org": []}), "forwards to nobody"),
+    (lambda v: v["dns"].update(records=[{"name": "mail", "type": "A", "values": ["198.51.100.7"]}]),
+     "socle:dns.records.0: a A record at 'mail' is already written by socle from mail.hostname"),
+    (lambda v: v["dns"].update(caaIssuers=["sectigo.com"]), "keep letsencrypt.org in caaIssuers"),
 ])
 def test_impossible_mail_settings_are_config_errors(change, says):
     v = with_mail(copy.deepcopy(MAIL))
@@ -202,3 +210,49 @@ def test_at_preview_the_mail_stack_evaluates_and_passes_where_it_can_be_judged()
                                                              {f"{p}/tcp": why for p, why in MAIL_PORTS}}}
     failed = [f"{v.finding.policy}: {v.finding.message}" for v in verdicts(run, policy) if not v.finding.unknown]
     assert failed == [], "\n".join(failed)
+
+
+@pytest.mark.parametrize("mail,refused", [({"server": "web"}, True), ({"server": "web", "reverseDns": True}, True),
+                                          ({"server": "web", "reverseDns": False}, False),
+                                          ({"server": "web", "reverse_dns": False}, False)])
+def test_a_review_stack_may_run_mail_but_not_set_reverse_dns(mail, refused):
+    """The review key has no rights on /ip, which span the whole OVH account."""
+    from components.profiles import apply_profile, review_issues
+
+    values = apply_profile("pr-5", {"mail": mail})
+    found = [m for path, m in review_issues("pr-5", values) if path == "mail.reverseDns"]
+    assert bool(found) == refused, found
+
+
+def test_the_mail_server_sits_on_a_network_of_its_own(run):
+    c = mail_container(run)
+    (net,) = c.plain["networksAdvanced"]
+    others = {n["name"] for r in run.of_type(T_CONTAINER) if r is not c for n in r.plain.get("networksAdvanced", [])}
+    assert net["name"] == "socle-test-mail-net" and net["name"] not in others, (net, others)
+
+
+def test_mail_volumes_stay_on_the_server_if_taken_out_of_the_stack_file(run):
+    for v in run.of_type("docker:index/volume:Volume"):
+        stateful = {"label": "socle.stateful", "value": "true"} in v.plain["labels"]
+        assert bool(v.options.get("retainOnDelete")) == stateful, f"{v.plain['name']}: {v.options}"
+
+
+def test_the_postmasters_first_password_is_a_secret_in_the_container_and_the_outputs(run):
+    c = mail_container(run)
+    files = [u["file"] for u in c.plain["uploads"]]
+    i = files.index("/etc/socle-mail/postmaster.password")
+    assert f"uploads[{i}].content" in c.secret_paths() and c.plain["uploads"][i]["permissions"] == "0400"
+    assert "mailPostmasterPassword" in run.export_secrets
+    assert not any("s3cret" in e or "PASSWORD" in e.split("=")[0] for e in c.plain["envs"]), c.plain["envs"]
+
+
+def test_an_empty_alias_file_is_still_written_so_the_last_alias_removed_goes(run):
+    uploads = {u["file"]: u["content"] for u in mail_container(run).plain["uploads"]}
+    assert uploads["/tmp/docker-mailserver/postfix-virtual.cf"] == ""
+
+
+def test_srs_only_when_an_alias_forwards_outside_the_domain(run):
+    env = dict(e.split("=", 1) for e in mail_container(run).plain["envs"])
+    assert env["ENABLE_SRS"] == "0"
+    out = run_values(with_mail({**MAIL, "aliases": {"contact@lepic.example.org": ["b@example.net"]}}))
+    assert dict(e.split("=", 1) for e in mail_container(out).plain["envs"])["ENABLE_SRS"] == "1"

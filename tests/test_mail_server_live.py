@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from components.render.caddyfile import Route, render_caddyfile
-from components.render.mail import caddy_issuer_dir, mail_command, postfix_overrides
+from components.render.caddyfile import LETS_ENCRYPT
+from components.render.mail import CONFIG_DIR, POSTMASTER_PASSWORD, caddy_issuer_dir, mail_command, postfix_overrides
 from tests.services import free_port, shared_dir, wait_port
 from tests.test_shared_certificates_live import Caddy, _served_certificate, acme  # noqa: F401  (fixture)
 from tests.tools import require
@@ -38,12 +39,35 @@ HOST = f"mail.{DOMAIN}"
 
 
 def _caddyfile(acme: dict) -> str:
-    """socle's Caddyfile with the mail host's route, pointed at Pebble instead of Let's Encrypt."""
+    """socle's Caddyfile with the mail host's route, its pinned issuer pointed at Pebble instead of
+    Let's Encrypt (and Pebble's root trusted)."""
     text = render_caddyfile([Route(HOST, "", certificate_only=True)], acme_email=f"admin@{DOMAIN}",
                             internal_ca=False, hsts_max_age=31536000,
                             http_port=acme["ports"]["lb_http"], https_port=acme["ports"]["lb_tls"])
-    return text.replace("{\n", f"{{\n\tacme_ca https://127.0.0.1:{acme['ports']['acme']}/dir\n"
-                               f"\tacme_ca_root {acme['root']}\n", 1)
+    assert f"dir {LETS_ENCRYPT}" in text, text
+    return text.replace(f"dir {LETS_ENCRYPT}", f"dir https://127.0.0.1:{acme['ports']['acme']}/dir\n"
+                                               f"\t\t\ttrusted_roots {acme['root']}")
+
+
+def _startup(where: Path, tmp: Path, accounts: str | None) -> str:
+    """The container's start-up script, run by sh with the certificate mount at `where`, the
+    config volume and the password file in `tmp`, and stand-ins for the image's commands: what it
+    printed, the stand-in addmailuser's arguments included."""
+    (tmp / "bin").mkdir(parents=True, exist_ok=True)
+    (tmp / "bin" / "addmailuser").write_text('#!/bin/sh\necho "addmailuser $1 $2"\n')
+    (tmp / "bin" / "addmailuser").chmod(0o755)
+    (tmp / "config").mkdir(exist_ok=True)
+    if accounts is not None:
+        (tmp / "config" / "postfix-accounts.cf").write_text(accounts)
+    (tmp / "password").write_text("s3cret-from-pulumi")
+    script = mail_command(HOST, f"postmaster@{DOMAIN}")[2]
+    for real, here in (("/etc/socle-tls", str(where)), (CONFIG_DIR, str(tmp / "config")),
+                       (POSTMASTER_PASSWORD, str(tmp / "password")), ("sleep 10", "sleep 0.2"),
+                       ("exec supervisord -c /etc/supervisor/supervisord.conf", "echo started")):
+        assert real in script, f"{real} is not in the start-up script any more: {script}"
+        script = script.replace(real, here)
+    env = {"PATH": f"{tmp / 'bin'}:/usr/bin:/bin"}
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=120).stdout
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +78,17 @@ def certificate(acme):
     storage = tmp / "caddy-data"
     # Where the mail container's mount points: Caddy's storage, then the issuer's directory.
     where = storage / "caddy" / "certificates" / caddy_issuer_dir(f"https://127.0.0.1:{ports['acme']}/dir") / HOST
-    # The container's start-up script, with the mount at `where` and the image's command a stand-in.
-    script = mail_command(HOST)[2].replace("/etc/socle-tls", str(where)).replace("sleep 10", "sleep 0.2") \
-        .replace("exec supervisord -c /etc/supervisor/supervisord.conf", "echo started")
-    waiting = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
-    caddy = Caddy("mail-proxy", tmp, storage, _caddyfile(acme), ports["lb_http"], ports["lb_tls"])
-    try:
-        _served_certificate(ports["lb_tls"], HOST, seconds=90)
-        out, _ = waiting.communicate(timeout=30)
-        yield where, caddy, out
-    finally:
-        waiting.kill()
-        caddy.stop()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        # Started before Caddy: it must wait, then go on once the files are there.
+        waiting = pool.submit(_startup, where, tmp / "first-start", None)
+        caddy = Caddy("mail-proxy", tmp, storage, _caddyfile(acme), ports["lb_http"], ports["lb_tls"])
+        try:
+            _served_certificate(ports["lb_tls"], HOST, seconds=90)
+            yield where, caddy, waiting.result(timeout=60)
+        finally:
+            caddy.stop()
 
 
 def test_caddy_files_the_mail_hosts_certificate_where_the_mail_server_reads_it(certificate):
@@ -78,11 +101,19 @@ def test_caddy_files_the_mail_hosts_certificate_where_the_mail_server_reads_it(c
     assert f"DNS:{HOST}" in subject, subject
 
 
-def test_the_mail_server_waits_for_the_certificate_then_starts(certificate):
+def test_the_mail_server_waits_for_the_certificate_then_makes_the_postmasters_mailbox_and_starts(certificate):
     _, _, out = certificate
-    assert out.strip().endswith("started"), f"the start-up script did not go on once the files were there: {out!r}"
+    lines = out.strip().splitlines()
+    assert lines[-2:] == [f"addmailuser postmaster@{DOMAIN} s3cret-from-pulumi", "started"], \
+        f"no first mailbox, or no start, once the certificate was there: {out!r}"
     assert f"waiting for the HTTPS proxy to get the certificate of {HOST}" in out, \
         f"no word while it waited (a first deployment waits for Let's Encrypt): {out!r}"
+
+
+def test_with_a_mailbox_already_there_the_start_up_makes_none(certificate, tmp_path):
+    where, _, _ = certificate
+    out = _startup(where, tmp_path, accounts="alice@socle.test|{SHA512-CRYPT}$6$x$y\n")
+    assert out.strip().splitlines() == ["started"], out
 
 
 def test_the_mail_hosts_https_route_serves_nothing(certificate):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Let's Encrypt's production ACME directory.
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
 MAINTENANCE_BODY = "This service is under maintenance. Please come back in a little while."
 CERTIFICATE_ONLY_BODY = "Nothing is served over HTTPS here."
 
@@ -73,7 +76,15 @@ def render_caddyfile(
     port_suffix = "" if public == 443 else f":{public}"
     for r in sorted(routes, key=lambda r: r.hostname):
         out += [f"http://{r.hostname} {{", f"\tredir https://{{host}}{port_suffix}{{uri}} 308", "}", ""]
-        out += [f"{r.hostname} {{", "\timport socle_https"]
+        if r.certificate_only and not internal_ca:
+            # Let's Encrypt only, not Caddy's default of Let's Encrypt then ZeroSSL: the mail
+            # server reads the certificate from Let's Encrypt's directory of Caddy's storage.
+            out += [f"{r.hostname} {{", "\ttls {", "\t\tprotocols tls1.2 tls1.3", "\t\tissuer acme {",
+                    f"\t\t\tdir {LETS_ENCRYPT}", f"\t\t\temail {acme_email}", "\t\t}", "\t}", "\theader {",
+                    f'\t\tStrict-Transport-Security "max-age={hsts_max_age}"', '\t\tX-Content-Type-Options "nosniff"',
+                    "\t\t-Server", "\t}"]
+        else:
+            out += [f"{r.hostname} {{", "\timport socle_https"]
         if r.certificate_only:
             out.append(f'\trespond "{CERTIFICATE_ONLY_BODY}" 404')
         elif r.maintenance:

@@ -1,7 +1,12 @@
-"""The DNS records a mail domain needs (socle:mail), in presentation format: what a zone file holds
-and what Gandi LiveDNS takes as TXT values. Pure."""
+"""socle:mail, rendered: the DNS records a mail domain needs, in presentation format (what a zone
+file holds and what Gandi LiveDNS takes as TXT values), and the mail server's settings and files
+(docker-mailserver). Pure."""
 
 from __future__ import annotations
+
+import shlex
+
+from .caddyfile import LETS_ENCRYPT
 
 
 def txt(value: str) -> str:
@@ -56,9 +61,6 @@ MAIL_VOLUMES = {"data": "/var/mail", "state": "/var/mail-state", "config": "/tmp
 CONFIG_DIR = MAIL_VOLUMES["config"]
 # The certificate Caddy keeps for the mail host, mounted read-only here (see mail_command).
 TLS_DIR = "/etc/socle-tls"
-LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-
-
 def caddy_issuer_dir(ca_url: str) -> str:
     """The directory Caddy (CertMagic) files an ACME CA's certificates under: the URL's host and
     path, slashes made hyphens (certmagic acmeissuer.go issuerKey), then made safe for storage
@@ -72,12 +74,17 @@ def caddy_issuer_dir(ca_url: str) -> str:
     return (f"{key}-{path}" if path else key).lower().replace(":", "-")
 
 
-# Where Caddy stores a certificate from Let's Encrypt, under its data directory (/data): the CAA
-# record socle publishes allows only letsencrypt.org, so Caddy's ZeroSSL fallback never issues.
+# Where Caddy stores a certificate from Let's Encrypt, under its data directory (/data): the mail
+# host's route names Let's Encrypt as its only issuer (render/caddyfile.py).
 LE_CERTIFICATES = f"caddy/certificates/{caddy_issuer_dir(LETS_ENCRYPT)}"
 
 
-def mail_env(*, hostname: str, postmaster: str, max_message_mb: int, time_zone: str) -> dict[str, str]:
+# The postmaster's password, uploaded into the container (never its environment): see mail_command.
+POSTMASTER_PASSWORD = "/etc/socle-mail/postmaster.password"
+
+
+def mail_env(*, hostname: str, postmaster: str, max_message_mb: int, time_zone: str,
+             forwards_out: bool = False) -> dict[str, str]:
     """docker-mailserver's settings. What differs from its defaults, and why:
     - SSL_TYPE=manual: the certificate Caddy already gets and renews for the mail host (its change
       detector reloads Postfix and Dovecot when the files change);
@@ -86,7 +93,9 @@ def mail_env(*, hostname: str, postmaster: str, max_message_mb: int, time_zone: 
     - ENABLE_AMAVIS=0, no ClamAV, SpamAssassin or Rspamd: they need 1-4 GB of memory these servers
       do not have; OpenDKIM, OpenDMARC and policyd-spf stay on (its defaults);
     - ENABLE_FAIL2BAN=0: it needs NET_ADMIN on the host's firewall, which socle owns (render/firewall.py);
-    - ENABLE_POP3=0: IMAP only."""
+    - ENABLE_POP3=0: IMAP only; ENABLE_UPDATE_CHECK=0: the image is pinned, updates come by pull request;
+    - ENABLE_SRS=1 when an alias forwards outside the domain: the forwarded mail's sender is
+      rewritten into the domain, or it fails SPF at the destination (and bounces at p=reject)."""
     return {
         "POSTMASTER_ADDRESS": postmaster,
         "SSL_TYPE": "manual",
@@ -104,21 +113,28 @@ def mail_env(*, hostname: str, postmaster: str, max_message_mb: int, time_zone: 
         "ENABLE_FAIL2BAN": "0",
         "ENABLE_POP3": "0",
         "ENABLE_IMAP": "1",
+        "ENABLE_UPDATE_CHECK": "0",
+        "ENABLE_SRS": "1" if forwards_out else "0",
         "POSTFIX_MESSAGE_SIZE_LIMIT": str(max_message_mb * 1024 * 1024),
         "LOG_LEVEL": "info",
         "TZ": time_zone,
     }
 
 
-def mail_command(hostname: str) -> list[str]:
+def mail_command(hostname: str, postmaster_mailbox: str) -> list[str]:
     """The image's own command (supervisord), once Caddy holds the mail host's certificate:
     docker-mailserver stops at start-up when SSL_TYPE=manual finds no files
     (target/scripts/helpers/ssl.sh), and on a first deployment Caddy gets the certificate only
-    once the mail host's DNS record points at the server."""
-    cert, key = f"{TLS_DIR}/{hostname}.crt", f"{TLS_DIR}/{hostname}.key"
-    script = (f'until [ -s "{cert}" ] && [ -s "{key}" ]; do '
-              f'echo "socle: waiting for the HTTPS proxy to get the certificate of {hostname} '
-              '(Let\'s Encrypt, once its DNS record points here)"; sleep 10; done; '
+    once the mail host's DNS record points at the server. With no mailbox yet, the postmaster's is
+    made first (its password from the uploaded file): docker-mailserver shuts down after two
+    minutes without one (target/scripts/startup/setup.d/dovecot.sh), so a first deployment would
+    otherwise refuse all mail until someone made a mailbox in that window."""
+    cert, key = shlex.quote(f"{TLS_DIR}/{hostname}.crt"), shlex.quote(f"{TLS_DIR}/{hostname}.key")
+    waiting = shlex.quote(f"socle: waiting for the HTTPS proxy to get the certificate of {hostname} "
+                          "(Let's Encrypt, once its DNS record points here)")
+    script = (f"until [ -s {cert} ] && [ -s {key} ]; do echo {waiting}; sleep 10; done; "
+              f"if ! grep -qE '.+@.+[|]' {CONFIG_DIR}/postfix-accounts.cf 2>/dev/null; then "
+              f"addmailuser {shlex.quote(postmaster_mailbox)} \"$(cat {POSTMASTER_PASSWORD})\" || exit 1; fi; "
               "exec supervisord -c /etc/supervisor/supervisord.conf")
     return ["sh", "-c", script]
 
@@ -139,6 +155,11 @@ def postfix_overrides() -> str:
         "smtpd_tls_auth_only = yes",
         "disable_vrfy_command = yes",
         "smtpd_helo_required = yes",
+        # Password guessing and floods: per client, per minute (anvil; the container's own
+        # loopback is exempt, smtpd_client_event_limit_exceptions = $mynetworks).
+        "smtpd_client_connection_rate_limit = 30",
+        "smtpd_client_auth_rate_limit = 10",
+        "smtpd_client_message_rate_limit = 100",
         "",
     ])
 
@@ -161,5 +182,6 @@ def dkim_key_path(domain: str, selector: str) -> str:
 
 def virtual_aliases(aliases: dict[str, list[str]]) -> str:
     """postfix-virtual.cf: one line per address, its recipients comma-separated (Postfix
-    virtual(5)); sorted, so that the file (and the container) changes only when the list does."""
+    virtual(5)); sorted, so that the file (and the container) changes only when the list does.
+    Written even when empty: it lives on the config volume, and the last alias removed must go."""
     return "".join(f"{address} {','.join(sorted(set(to)))}\n" for address, to in sorted(aliases.items()))
