@@ -59,7 +59,10 @@ venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 
 set +e
-venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist; SOCLE_TEST_WORKERS=0 for none): the Debian 12 VM tests, ten minutes
+# of emulation, on one while the other runs the rest; a file stays on one worker (loadfile), so a
+# module's live services start once.
+venv/bin/python -m pytest -n "${SOCLE_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

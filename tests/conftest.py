@@ -56,12 +56,44 @@ def run_values(values: dict, stack: str = "test", secret_keys: tuple = ()):
 __all__ = ["program", "stack_values", "run_values", "errors_of", "stack_config", "STACKS", "ROOT"]
 
 
+def pytest_configure(config):
+    """Where the VM tests' report goes: a file, since under pytest-xdist they run in a worker and
+    this process prints the summary. Set before the workers start, which inherit it."""
+    import os
+    import tempfile
+
+    if not hasattr(config, "workerinput") and "SOCLE_VM_REPORT" not in os.environ:
+        fd, path = tempfile.mkstemp(prefix="socle-vm-report-", suffix=".txt")
+        os.close(fd)
+        os.environ["SOCLE_VM_REPORT"] = path
+
+
+def report(line: str) -> None:
+    """A line for the end of pytest's output (VM timings, Lynis), from any worker."""
+    import os
+
+    with open(os.environ["SOCLE_VM_REPORT"], "a") as f:
+        f.write(line.rstrip("\n") + "\n")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The Debian 12 VM tests first: they take ten minutes on one worker (pytest-xdist,
+    --dist loadfile: a file stays on one worker), while the other worker runs the rest beside
+    them. In collection order otherwise."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_vm.py")
+
+
 def pytest_terminal_summary(terminalreporter):
     """What the VM tests measured (timings, Lynis), printed whatever pytest's output capture."""
-    import sys
+    import os
+    from pathlib import Path
 
-    vm = sys.modules.get("tests.test_vm")
-    if vm is not None and vm.REPORT:
+    path = Path(os.environ.get("SOCLE_VM_REPORT", "/nonexistent"))
+    if hasattr(terminalreporter.config, "workerinput") or not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    if lines:
         terminalreporter.section("Debian 12 VMs")
-        for line in vm.REPORT:
+        for line in lines:
             terminalreporter.write_line(line)
+    path.unlink()

@@ -42,6 +42,7 @@ from components.render.backup import PACKAGES as BACKUP_PACKAGES
 from components.render.cloudinit import MODES, RESTIC_KEYS, SSHD_DROPIN, managed_files, packages
 from components.render.firewall import FIREWALL_UNIT
 from components.render.host_setup import DATA_MOUNT
+from tests.conftest import report
 from tests.services import free_port
 from tests.tools import require
 from tests.vm.machine import PROXY_GUEST_ADDRESS, VM
@@ -50,7 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE_DIR = Path(os.environ.get("SOCLE_VM_DIR", "/var/tmp/socle-vm-image"))
 MIRROR_MODE = os.environ.get("SOCLE_VM_MIRROR_MODE") == "1"
 # Lines for the end of pytest's output (conftest.pytest_terminal_summary): timings, Lynis results.
-REPORT: list[str] = []
 EXPECTED_AUDIT_WARNINGS = {("kex", "curve25519-sha256"), ("kex", "curve25519-sha256@libssh.org")}
 
 
@@ -214,7 +214,7 @@ def fleet(tmp_path_factory):
     finally:
         for s in servers.values():
             s.vm.stop()
-        REPORT.append("VM timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+        report("VM timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
 
 
 def server_names():
@@ -443,8 +443,8 @@ def lynis(fleet):
     for name, (res, seconds) in results.items():
         index = re.search(r"^hardening_index=(\d+)", res.stdout, re.M)
         warnings = re.findall(r"^warning\[\]=([^|]*)\|([^|]*)", res.stdout, re.M)
-        REPORT.append(f"Lynis on {name}: hardening index {index.group(1) if index else '?'} in {seconds:.0f} s; "
-                      f"warnings: {', '.join(f'{i} ({t})' for i, t in warnings) or 'none'}")
+        report(f"Lynis on {name}: hardening index {index.group(1) if index else '?'} in {seconds:.0f} s; "
+               f"warnings: {', '.join(f'{i} ({t})' for i, t in warnings) or 'none'}")
     return {name: res for name, (res, _) in results.items()}
 
 
