@@ -1,0 +1,256 @@
+"""socle:monitoring, rendered: the configuration of Debian 12's own Prometheus (2.42),
+Alertmanager (0.25) and blackbox exporter (0.23) on the monitoring server, and of node_exporter
+(1.5) on every server. Pure: plain values in, file contents out. The tests check each file with
+the tool that reads it (promtool check config / check rules / test rules, amtool check-config)
+and run them together on 127.0.0.1 (tests/test_monitoring_live.py).
+
+Debian's packages rather than containers: the backup server (a good monitoring server) runs no
+Docker, the packages get Debian's security updates through unattended-upgrades like the rest of
+the host, and the tests run the very binaries the servers run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+RULES = "/etc/prometheus/socle-alerts.yml"
+ALERTMANAGER_CONFIG = "/etc/prometheus/alertmanager.yml"
+BLACKBOX_CONFIG = "/etc/prometheus/blackbox.yml"
+# node_exporter's textfile collector: the backup runner and the container census write here.
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+NODE_PORT = 9100
+# The monitoring server's own services listen on its loopback only: their pages are reached over
+# SSH (`ssh -L 9090:127.0.0.1:9090 …`), never from the Internet or the private network.
+PROMETHEUS_ADDRESS, ALERTMANAGER_ADDRESS, BLACKBOX_ADDRESS = "127.0.0.1:9090", "127.0.0.1:9093", "127.0.0.1:9115"
+MONITOR_PACKAGES = ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]
+# node_exporter and Debian's textfile collectors (apt_info: upgrades pending; reboot required).
+NODE_PACKAGES = ["prometheus-node-exporter", "prometheus-node-exporter-collectors"]
+# Filesystems that hold data: not the kernel's, Docker's overlays or its per-container mounts.
+_FS = 'fstype!~"tmpfs|devtmpfs|overlay|squashfs|nsfs|fuse.*",mountpoint!~"/var/lib/docker/.+|/run.*|/boot.*"'
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    latency_ms: int = 400
+    availability_percent: float = 99.9
+    disk_warning_percent: int = 80
+    disk_critical_percent: int = 90
+    disk_full_in_hours: int = 24
+    backup_max_age_hours: int = 36
+
+
+@dataclass(frozen=True)
+class Receivers:
+    emails: tuple[str, ...] = ()
+    email_from: str | None = None
+    smarthost: str | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    webhook_url: str | None = None
+    heartbeat_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What the monitoring server watches: each server's node_exporter (name -> host:port), each
+    public endpoint (URL -> app), the servers whose backups it expects."""
+    nodes: dict[str, str]
+    endpoints: dict[str, str] = field(default_factory=dict)
+    backed_up: tuple[str, ...] = ()
+
+
+def _yaml(doc) -> str:
+    """YAML as JSON (a subset of YAML 1.2 that every tool here reads): no quoting surprises."""
+    return json.dumps(doc, indent=2, sort_keys=False) + "\n"
+
+
+def render_prometheus(watched: Watched, *, stack: str, retention_days: int) -> str:
+    del retention_days  # a command-line flag (prometheus_args), kept beside the config for callers
+    scrape = [
+        {"job_name": "node", "static_configs": [{"targets": [target], "labels": {"server": name}}
+                                                for name, target in sorted(watched.nodes.items())]},
+        {"job_name": "prometheus", "static_configs": [{"targets": [PROMETHEUS_ADDRESS]}]},
+        {"job_name": "alertmanager", "static_configs": [{"targets": [ALERTMANAGER_ADDRESS]}]},
+    ]
+    if watched.endpoints:
+        scrape.append({
+            "job_name": "https", "metrics_path": "/probe", "params": {"module": ["https_2xx"]},
+            "scrape_interval": "30s", "scrape_timeout": "15s",
+            "static_configs": [{"targets": [url], "labels": {"app": app}} for url, app in sorted(watched.endpoints.items())],
+            # The blackbox exporter probes the target; the series keep the URL as `instance`.
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": BLACKBOX_ADDRESS},
+            ],
+        })
+    return _yaml({
+        "global": {"scrape_interval": "30s", "evaluation_interval": "30s", "external_labels": {"stack": stack}},
+        "rule_files": [RULES],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [ALERTMANAGER_ADDRESS]}]}]},
+        "scrape_configs": scrape,
+    })
+
+
+def prometheus_args(retention_days: int) -> str:
+    return (f'ARGS="--config.file={PROMETHEUS_CONFIG} --web.listen-address={PROMETHEUS_ADDRESS} '
+            f'--storage.tsdb.retention.time={retention_days}d"\n')
+
+
+def alertmanager_args() -> str:
+    # No cluster: one Alertmanager, and no gossip port open on the host.
+    return (f'ARGS="--config.file={ALERTMANAGER_CONFIG} --web.listen-address={ALERTMANAGER_ADDRESS} '
+            '--cluster.listen-address="\n')
+
+
+def blackbox_args() -> str:
+    return f'ARGS="--config.file={BLACKBOX_CONFIG} --web.listen-address={BLACKBOX_ADDRESS}"\n'
+
+
+def node_exporter_args() -> str:
+    """Every address, port 9100: the security group and the host firewall let only the stack's
+    private network reach it (components/server.py, render/firewall.py)."""
+    return f'ARGS="--web.listen-address=:{NODE_PORT} --collector.textfile.directory={TEXTFILE_DIR}"\n'
+
+
+def render_blackbox() -> str:
+    return _yaml({"modules": {
+        # HTTPS only, the certificate verified, redirects followed (a health path may redirect).
+        "https_2xx": {"prober": "http", "timeout": "10s",
+                      "http": {"method": "GET", "fail_if_not_ssl": True, "preferred_ip_protocol": "ip4",
+                               "ip_protocol_fallback": False}},
+        "tcp_connect": {"prober": "tcp", "timeout": "5s"},
+    }})
+
+
+def _alert(name: str, expr: str, hold: str, severity: str, summary: str, description: str) -> dict:
+    rule = {"alert": name, "expr": expr}
+    if hold != "0s":
+        rule["for"] = hold
+    rule["labels"] = {"severity": severity}
+    rule["annotations"] = {"summary": summary, "description": description}
+    return rule
+
+
+# Multi-window, multi-burn-rate alerts (Google SRE workbook, "Alerting on SLOs", table 5-8): the
+# share of the error budget a window burns, and the shorter window that confirms it still burns.
+BURN_RATES = (("AvailabilityBudgetBurningFast", "critical", (("1h", "5m", 14.4), ("6h", "30m", 6.0))),
+              ("AvailabilityBudgetBurningSlowly", "warning", (("1d", "2h", 3.0), ("3d", "6h", 1.0))))
+WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+
+
+def render_rules(t: Thresholds, watched: Watched) -> str:
+    budget = round(1 - t.availability_percent / 100, 6)
+    fs = _FS
+    recording = [{"record": f"socle:probe_errors:ratio_{w}", "expr": f'1 - avg_over_time(probe_success{{job="https"}}[{w}])'}
+                 for w in WINDOWS]
+    burn = []
+    for name, severity, pairs in BURN_RATES:
+        expr = " or ".join(f"(socle:probe_errors:ratio_{long} > {rate * budget:.6g} and "
+                           f"socle:probe_errors:ratio_{short} > {rate * budget:.6g})" for long, short, rate in pairs)
+        burn.append(_alert(name, expr, "2m" if severity == "critical" else "15m", severity,
+                           "{{ $labels.instance }} is using up its error budget",
+                           f"At this rate of failed probes, {{{{ $labels.instance }}}} misses its {t.availability_percent}% "
+                           "availability objective for the month."))
+    hosts = [
+        _alert("HostDown", 'up{job="node"} == 0', "3m", "critical", "Server {{ $labels.server }} does not answer",
+               "The monitoring server has not reached {{ $labels.server }}'s node_exporter for 3 minutes: the server, "
+               "its network or the exporter is down."),
+        _alert("DiskSpaceWarning", f"100 * (1 - node_filesystem_avail_bytes{{{fs}}} / node_filesystem_size_bytes{{{fs}}}) "
+                                   f"> {t.disk_warning_percent}", "10m", "warning",
+               "{{ $labels.server }}: {{ $labels.mountpoint }} is {{ $value | humanize }}% full",
+               f"Over {t.disk_warning_percent}% used."),
+        _alert("DiskSpaceCritical", f"100 * (1 - node_filesystem_avail_bytes{{{fs}}} / node_filesystem_size_bytes{{{fs}}}) "
+                                    f"> {t.disk_critical_percent}", "5m", "critical",
+               "{{ $labels.server }}: {{ $labels.mountpoint }} is {{ $value | humanize }}% full",
+               f"Over {t.disk_critical_percent}% used: databases and backups fail when it is full."),
+        _alert("DiskFillsUp", f"predict_linear(node_filesystem_avail_bytes{{{fs}}}[6h], {t.disk_full_in_hours * 3600}) < 0 "
+                              f"and node_filesystem_avail_bytes{{{fs}}} / node_filesystem_size_bytes{{{fs}}} < 0.5",
+               "30m", "warning", "{{ $labels.server }}: {{ $labels.mountpoint }} fills up within "
+                                 f"{t.disk_full_in_hours} hours",
+               "At the rate of the last six hours."),
+        _alert("RebootRequired", "node_reboot_required > 0", "72h", "warning",
+               "{{ $labels.server }} waits for a reboot",
+               "Security updates are installed but not running for three days: the nightly reboot window did not take them."),
+        _alert("UpgradesPending", "sum by (server) (apt_upgrades_pending) > 0", "72h", "warning",
+               "{{ $labels.server }} has updates not installed for three days",
+               "unattended-upgrades installs security updates every day; some are stuck (held or failing)."),
+    ]
+    endpoints = [
+        _alert("EndpointDown", 'probe_success{job="https"} == 0', "3m", "critical", "{{ $labels.instance }} is down",
+               "HTTPS probes from the monitoring server fail for 3 minutes."),
+        _alert("EndpointSlow", f'avg_over_time(probe_duration_seconds{{job="https"}}[10m]) > {t.latency_ms / 1000:g}',
+               "10m", "warning", "{{ $labels.instance }} answers in {{ $value | humanizeDuration }}",
+               f"Slower than {t.latency_ms} ms on average for 10 minutes."),
+        _alert("CertificateExpiresSoon", 'probe_ssl_earliest_cert_expiry{job="https"} - time() < 14 * 86400', "1h",
+               "warning", "{{ $labels.instance }}'s certificate expires in {{ $value | humanizeDuration }}",
+               "The HTTPS proxy renews 30 days ahead: renewal is failing."),
+        *burn,
+    ]
+    max_age = t.backup_max_age_hours * 3600
+    backups = [
+        _alert("BackupTooOld", f'time() - socle_backup_last_success_timestamp_seconds{{task="run"}} > {max_age}', "0s",
+               "critical", "{{ $labels.server }}: no successful backup for {{ $value | humanizeDuration }}",
+               f"The last successful backup is older than {t.backup_max_age_hours} hours."),
+        _alert("BackupFailed", 'socle_backup_last_status{task="run"} == 0', "0s", "critical",
+               "{{ $labels.server }}: the last backup failed", "See `journalctl -u socle-backup.service` on the server."),
+        _alert("BackupCheckFailed", 'socle_backup_last_status{task="check"} == 0', "0s", "critical",
+               "{{ $labels.server }}: the backup check failed", "restic check or the freshness check failed."),
+        _alert("RestoreDrillFailed", 'socle_backup_last_status{task="drill"} == 0', "0s", "critical",
+               "{{ $labels.server }}: the restore drill failed", "The last restore drill could not restore the backup."),
+        *[_alert("BackupNeverReported", f'absent(socle_backup_last_success_timestamp_seconds{{server="{s}",task="run"}})',
+                 f"{t.backup_max_age_hours}h", "critical", f"{s}: no backup has ever reported",
+                 f"{s} holds data but has reported no successful backup for {t.backup_max_age_hours} hours.")
+          for s in sorted(watched.backed_up)],
+    ]
+    containers = [
+        _alert("ContainerRestarting", "increase(socle_container_restarts_total[15m]) > 2", "0s", "warning",
+               "{{ $labels.server }}: container {{ $labels.container }} restarts in a loop",
+               "More than two restarts in 15 minutes."),
+        _alert("ContainerUnhealthy", "socle_container_healthy == 0", "5m", "critical",
+               "{{ $labels.server }}: container {{ $labels.container }} is unhealthy",
+               "Its healthcheck fails for 5 minutes (a database container: the apps cannot reach it)."),
+    ]
+    watchdog = [_alert("Watchdog", "vector(1)", "0s", "none", "The monitoring works",
+                       "Always firing: Alertmanager sends it to the heartbeat URL every minute; silence means the "
+                       "monitoring server is down.")]
+    return _yaml({"groups": [
+        {"name": "socle-recording", "rules": recording},
+        {"name": "socle-hosts", "rules": hosts},
+        {"name": "socle-endpoints", "rules": endpoints},
+        {"name": "socle-backups", "rules": backups},
+        {"name": "socle-containers", "rules": containers},
+        {"name": "socle-watchdog", "rules": watchdog},
+    ]})
+
+
+def render_alertmanager(r: Receivers) -> str:
+    """Alerts grouped per alert and server, repeated every 4 hours while they last, resolved
+    ones announced; the Watchdog every minute to the heartbeat URL, nowhere else."""
+    ops: dict = {"name": "ops"}
+    glob: dict = {"resolve_timeout": "5m"}
+    if r.emails:
+        glob.update({"smtp_smarthost": r.smarthost, "smtp_from": r.email_from,
+                     "smtp_auth_username": r.smtp_username or r.email_from,
+                     "smtp_auth_password": r.smtp_password, "smtp_require_tls": True})
+        ops["email_configs"] = [{"to": ", ".join(r.emails), "send_resolved": True}]
+    if r.webhook_url:
+        ops["slack_configs"] = [{"api_url": r.webhook_url, "send_resolved": True,
+                                 "title": '[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} {{ .CommonLabels.server }}',
+                                 "text": '{{ range .Alerts }}{{ .Annotations.summary }}\n{{ end }}'}]
+    heartbeat = {"name": "heartbeat"}
+    if r.heartbeat_url:
+        heartbeat["webhook_configs"] = [{"url": r.heartbeat_url, "send_resolved": False}]
+    return _yaml({
+        "global": glob,
+        "route": {"receiver": "ops", "group_by": ["alertname", "server", "instance"], "group_wait": "30s",
+                  "group_interval": "5m", "repeat_interval": "4h",
+                  "routes": [{"matchers": ['alertname="Watchdog"'], "receiver": "heartbeat", "group_wait": "0s",
+                              "group_interval": "1m", "repeat_interval": "1m"}]},
+        # A server that is down does not also page for each of its disks and containers.
+        "inhibit_rules": [{"source_matchers": ['alertname="HostDown"'], "target_matchers": ['severity=~"warning|critical"',
+                                                                                           'alertname!="HostDown"'],
+                           "equal": ["server"]}],
+        "receivers": [ops, heartbeat],
+    })
