@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -532,6 +533,46 @@ PING_ENV = {"run": "SOCLE_PING_URL", "check": "SOCLE_PING_URL_CHECK", "drill": "
             "prune": "SOCLE_PING_URL_PRUNE"}
 
 
+# node_exporter's textfile collector (socle:monitoring): the scheduled jobs' results as metrics.
+TEXTFILE_DIR = Path("/var/lib/prometheus/node-exporter")
+METRIC_TASKS = ("run", "check", "drill")
+
+
+def write_metrics(task: str, ok: bool, seconds: float, now: float | None = None,
+                  directory: Path = TEXTFILE_DIR) -> Path | None:
+    """socle_backup.prom: per task, the last status (1 passed, 0 failed), when it last passed and
+    how long the last one took. The last success of a task that failed now is kept from the file
+    as it was, so that the backup's age keeps growing while it fails. Written to a temporary file,
+    then renamed: node_exporter never reads half a file. Nothing if node_exporter is not there."""
+    if task not in METRIC_TASKS or not directory.is_dir():
+        return None
+    path = directory / "socle_backup.prom"
+    state: dict[str, dict[str, float]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            m = re.match(r'socle_backup_(last_status|last_success_timestamp_seconds|last_duration_seconds)'
+                         r'\{task="(\w+)"\} ([0-9.e+-]+)$', line)
+            if m:
+                state.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
+    mine = state.setdefault(task, {})
+    mine["last_status"] = 1 if ok else 0
+    mine["last_duration_seconds"] = round(seconds, 3)
+    if ok:
+        mine["last_success_timestamp_seconds"] = round(now if now is not None else time.time(), 3)
+    helps = {"last_status": "1 if the last run of the task passed, 0 if it failed.",
+             "last_success_timestamp_seconds": "When the task last passed (Unix time).",
+             "last_duration_seconds": "How long the last run of the task took."}
+    out = []
+    for metric, text in helps.items():
+        out += [f"# HELP socle_backup_{metric} {text}", f"# TYPE socle_backup_{metric} gauge"]
+        out += [f'socle_backup_{metric}{{task="{t}"}} {v[metric]:.15g}' for t, v in sorted(state.items()) if metric in v]
+    tmp = path.with_suffix(".prom.tmp")
+    tmp.write_text("\n".join(out) + "\n")
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return path
+
+
 def ping(url: str | None, ok: bool, message: str) -> None:
     if not url:
         return
@@ -624,13 +665,24 @@ def main(argv: list[str] | None = None) -> int:
         what = str(e) if isinstance(e, BackupError) else f"unexpected {type(e).__name__}: {e}"
         log(f"FAILED {args.command}: {what}")
         ping(url, False, f"{args.command} failed: {what}")
+        if not args.dry_run:
+            _metrics(args.command, False, time.monotonic() - started)
         if not isinstance(e, (BackupError, OSError, ValueError, KeyError)):
             raise
         return 1
     took = time.monotonic() - started
     log(f"{args.command} OK in {took:.1f} s")
     ping(url, True, f"{args.command} OK in {took:.1f} s")
+    if not args.dry_run:
+        _metrics(args.command, True, took)
     return 0
+
+
+def _metrics(task: str, ok: bool, seconds: float) -> None:
+    try:
+        write_metrics(task, ok, seconds)
+    except OSError as e:  # the backup itself passed or failed already; its metrics must not change that
+        log(f"could not write the metrics for node_exporter: {e}")
 
 
 if __name__ == "__main__":

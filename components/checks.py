@@ -67,9 +67,33 @@ def holds_state(cfg: StackConfig, server: str) -> bool:
 
 def cross_check(cfg: StackConfig) -> Issues:
     issues: Issues = []
-    for check in (_target, _ports, _ovh_catalog, _placement, _apps, _app_files, _secrets_in_env, _dns, _mail, _buckets,
+    for check in (_target, _ports, _ovh_catalog, _placement, _apps, _app_files, _secrets_in_env, _dns, _mail,
+                  _monitoring, _buckets,
                   _backup, _backup_keeps_something, _physical_names):
         issues += check(cfg)
+    return issues
+
+
+# ---------------------------------------------------------------------------- monitoring
+
+
+def _monitoring(cfg: StackConfig) -> Issues:
+    """socle:monitoring: on a server of the stack, with somewhere to send the alerts."""
+    m = cfg.monitoring
+    if m is None:
+        return []
+    issues: Issues = []
+    if cfg.target != "ovh":
+        issues.append(("monitoring", "only on target ovh: it watches servers over the private network and probes "
+                                     "the public hostnames from another server"))
+    if m.server not in cfg.servers:
+        issues.append(("monitoring.server", f"unknown server '{m.server}' {_known('servers', cfg.servers)}"))
+    if m.email is None and m.webhook_url is None:
+        issues.append(("monitoring", "alerts need somewhere to go: set email (to, from, smarthost, password) "
+                                     "and/or webhookUrl"))
+    if m.disk.warning_percent >= m.disk.critical_percent:
+        issues.append(("monitoring.disk.warningPercent", f"{m.disk.warning_percent} is not below criticalPercent "
+                                                         f"{m.disk.critical_percent}"))
     return issues
 
 

@@ -1228,6 +1228,10 @@ def load(values: dict[str, Any], secret_keys: set[str] | frozenset = frozenset()
     refs = [(f"apps.{n}.secrets.{v}.config", s_) for n, a in cfg.apps.items() for v, s_ in a.secrets.items()]
     refs += [(f"backup.{k}.config", getattr(cfg.backup, f)) for k, f in
              (("pingUrl", "ping_url"), ("checkPingUrl", "check_ping_url"), ("drillPingUrl", "drill_ping_url"))]
+    if cfg.monitoring is not None:
+        m = cfg.monitoring
+        refs += [("monitoring.webhookUrl.config", m.webhook_url), ("monitoring.heartbeatUrl.config", m.heartbeat_url),
+                 ("monitoring.email.password.config", m.email.password if m.email else None)]
     for path, src in refs:
         if isinstance(src, ConfigSecret) and src.config not in secrets:
             issues.append((path, f"'{src.config}' is not set in socle:secrets; run "

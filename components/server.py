@@ -52,6 +52,8 @@ class ServerArgs:
     shares: list[tuple[pulumi.Input[str], pulumi.Input[str], str]] = field(default_factory=list)
     # Ports its apps serve to the Internet without the proxy (apps.*.ports): (port, protocol, app).
     public_ports: list[tuple[int, str, str]] = field(default_factory=list)
+    # Watched by socle:monitoring: node_exporter installed, reached from the private network.
+    node_exporter: bool = False
 
 
 class CatalogError(ConfigError, pulumi.RunError):
@@ -284,7 +286,8 @@ class Server(pulumi.ComponentResource):
                                          ssh_port=args.ssh_port, volume_id=v[0] or None,
                                          extra_ports=tuple(args.extra_ssh_ports), private=private,
                                          nfs_mounts=[(export, where) for export, (_, _, where)
-                                                     in zip(v[1:], args.shares)], web=args.serves_http))
+                                                     in zip(v[1:], args.shares)], web=args.serves_http,
+                                         node_exporter=args.node_exporter))
         self.host_setup = command.remote.Command(
             f"{name}-host-setup",
             connection=conn,

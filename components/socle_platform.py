@@ -52,6 +52,8 @@ from .render.backup import (
     sftp_target,
 )
 from .hooks import DeployHooks, DeployHooksArgs
+from .monitoring import MonitoringHost, MonitoringHostArgs
+from .render import monitoring as mon
 from .load_balancer import LoadBalancer, LoadBalancerArgs, Member
 from .network import PrivateNetwork, PrivateNetworkArgs
 from .server import Server, ServerArgs
@@ -100,6 +102,7 @@ class Platform(pulumi.ComponentResource):
             self._backup_jobs()
         self.dns = self._dns()
         self.mail_reverse = self._mail_reverse()
+        self.monitoring = self._monitoring()
         self.register_outputs({"urls": self.urls})
 
     # ------------------------------------------------------------------ network and servers
@@ -175,6 +178,7 @@ class Platform(pulumi.ComponentResource):
                 public_ports=[(p.port, p.protocol, aname) for aname, app in cfg.apps.items()
                               if sname in app.hosts() for p in app.ports]
                 + ([(p, "tcp", MAIL_APP) for p, _ in MAIL_PORTS] if cfg.mail and cfg.mail.server == sname else []),
+                node_exporter=self._watched(),
             ), opts=self._stateful)
         return servers
 
@@ -203,6 +207,8 @@ class Platform(pulumi.ComponentResource):
         if cfg.target != "ovh":
             return ()
         ports = {80, 443} if self._set_of(server) else set()
+        if self._watched():  # node_exporter, scraped by the monitoring server
+            ports.add(mon.NODE_PORT)
         for cname in cfg.caches:
             if cfg.host_of("caches", cname) == server and any(s != server for s in cfg.servers_using("caches", cname)):
                 ports.add(CACHE_PORT)
@@ -520,6 +526,50 @@ class Platform(pulumi.ComponentResource):
             "mail-reverse", ip=pulumi.Output.concat(address, "/32"), reverse_ip=address,
             reverse_value=f"{self.mail_host}.", readiness_timeout_duration="15m",
             opts=pulumi.ResourceOptions(parent=self, depends_on=after, delete_before_replace=True))
+
+    def _watched(self) -> bool:
+        return self.cfg.monitoring is not None and self.cfg.target == "ovh"
+
+    def _secret(self, value) -> pulumi.Input[str] | None:
+        """A setting written as a plain value or as {config: NAME} (a key of socle:secrets)."""
+        if value is None or isinstance(value, str):
+            return value
+        return pulumi.Output.secret(self._secrets[value.config])
+
+    def _monitoring(self) -> MonitoringHost | None:
+        """socle:monitoring (components/render/monitoring.py): every server's node_exporter (its own
+        host setup), every public hostname probed over HTTPS, the backups of every server that
+        has some, alerts by e-mail and/or webhook, the Watchdog to the heartbeat URL."""
+        m = self.cfg.monitoring
+        if not self._watched():
+            return None
+        cfg = self.cfg
+        names = sorted(self.servers)
+        endpoints = {f"https://{h}{'' if cfg.proxy.https_port == 443 else f':{cfg.proxy.https_port}'}{app.health_path}": a
+                     for a, app in sorted(cfg.apps.items()) for h in app.hostnames()}
+        t = mon.Thresholds(latency_ms=m.latency_ms, availability_percent=m.availability_percent,
+                           disk_warning_percent=m.disk.warning_percent, disk_critical_percent=m.disk.critical_percent,
+                           disk_full_in_hours=m.disk.full_in_hours, backup_max_age_hours=cfg.backup.max_age_hours)
+        e = m.email
+        secrets = [self._secret(e.password) if e else None, self._secret(m.webhook_url), self._secret(m.heartbeat_url)]
+
+        def bundle(v: list) -> str:
+            addresses, (password, webhook, heartbeat) = v[:len(names)], v[len(names):]
+            watched = mon.Watched(nodes={n: f"{a}:{mon.NODE_PORT}" for n, a in zip(names, addresses)},
+                                  endpoints=endpoints, backed_up=tuple(sorted(self.backups)))
+            receivers = mon.Receivers(emails=tuple(e.to) if e else (), email_from=e.sender if e else None,
+                                      smarthost=e.smarthost if e else None, smtp_username=e.username if e else None,
+                                      smtp_password=password, webhook_url=webhook, heartbeat_url=heartbeat)
+            return mon.monitoring_bundle(
+                prometheus=mon.render_prometheus(watched, stack=pulumi.get_stack(), retention_days=m.retention_days),
+                rules=mon.render_rules(t, watched), alertmanager=mon.render_alertmanager(receivers),
+                blackbox=mon.render_blackbox(), retention_days=m.retention_days)
+
+        srv = self.servers[m.server]
+        return MonitoringHost("monitoring", MonitoringHostArgs(
+            address=srv.address, ssh_port=cfg.access.ssh_port, deploy_user=cfg.access.deploy_user,
+            bundle=pulumi.Output.all(*[self.servers[n].private_address for n in names], *secrets).apply(bundle),
+            ready=[srv.host_setup]), opts=self._child)
 
     def _backup_jobs(self) -> None:
         """One BackupJob per app server holding state: its stateful volumes, the databases it runs

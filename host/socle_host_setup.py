@@ -94,7 +94,10 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
     changed: list[str] = []
     sshd_dropin = bundle.get("sshd_dropin")
     firewall = bundle.get("firewall") or {}
-    checked = {sshd_dropin: sshd_test or ["sshd", "-t"]}
+    checked = {sshd_dropin: sshd_test or ["sshd", "-t"]} if sshd_dropin else {}
+    # A service's files checked by its own tool ({path} is the file), e.g. promtool check config.
+    for rel, cmd in bundle.get("checks", {}).items():
+        checked[rel] = [c.replace("{path}", str(root / rel.lstrip("/"))) for c in cmd]
     if firewall and (reload or nft_test):
         checked[firewall["path"]] = [*(nft_test or ["nft", "-c", "-f"]), str(root / firewall["path"].lstrip("/"))]
     previous: dict[str, str | None] = {}
@@ -124,7 +127,8 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
         # table someone flushed, is loaded again. Both reloads keep existing connections, and
         # the firewall's replaces its table atomically (no moment without a filter).
         _check(["systemctl", "daemon-reload"], "reload systemd's units")
-        _check(["systemctl", "reload-or-restart", "ssh"], "reload sshd")
+        if sshd_dropin:
+            _check(["systemctl", "reload-or-restart", "ssh"], "reload sshd")
         if firewall:
             _check(["systemctl", "reload-or-restart", firewall["unit"]], "load the firewall")
     for user, groups in sorted(bundle.get("groups", {}).items()) if reload and not dry_run else []:
@@ -133,6 +137,12 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
             _check(["usermod", "-a", "-G", ",".join(missing_groups), user],
                    f"add {user} to {', '.join(missing_groups)}")
             log(f"{user} added to {', '.join(missing_groups)}")
+    # A service whose files changed starts again with them (a restart: its command-line flags
+    # live in /etc/default, which a reload does not read).
+    for unit, paths in sorted(bundle.get("restart", {}).items()) if reload and not dry_run else []:
+        if any(p in changed for p in paths):
+            _check(["systemctl", "restart", unit], f"restart {unit}")
+            log(f"{unit} restarted")
     for unit in bundle.get("enable", []) if reload and not dry_run else []:
         res = _run(["systemctl", "enable", "--now", unit])
         if res.returncode != 0:

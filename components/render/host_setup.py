@@ -78,9 +78,11 @@ def render_docker_after_mounts(paths: list[str]) -> str:
 def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ssh_port: int,
                        volume_id: str | None = None, extra_ports: tuple[int, ...] = (),
                        private: tuple[str, tuple[int, ...]] | None = None,
-                       nfs_mounts: list[tuple[str, str]] | tuple = (), web: bool = True) -> str:
+                       nfs_mounts: list[tuple[str, str]] | tuple = (), web: bool = True,
+                       node_exporter: bool = False) -> str:
     """`private`: (the private network's CIDR, ports only it reaches); `nfs_mounts`: (export, mount
-    point); `web`: an app server that serves hostnames (80 and 443 open)."""
+    point); `web`: an app server that serves hostnames (80 and 443 open); `node_exporter`: watched
+    by socle:monitoring (render/monitoring.py)."""
     files = {path: {"mode": MODES.get(path, "0644"), "content": content}
              for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port,
                                                 extra_ports=extra_ports, private=private, web=web).items()}
@@ -100,6 +102,14 @@ def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ss
            "sshd_dropin": SSHD_DROPIN, "enable": enable + mounts,
            "firewall": {"path": FIREWALL_RULES, "unit": FIREWALL_UNIT},
            "groups": {deploy_user: ["docker"]} if role == "app" else {}}
+    if node_exporter:
+        from .monitoring import node_exporter_part
+
+        part = node_exporter_part()
+        doc["packages"] += part["packages"]
+        doc["files"].update(part["files"])
+        doc["restart"] = part["restart"]
+        doc["enable"] += part["enable"]
     if volume_id:
         doc["volume"] = volume_spec(role, volume_id)
     return json.dumps(doc, sort_keys=True)

@@ -254,3 +254,37 @@ def render_alertmanager(r: Receivers) -> str:
                            "equal": ["server"]}],
         "receivers": [ops, heartbeat],
     })
+
+
+def monitoring_bundle(*, prometheus: str, rules: str, alertmanager: str, blackbox: str, retention_days: int) -> str:
+    """The monitoring server's part, for host/socle_host_setup.py: Debian's packages, socle's files,
+    each checked by its own tool before anything is restarted (a refused file goes back to what it
+    was), and the services restarted when their files changed."""
+    files = {
+        PROMETHEUS_CONFIG: prometheus, RULES: rules, BLACKBOX_CONFIG: blackbox,
+        "/etc/default/prometheus": prometheus_args(retention_days),
+        "/etc/default/prometheus-alertmanager": alertmanager_args(),
+        "/etc/default/prometheus-blackbox-exporter": blackbox_args(),
+    }
+    spec = {path: {"mode": "0644", "content": text} for path, text in files.items()}
+    # The SMTP password and the webhook URLs: readable by Alertmanager's user only.
+    spec[ALERTMANAGER_CONFIG] = {"mode": "0640", "owner": "root:prometheus", "content": alertmanager}
+    return json.dumps({
+        "packages": MONITOR_PACKAGES,
+        "files": spec,
+        "checks": {RULES: ["promtool", "check", "rules", "{path}"],
+                   PROMETHEUS_CONFIG: ["promtool", "check", "config", "--syntax-only", "{path}"],
+                   ALERTMANAGER_CONFIG: ["amtool", "check-config", "{path}"],
+                   BLACKBOX_CONFIG: ["prometheus-blackbox-exporter", "--config.file={path}", "--config.check"]},
+        "restart": {"prometheus": [PROMETHEUS_CONFIG, RULES, "/etc/default/prometheus"],
+                    "prometheus-alertmanager": [ALERTMANAGER_CONFIG, "/etc/default/prometheus-alertmanager"],
+                    "prometheus-blackbox-exporter": [BLACKBOX_CONFIG, "/etc/default/prometheus-blackbox-exporter"]},
+        "enable": ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"],
+    }, sort_keys=True)
+
+
+def node_exporter_part() -> dict:
+    """What every server's host bundle adds for node_exporter (render/host_setup.py)."""
+    path = "/etc/default/prometheus-node-exporter"
+    return {"packages": NODE_PACKAGES, "files": {path: {"mode": "0644", "content": node_exporter_args()}},
+            "restart": {"prometheus-node-exporter": [path]}, "enable": ["prometheus-node-exporter"]}
