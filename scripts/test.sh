@@ -23,9 +23,12 @@ cd "$(dirname "$0")/.."
 # pebble (Let's Encrypt's test CA) issues the certificates of test_shared_certificates_live.py.
 # bind9 serves the mail zone (test_mail_dns.py); postfix runs socle's mail settings on loopback
 # (test_mail_server_live.py): installed with no configuration of its own, and never started as a service.
+# Debian's Prometheus, Alertmanager, blackbox and node exporters: promtool/amtool checks, rule unit tests
+# and the live monitoring test (test_monitoring*.py), the very versions the servers install.
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
           mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone qemu-system-x86 debootstrap
-          genisoimage nftables iputils-ping pebble tzdata bind9 bind9-utils postfix)
+          genisoimage nftables iputils-ping pebble tzdata bind9 bind9-utils postfix prometheus
+          prometheus-alertmanager prometheus-blackbox-exporter prometheus-node-exporter)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 APT=(apt-get -o DPkg::Lock::Timeout=600)

@@ -195,3 +195,46 @@ def test_the_backup_runner_reports_what_the_alerts_read(tmp_path):
     rules = mon.render_rules(mon.Thresholds(), mon.Watched(nodes={}))
     for metric in ("socle_backup_last_status", "socle_backup_last_success_timestamp_seconds"):
         assert metric in rules and metric in text
+
+
+# ---------------------------------------------------------------------------- the container census
+
+
+def test_the_container_census_reports_restarts_and_health_as_the_rules_read_them(tmp_path):
+    """Run against a stand-in `docker` that answers as Docker does (`docker inspect`'s JSON): a
+    healthy container, an unhealthy one that restarted, one without a healthcheck, and a quote in
+    a name; promtool lints the output, systemd-analyze the units."""
+    from tests.tools import require
+
+    part = mon.node_exporter_part("app")
+    script = tmp_path / "census"
+    script.write_text(part["files"][mon.CENSUS_SCRIPT]["content"])
+    script.chmod(0o755)
+    inspect = [
+        {"Name": "/socle-prod-main", "RestartCount": 0, "State": {"Running": True, "Health": {"Status": "healthy"}}},
+        {"Name": "/socle-prod-web", "RestartCount": 7, "State": {"Running": False, "Health": {"Status": "unhealthy"}}},
+        {"Name": '/odd"name', "RestartCount": 1, "State": {"Running": True}},
+    ]
+    docker = tmp_path / "docker"
+    docker.write_text("#!/bin/sh\nif [ \"$1\" = ps ]; then echo a; echo b; echo c; else cat " + str(tmp_path / "inspect.json") + "; fi\n")
+    docker.chmod(0o755)
+    (tmp_path / "inspect.json").write_text(json.dumps(inspect))
+    out = tmp_path / "socle_containers.prom"
+    res = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
+                         env={"SOCLE_DOCKER": str(docker), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert 'socle_container_restarts_total{container="socle-prod-web"} 7' in text
+    assert 'socle_container_healthy{container="socle-prod-web"} 0' in text
+    assert 'socle_container_healthy{container="socle-prod-main"} 1' in text
+    assert 'socle_container_healthy{container="odd\\"name"}' not in text, "no healthcheck, no health metric"
+    lint = subprocess.run([require("promtool", "prometheus"), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr + text
+    units = tmp_path / "units"
+    units.mkdir()
+    for path, spec in part["files"].items():
+        if path.startswith("/etc/systemd/system/"):
+            (units / path.rsplit("/", 1)[1]).write_text(spec["content"].replace(mon.CENSUS_SCRIPT, str(script)))
+    verify = subprocess.run([require("systemd-analyze", "systemd"), "verify", *map(str, sorted(units.iterdir()))],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr

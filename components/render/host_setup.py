@@ -105,7 +105,7 @@ def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ss
     if node_exporter:
         from .monitoring import node_exporter_part
 
-        part = node_exporter_part()
+        part = node_exporter_part(role)
         doc["packages"] += part["packages"]
         doc["files"].update(part["files"])
         doc["restart"] = part["restart"]

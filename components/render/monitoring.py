@@ -283,8 +283,83 @@ def monitoring_bundle(*, prometheus: str, rules: str, alertmanager: str, blackbo
     }, sort_keys=True)
 
 
-def node_exporter_part() -> dict:
-    """What every server's host bundle adds for node_exporter (render/host_setup.py)."""
+CENSUS_SCRIPT = "/usr/local/lib/socle/container-metrics"
+CENSUS_UNIT = "socle-container-metrics"
+
+# Every minute on an app server: each container's restarts, whether it runs, and its healthcheck,
+# for node_exporter's textfile collector (ContainerRestarting, ContainerUnhealthy). Python, as
+# Debian's cloud image has it; docker's own JSON, no parsing of its text output.
+_CENSUS = r'''#!/usr/bin/python3
+"""socle: the containers' restarts and health, for node_exporter (render/monitoring.py)."""
+import json
+import os
+import subprocess
+import sys
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "TEXTFILE/socle_containers.prom"
+DOCKER = os.environ.get("SOCLE_DOCKER", "docker")
+
+
+def label(value):
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+ids = subprocess.run([DOCKER, "ps", "-aq"], capture_output=True, text=True, check=True).stdout.split()
+containers = json.loads(subprocess.run([DOCKER, "inspect", *ids], capture_output=True, text=True,
+                                       check=True).stdout) if ids else []
+lines = ["# HELP socle_container_restarts_total Restarts by the container's restart policy.",
+         "# TYPE socle_container_restarts_total counter",
+         "# HELP socle_container_running 1 if the container runs.",
+         "# TYPE socle_container_running gauge",
+         "# HELP socle_container_healthy 1 if its healthcheck passes, 0 if it fails (containers with one).",
+         "# TYPE socle_container_healthy gauge"]
+for c in sorted(containers, key=lambda c: c["Name"]):
+    name = label(c["Name"].lstrip("/"))
+    state = c.get("State") or {}
+    lines.append(f'socle_container_restarts_total{{container="{name}"}} {int(c.get("RestartCount") or 0)}')
+    lines.append(f'socle_container_running{{container="{name}"}} {1 if state.get("Running") else 0}')
+    health = (state.get("Health") or {}).get("Status")
+    if health in ("healthy", "unhealthy"):
+        lines.append(f'socle_container_healthy{{container="{name}"}} {1 if health == "healthy" else 0}')
+tmp = OUT + ".tmp"
+with open(tmp, "w") as f:
+    f.write("\n".join(lines) + "\n")
+os.chmod(tmp, 0o644)
+os.replace(tmp, OUT)
+'''.replace("TEXTFILE", TEXTFILE_DIR)
+
+_CENSUS_SERVICE = f"""[Unit]
+Description=socle: container restarts and health for node_exporter
+After=docker.service
+
+[Service]
+Type=oneshot
+ExecStart={CENSUS_SCRIPT}
+"""
+
+_CENSUS_TIMER = f"""[Unit]
+Description=socle: container restarts and health for node_exporter, every minute
+
+[Timer]
+OnCalendar=minutely
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def node_exporter_part(role: str = "app") -> dict:
+    """What every server's host bundle adds for node_exporter (render/host_setup.py); on an app
+    server, the container census too."""
     path = "/etc/default/prometheus-node-exporter"
-    return {"packages": NODE_PACKAGES, "files": {path: {"mode": "0644", "content": node_exporter_args()}},
+    part = {"packages": NODE_PACKAGES, "files": {path: {"mode": "0644", "content": node_exporter_args()}},
             "restart": {"prometheus-node-exporter": [path]}, "enable": ["prometheus-node-exporter"]}
+    if role == "app":
+        part["files"].update({
+            CENSUS_SCRIPT: {"mode": "0755", "content": _CENSUS},
+            f"/etc/systemd/system/{CENSUS_UNIT}.service": {"mode": "0644", "content": _CENSUS_SERVICE},
+            f"/etc/systemd/system/{CENSUS_UNIT}.timer": {"mode": "0644", "content": _CENSUS_TIMER},
+        })
+        part["enable"].append(f"{CENSUS_UNIT}.timer")
+    return part
