@@ -540,33 +540,33 @@ METRIC_TASKS = ("run", "check", "drill")
 
 def write_metrics(task: str, ok: bool, seconds: float, now: float | None = None,
                   directory: Path = TEXTFILE_DIR) -> Path | None:
-    """socle_backup.prom: per task, the last status (1 passed, 0 failed), when it last passed and
-    how long the last one took. The last success of a task that failed now is kept from the file
-    as it was, so that the backup's age keeps growing while it fails. Written to a temporary file,
-    then renamed: node_exporter never reads half a file. Nothing if node_exporter is not there."""
+    """socle_backup_<task>.prom, one file per task (run, check and drill may overlap): the last
+    status (1 passed, 0 failed), when it last passed and how long the last one took. The last
+    success of a task that failed now is kept from its file, so that the backup's age keeps
+    growing while it fails. Written to a temporary file, then renamed: node_exporter never reads
+    half a file. Nothing if node_exporter is not there."""
     if task not in METRIC_TASKS or not directory.is_dir():
         return None
-    path = directory / "socle_backup.prom"
-    state: dict[str, dict[str, float]] = {}
+    path = directory / f"socle_backup_{task}.prom"
+    values: dict[str, float] = {}
     if path.exists():
         for line in path.read_text().splitlines():
-            m = re.match(r'socle_backup_(last_status|last_success_timestamp_seconds|last_duration_seconds)'
-                         r'\{task="(\w+)"\} ([0-9.e+-]+)$', line)
+            m = re.match(r'socle_backup_(last_success_timestamp_seconds)\{task="\w+"\} ([0-9.e+-]+)$', line)
             if m:
-                state.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
-    mine = state.setdefault(task, {})
-    mine["last_status"] = 1 if ok else 0
-    mine["last_duration_seconds"] = round(seconds, 3)
+                values[m.group(1)] = float(m.group(2))
+    values["last_status"] = 1 if ok else 0
+    values["last_duration_seconds"] = round(seconds, 3)
     if ok:
-        mine["last_success_timestamp_seconds"] = round(now if now is not None else time.time(), 3)
+        values["last_success_timestamp_seconds"] = round(now if now is not None else time.time(), 3)
     helps = {"last_status": "1 if the last run of the task passed, 0 if it failed.",
              "last_success_timestamp_seconds": "When the task last passed (Unix time).",
              "last_duration_seconds": "How long the last run of the task took."}
     out = []
     for metric, text in helps.items():
-        out += [f"# HELP socle_backup_{metric} {text}", f"# TYPE socle_backup_{metric} gauge"]
-        out += [f'socle_backup_{metric}{{task="{t}"}} {v[metric]:.15g}' for t, v in sorted(state.items()) if metric in v]
-    tmp = path.with_suffix(".prom.tmp")
+        if metric in values:
+            out += [f"# HELP socle_backup_{metric} {text}", f"# TYPE socle_backup_{metric} gauge",
+                    f'socle_backup_{metric}{{task="{task}"}} {values[metric]:.15g}']
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text("\n".join(out) + "\n")
     tmp.chmod(0o644)
     tmp.replace(path)

@@ -432,51 +432,6 @@ class Mail(_Model):
     """Point the mail server's public IPv4 address back at the mail host (OVH IP reverse): many receivers refuse mail from an address without it."""
 
 
-class AlertEmail(_Model):
-    to: list[Email] = Field(min_length=1)
-    """Who gets the alerts."""
-    sender: Email = Field(alias="from")
-    """The From address of the alerts."""
-    smarthost: Annotated[str, Field(pattern=r"^[a-z0-9.-]+:[0-9]{1,5}$")]
-    """The SMTP server that sends them, host:port (587: STARTTLS, required)."""
-    username: str | None = None
-    """SMTP login (default: the From address)."""
-    password: ConfigSecret
-    """SMTP password: {config: NAME}, a key of socle:secrets."""
-
-
-class DiskThresholds(_Model):
-    warning_percent: int = Field(default=80, ge=50, le=98)
-    """A filesystem this full warns (OC-Pizza's morning check)."""
-    critical_percent: int = Field(default=90, ge=60, le=99)
-    """A filesystem this full is critical."""
-    full_in_hours: int = Field(default=24, ge=1, le=168)
-    """Warn when the last six hours' trend fills a filesystem within this many hours."""
-
-
-class Monitoring(_Model):
-    """Prometheus, Alertmanager and the blackbox exporter on one server, node_exporter on every
-    server (components/render/monitoring.py): alerts that wake someone, by e-mail and/or a chat
-    webhook, and a dead-man heartbeat so that a dead monitoring server is noticed too."""
-
-    server: Name
-    """The server that watches the others (the backup server is a good choice: another region, and it outlives an app server's failure). It probes every public hostname over HTTPS from there."""
-    email: AlertEmail | None = None
-    """Alerts by e-mail."""
-    webhook_url: Union[HttpsUrl, ConfigSecret, None] = None
-    """Alerts to a Slack-compatible incoming webhook (Mattermost, Rocket.Chat, Slack; Matrix through a hookshot bridge): {config: NAME} keeps its token secret."""
-    heartbeat_url: Union[HttpsUrl, ConfigSecret, None] = None
-    """A dead-man URL (Healthchecks-style) that Alertmanager calls every minute while the monitoring works: set up the service to alert when the calls stop."""
-    latency_ms: int = Field(default=400, ge=50, le=10000)
-    """An HTTPS endpoint slower than this (over 10 minutes) alerts (Histologe: < 400 ms)."""
-    availability_percent: float = Field(default=99.9, ge=90, le=99.999)
-    """The availability objective of every public endpoint; its error budget burning too fast alerts (Histologe: 99.95)."""
-    disk: DiskThresholds = Field(default_factory=DiskThresholds)
-    """Disk space thresholds."""
-    retention_days: int = Field(default=30, ge=2, le=400)
-    """How long Prometheus keeps its measurements."""
-
-
 class Proxy(_Model):
     acme_email: Email | None = None
     """Contact address for Let's Encrypt (required on target ovh)."""
@@ -607,6 +562,51 @@ class GeneratedSecret(_Model):
 class ConfigSecret(_Model):
     config: Annotated[str, AfterValidator(_secret_name)]
     """Key inside `socle:secrets`, set with `pulumi config set --secret --path 'socle:secrets.KEY'`."""
+
+
+class AlertEmail(_Model):
+    to: list[Email] = Field(min_length=1)
+    """Who gets the alerts."""
+    sender: Email = Field(alias="from")
+    """The From address of the alerts."""
+    smarthost: Annotated[str, Field(pattern=r"^[a-z0-9.-]+:[0-9]{1,5}$")]
+    """The SMTP server that sends them, host:port (587: STARTTLS, required)."""
+    username: str | None = None
+    """SMTP login (default: the From address)."""
+    password: ConfigSecret
+    """SMTP password: {config: NAME}, a key of socle:secrets."""
+
+
+class DiskThresholds(_Model):
+    warning_percent: int = Field(default=80, ge=50, le=98)
+    """A filesystem this full warns (OC-Pizza's morning check)."""
+    critical_percent: int = Field(default=90, ge=60, le=99)
+    """A filesystem this full is critical."""
+    full_in_hours: int = Field(default=24, ge=1, le=168)
+    """Warn when the last six hours' trend fills a filesystem within this many hours."""
+
+
+class Monitoring(_Model):
+    """Prometheus, Alertmanager and the blackbox exporter on one server, node_exporter on every
+    server (components/render/monitoring.py): alerts that wake someone, by e-mail and/or a chat
+    webhook, and a dead-man heartbeat so that a dead monitoring server is noticed too."""
+
+    server: Name
+    """The server that watches the others (the backup server is a good choice: another region, and it outlives an app server's failure). It probes every public hostname over HTTPS from there."""
+    email: AlertEmail | None = None
+    """Alerts by e-mail."""
+    webhook_url: Union[HttpsUrl, ConfigSecret, None] = None
+    """Alerts to a Slack-compatible incoming webhook (Mattermost, Rocket.Chat, Slack; Matrix through a hookshot bridge): {config: NAME} keeps its token secret."""
+    heartbeat_url: Union[HttpsUrl, ConfigSecret, None] = None
+    """A dead-man URL (Healthchecks-style) that Alertmanager calls every minute while the monitoring works: set up the service to alert when the calls stop."""
+    latency_ms: int = Field(default=400, ge=50, le=10000)
+    """An HTTPS endpoint slower than this (over 10 minutes) alerts (Histologe: < 400 ms)."""
+    availability_percent: float = Field(default=99.9, ge=90, le=99.999)
+    """The availability objective of every public endpoint; its error budget burning too fast alerts (Histologe: 99.95)."""
+    disk: DiskThresholds = Field(default_factory=DiskThresholds)
+    """Disk space thresholds."""
+    retention_days: int = Field(default=30, ge=7, le=400)
+    """How long Prometheus keeps its measurements (at least a week: the slowest burn-rate alert looks three days back)."""
 
 
 def _secret_form(value: Any) -> str | None:

@@ -18,8 +18,11 @@ class MonitoringHostArgs:
     ssh_port: int
     deploy_user: str
     bundle: pulumi.Input[str]                      # monitoring_bundle(), a secret (SMTP password)
-    # The monitoring server's own host setup (packages, firewall) comes first.
+    # After every server's host setup (node_exporter), the containers and the DNS records: started
+    # earlier, it would page for servers and hostnames that are still being made.
     ready: list[pulumi.Resource] = field(default_factory=list)
+    # The monitoring server's instance: a rebuilt one (a new root disk) is set up again.
+    instance_id: pulumi.Input[str] | None = None
 
 
 class MonitoringHost(pulumi.ComponentResource):
@@ -34,7 +37,11 @@ class MonitoringHost(pulumi.ComponentResource):
             connection=conn,
             create=render_host_setup_command(),
             update=render_host_setup_command(),
+            # Monitoring taken out, or moved to another server: the old one stops (else it keeps
+            # paging about servers that no longer open 9100 to it).
+            delete="sudo systemctl disable --now prometheus prometheus-alertmanager prometheus-blackbox-exporter || true",
             stdin=pulumi.Output.secret(pulumi.Output.from_input(args.bundle).apply(host_setup_stdin)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.ready),
+            triggers=[args.instance_id] if args.instance_id is not None else None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.ready, delete_before_replace=True),
         )
         self.register_outputs({})

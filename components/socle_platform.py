@@ -569,7 +569,9 @@ class Platform(pulumi.ComponentResource):
         return MonitoringHost("monitoring", MonitoringHostArgs(
             address=srv.address, ssh_port=cfg.access.ssh_port, deploy_user=cfg.access.deploy_user,
             bundle=pulumi.Output.all(*[self.servers[n].private_address for n in names], *secrets).apply(bundle),
-            ready=[srv.host_setup]), opts=self._child)
+            instance_id=srv.instance.id,
+            ready=[*(s.host_setup for s in self.servers.values() if s.host_setup is not None), *self.stacks.values(),
+                   *([self.dns] if self.dns else [])]), opts=self._child)
 
     def _backup_jobs(self) -> None:
         """One BackupJob per app server holding state: its stateful volumes, the databases it runs

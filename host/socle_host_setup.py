@@ -87,7 +87,10 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
         if dry_run:
             log(f"would install {' '.join(missing)}")
         else:
-            res = _run(["apt-get", "install", "-y", "-q", *missing])
+            # No recommends (the collectors' would bring smartd and ipmitool to a VM); wait for
+            # the dpkg lock that unattended-upgrades may hold.
+            res = _run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", "--no-install-recommends",
+                        *missing])
             if res.returncode != 0:
                 raise SetupError(f"apt-get install {' '.join(missing)} failed: {res.stderr.strip()[-800:]}")
             log(f"installed {' '.join(missing)}")
@@ -116,7 +119,8 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
     # They move together (a port open in one and not in the other locks the administrators out):
     # if either is refused, every one of them this run changed goes back to its previous content.
     if not dry_run and any(rel in changed for rel in checked):
-        refused = [err for rel, cmd in checked.items() if (err := _refused(cmd))]
+        secret = {rel for rel, spec in bundle.get("files", {}).items() if spec.get("secret")}
+        refused = [err for rel, cmd in checked.items() if (err := _refused(cmd, quiet=rel in secret))]
         if refused:
             for rel in checked:
                 if rel in changed:
@@ -208,11 +212,14 @@ def mount_volume(spec: dict, root: Path, device_dir: Path, on_host: bool, dry_ru
     return f"data volume {'formatted and ' if fresh else ''}mounted at {mount}"
 
 
-def _refused(cmd: list[str]) -> str | None:
-    """None when the check passes, else what the checking tool said."""
+def _refused(cmd: list[str], quiet: bool = False) -> str | None:
+    """None when the check passes, else what the checking tool said (not for a file that holds
+    secrets: the tool may quote them)."""
     res = _run(cmd)
     if res.returncode == 0:
         return None
+    if quiet:
+        return f"{' '.join(cmd)} refused it (its output is not shown: the file holds secrets; run it on the server)"
     return f"{' '.join(cmd)} refused it: {(res.stderr or res.stdout).strip()[-500:]}"
 
 

@@ -182,15 +182,19 @@ def test_the_backup_runner_reports_what_the_alerts_read(tmp_path):
     path = socle_backup.write_metrics("run", True, 12.5, now=1_700_000_000, directory=tmp_path)
     socle_backup.write_metrics("drill", True, 40, now=1_700_000_100, directory=tmp_path)
     socle_backup.write_metrics("run", False, 3, now=1_700_086_400, directory=tmp_path)
-    text = path.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["socle_backup_drill.prom", "socle_backup_run.prom"], \
+        "one file per task (the tasks may overlap), and no temporary file left"
+    text = "".join(p.read_text() for p in sorted(tmp_path.iterdir()))
     assert 'socle_backup_last_status{task="run"} 0' in text and 'socle_backup_last_status{task="drill"} 1' in text, text
     assert 'socle_backup_last_success_timestamp_seconds{task="run"} 1700000000\n' in text, text
     assert socle_backup.write_metrics("prune", True, 1, directory=tmp_path) is None, "prune is not a watched task"
     assert socle_backup.write_metrics("run", True, 1, directory=tmp_path / "absent") is None
     from tests.tools import require
 
-    lint = subprocess.run([require("promtool", "prometheus"), "check", "metrics"], input=text, capture_output=True, text=True)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
+    for one in sorted(tmp_path.iterdir()):
+        lint = subprocess.run([require("promtool", "prometheus"), "check", "metrics"], input=one.read_text(),
+                              capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
     # The names and labels the rules read (render/monitoring.py).
     rules = mon.render_rules(mon.Thresholds(), mon.Watched(nodes={}))
     for metric in ("socle_backup_last_status", "socle_backup_last_success_timestamp_seconds"):
@@ -238,3 +242,20 @@ def test_the_container_census_reports_restarts_and_health_as_the_rules_read_them
     verify = subprocess.run([require("systemd-analyze", "systemd"), "verify", *map(str, sorted(units.iterdir()))],
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
+
+
+def test_a_webhook_secret_that_is_not_an_https_url_is_refused_without_showing_it():
+    for bad in ("https://chat.example.org/hooks/tok-SECRET%zz", "http://chat.example.org/tok-SECRET", "tok-SECRET"):
+        with pytest.raises(mon.ReceiverError) as err:
+            mon.render_alertmanager(mon.Receivers(webhook_url=bad))
+        assert "tok-SECRET" not in str(err.value) and "socle:monitoring.webhookUrl" in str(err.value), str(err.value)
+
+
+def test_an_alertmanager_config_amtool_refuses_is_rolled_back_without_quoting_it(tmp_path):
+    assert _apply(tmp_path, _monitoring_bundle()).returncode == 0
+    bundle = json.loads(_monitoring_bundle())
+    bundle["files"][mon.ALERTMANAGER_CONFIG]["content"] = json.dumps(
+        {"route": {"receiver": "nobody"}, "receivers": [{"name": "ops", "slack_configs": [{"api_url": "https://x/tok-SECRET"}]}]})
+    res = _apply(tmp_path, json.dumps(bundle))
+    assert res.returncode == 1 and "amtool check-config" in res.stderr and "back as they were" in res.stderr, res.stderr
+    assert "tok-SECRET" not in res.stderr + res.stdout, "a refused secret file's check output was shown"

@@ -111,10 +111,12 @@ CASES: dict[str, tuple[str, list]] = {
         ("four days", [{"series": 'node_reboot_required{server="web"}', "values": "1x100"}], "80h", {"server": "web"}),
         ("two days", [{"series": 'node_reboot_required{server="web"}', "values": "1x100"}], "48h", None)]),
     "UpgradesPending": ("1h", [
-        ("four days", [{"series": 'apt_upgrades_pending{server="web",origin="Debian-Security",arch="amd64"}',
-                        "values": "3x100"}], "80h", {"server": "web"}),
-        ("none", [{"series": 'apt_upgrades_pending{server="web",origin="Debian-Security",arch="amd64"}',
-                   "values": "0x100"}], "80h", None)]),
+        ("security updates for four days",
+         [{"series": 'apt_upgrades_pending{server="web",origin="Debian:bookworm-security/stable-security",arch="amd64"}',
+           "values": "3x100"}], "80h", {"server": "web"}),
+        ("other updates wait for the point release",
+         [{"series": 'apt_upgrades_pending{server="web",origin="Debian:bookworm-updates/stable-updates",arch="amd64"}',
+           "values": "3x100"}], "80h", None)]),
     "EndpointDown": ("1m", [
         ("failing for 10 minutes", [{"series": 'probe_success{job="https",instance="https://a.example.org/"}',
                                      "values": "0x10"}], "5m", {"instance": "https://a.example.org/"}),
@@ -135,11 +137,16 @@ CASES: dict[str, tuple[str, list]] = {
         ("every probe failing for 2 hours", [{"series": 'probe_success{job="https",instance="https://a.example.org/"}',
                                               "values": "0x130"}], "70m", {"instance": "https://a.example.org/"}),
         ("every probe passing", [{"series": 'probe_success{job="https",instance="https://a.example.org/"}',
-                                  "values": "1x130"}], "70m", None)]),
-    "AvailabilityBudgetBurningSlowly": ("10m", [
-        # One probe in 20 failing for three days: 5 %, far above the budget of each window.
-        ("5 % failing for three days", [{"series": 'probe_success{job="https",instance="https://a.example.org/"}',
-                                         "values": " ".join(["0", "1x18"] * 25)}], "3h", {"instance": "https://a.example.org/"}),
+                                  "values": "1x130"}], "70m", None),
+        # One failed probe in an hour is over 14.4 x a 99.95 % budget: a blip, not a page.
+        ("one failed probe", [{"series": 'probe_success{job="https",instance="https://a.example.org/"}',
+                               "values": "1x59 0 1x70"}], "70m", None)]),
+    # At the recording rules' own interval: an alert reading a recorded series evaluated more
+    # than 5 minutes before would find nothing (Prometheus's lookback).
+    "AvailabilityBudgetBurningSlowly": ("1m", [
+        # One probe in 20 failing for three hours: 5 %, far above the budget of each window.
+        ("5 % failing for three hours", [{"series": 'probe_success{job="https",instance="https://a.example.org/"}',
+                                          "values": " ".join(["0", "1x18"] * 12)}], "3h", {"instance": "https://a.example.org/"}),
         ("every probe passing", [{"series": 'probe_success{job="https",instance="https://a.example.org/"}',
                                   "values": "1x500"}], "3h", None)]),
     "BackupTooOld": ("1h", [
@@ -178,6 +185,15 @@ CASES: dict[str, tuple[str, list]] = {
         ("healthy", [{"series": 'socle_container_healthy{server="web",container="socle-prod-main"}', "values": "1x10"}],
          "7m", None)]),
     "Watchdog": ("1m", [("always", [], "1m", {})]),
+    "MonitoringPartDown": ("1m", [
+        ("the blackbox exporter stopped", [{"series": 'up{job="https",instance="https://a.example.org/"}', "values": "0x10"}],
+         "7m", {"job": "https"}),
+        ("answering", [{"series": 'up{job="https",instance="https://a.example.org/"}', "values": "1x10"}], "7m", None)]),
+    "ContainerCensusStale": ("1m", [
+        ("last written at 0", [{"series": 'node_textfile_mtime_seconds{server="web",file="/var/lib/prometheus/node-exporter/socle_containers.prom"}',
+                                "values": "0x20"}], "15m", {"server": "web"}),
+        ("written every minute", [{"series": 'node_textfile_mtime_seconds{server="web",file="/var/lib/prometheus/node-exporter/socle_containers.prom"}',
+                                   "values": "0+60x20"}], "15m", None)]),
 }
 
 

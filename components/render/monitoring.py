@@ -147,8 +147,12 @@ def render_rules(t: Thresholds, watched: Watched) -> str:
                  for w in WINDOWS]
     burn = []
     for name, severity, pairs in BURN_RATES:
+        # And at least three failed probes in the short window: at 30 s a probe, one failure in an
+        # hour is already 14.4 times a 99.95 % budget, and a single blip must not page anyone.
         expr = " or ".join(f"(socle:probe_errors:ratio_{long} > {rate * budget:.6g} and "
-                           f"socle:probe_errors:ratio_{short} > {rate * budget:.6g})" for long, short, rate in pairs)
+                           f"socle:probe_errors:ratio_{short} > {rate * budget:.6g} and "
+                           f'(count_over_time(probe_success{{job="https"}}[{short}]) - '
+                           f'sum_over_time(probe_success{{job="https"}}[{short}])) >= 3)' for long, short, rate in pairs)
         burn.append(_alert(name, expr, "2m" if severity == "critical" else "15m", severity,
                            "{{ $labels.instance }} is using up its error budget",
                            f"At this rate of failed probes, {{{{ $labels.instance }}}} misses its {t.availability_percent}% "
@@ -173,8 +177,10 @@ def render_rules(t: Thresholds, watched: Watched) -> str:
         _alert("RebootRequired", "node_reboot_required > 0", "72h", "warning",
                "{{ $labels.server }} waits for a reboot",
                "Security updates are installed but not running for three days: the nightly reboot window did not take them."),
-        _alert("UpgradesPending", "sum by (server) (apt_upgrades_pending) > 0", "72h", "warning",
-               "{{ $labels.server }} has updates not installed for three days",
+        # Security updates only: unattended-upgrades installs those (render/cloudinit.py's
+        # origins); the others wait for a point release, by design.
+        _alert("UpgradesPending", 'sum by (server) (apt_upgrades_pending{origin=~".*-security.*"}) > 0', "72h", "warning",
+               "{{ $labels.server }} has security updates not installed for three days",
                "unattended-upgrades installs security updates every day; some are stuck (held or failing)."),
     ]
     endpoints = [
@@ -204,6 +210,15 @@ def render_rules(t: Thresholds, watched: Watched) -> str:
                  f"{s} holds data but has reported no successful backup for {t.backup_max_age_hours} hours.")
           for s in sorted(watched.backed_up)],
     ]
+    watchers = [
+        # Without these, a dead exporter would leave every alert that reads it silent.
+        _alert("MonitoringPartDown", 'up{job=~"https|prometheus|alertmanager"} == 0', "5m", "critical",
+               "{{ $labels.job }} is not scraped on the monitoring server",
+               "A part of the monitoring does not answer: the alerts that read it cannot fire."),
+        _alert("ContainerCensusStale", 'time() - node_textfile_mtime_seconds{file=~".*socle_containers.prom"} > 600',
+               "0s", "warning", "{{ $labels.server }}: the container census stopped",
+               "socle-container-metrics.timer has not written for 10 minutes: the container alerts are blind."),
+    ]
     containers = [
         _alert("ContainerRestarting", "increase(socle_container_restarts_total[15m]) > 2", "0s", "warning",
                "{{ $labels.server }}: container {{ $labels.container }} restarts in a loop",
@@ -221,13 +236,35 @@ def render_rules(t: Thresholds, watched: Watched) -> str:
         {"name": "socle-endpoints", "rules": endpoints},
         {"name": "socle-backups", "rules": backups},
         {"name": "socle-containers", "rules": containers},
+        {"name": "socle-monitoring", "rules": watchers},
         {"name": "socle-watchdog", "rules": watchdog},
     ]})
+
+
+class ReceiverError(ValueError):
+    """A receiver setting that cannot work; the message never holds the value (often a secret)."""
+
+
+def _https_url(value: str | None, key: str) -> None:
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return
+    try:
+        url = urlsplit(value)
+        ok = url.scheme == "https" and bool(url.hostname) and not any(c in value for c in " \n\r\t%\"'")
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ReceiverError(f"socle:monitoring.{key}: the value stored in socle:secrets is not an https:// URL "
+                            "without spaces, quotes or percent-escapes (not shown: it is a secret)")
 
 
 def render_alertmanager(r: Receivers) -> str:
     """Alerts grouped per alert and server, repeated every 4 hours while they last, resolved
     ones announced; the Watchdog every minute to the heartbeat URL, nowhere else."""
+    _https_url(r.webhook_url, "webhookUrl")
+    _https_url(r.heartbeat_url, "heartbeatUrl")
     ops: dict = {"name": "ops"}
     glob: dict = {"resolve_timeout": "5m"}
     if r.emails:
@@ -267,8 +304,9 @@ def monitoring_bundle(*, prometheus: str, rules: str, alertmanager: str, blackbo
         "/etc/default/prometheus-blackbox-exporter": blackbox_args(),
     }
     spec = {path: {"mode": "0644", "content": text} for path, text in files.items()}
-    # The SMTP password and the webhook URLs: readable by Alertmanager's user only.
-    spec[ALERTMANAGER_CONFIG] = {"mode": "0640", "owner": "root:prometheus", "content": alertmanager}
+    # The SMTP password and the webhook URLs: root and the prometheus user only (Debian runs the
+    # four daemons as that user); amtool's output on it is not repeated (it can quote them).
+    spec[ALERTMANAGER_CONFIG] = {"mode": "0640", "owner": "root:prometheus", "content": alertmanager, "secret": True}
     return json.dumps({
         "packages": MONITOR_PACKAGES,
         "files": spec,
