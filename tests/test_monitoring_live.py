@@ -6,8 +6,8 @@ delivers it to the chat webhook, a local HTTP server this test reads.
 
 Changed from the rendered files, for loopback and for time: listening ports (free ones instead of
 9090/9093/9115/9100), scrape and evaluation every second instead of 30 s, EndpointDown's `for` and
-Alertmanager's group wait cut to a second, and the blackbox exporter told to trust Caddy's
-internal CA. The rules' own timing is proved by promtool in tests/test_monitoring_rules.py. Not
+Alertmanager's group wait cut to a second, the webhooks on plain HTTP (the local inbox), and the
+blackbox exporter told to trust Caddy's internal CA. The rules' own timing is proved by promtool in tests/test_monitoring_rules.py. Not
 run here: e-mail delivery (amtool checks its settings) and OVH's network."""
 
 from __future__ import annotations
@@ -126,8 +126,10 @@ def stack(tmp_path_factory):
                            f"--web.listen-address=127.0.0.1:{ports['blackbox']}"], ports["blackbox"])
 
         # Alertmanager: the rendered config, ops to the chat webhook, the Watchdog to the heartbeat.
-        am = json.loads(mon.render_alertmanager(mon.Receivers(webhook_url=inbox.url("/chat"),
-                                                              heartbeat_url=inbox.url("/heartbeat"))))
+        # (Rendered with https:// URLs, as socle requires; the local inbox speaks plain HTTP.)
+        am = json.loads(mon.render_alertmanager(mon.Receivers(webhook_url="https://inbox.invalid/chat",
+                                                              heartbeat_url="https://inbox.invalid/heartbeat"))
+                        .replace("https://inbox.invalid/", inbox.url("/")))
         am["route"].update(group_wait="1s", group_interval="2s")
         (d / "alertmanager.yml").write_text(json.dumps(am))
         start("alertmanager", [exes["prometheus-alertmanager"], f"--config.file={d / 'alertmanager.yml'}",
