@@ -1012,6 +1012,8 @@ class StackConfig(_Model):
     """Administrator access."""
     dns: Dns = Field(default_factory=Dns)
     """DNS zone."""
+    maintenance: bool = False
+    """The whole platform's on/off switch: every hostname answers 503 with the maintenance page (apps.*.maintenance does it for one app); containers, databases, backups and monitoring keep running. Toggle with `python -m tools.maintenance on|off`."""
     mail: Mail | None = None
     """Target ovh: mail for the domain; the DNS records it needs (MX, SPF, DKIM, DMARC)."""
     monitoring: Monitoring | None = None

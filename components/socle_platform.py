@@ -545,8 +545,10 @@ class Platform(pulumi.ComponentResource):
             return None
         cfg = self.cfg
         names = sorted(self.servers)
+        # Not a hostname in maintenance: its 503 is on purpose, and would page and burn its budget.
         endpoints = {f"https://{h}{'' if cfg.proxy.https_port == 443 else f':{cfg.proxy.https_port}'}{app.health_path}": a
-                     for a, app in sorted(cfg.apps.items()) for h in app.hostnames()}
+                     for a, app in sorted(cfg.apps.items()) if not (app.maintenance or cfg.maintenance)
+                     for h in app.hostnames()}
         t = mon.Thresholds(latency_ms=m.latency_ms, availability_percent=m.availability_percent,
                            disk_warning_percent=m.disk.warning_percent, disk_critical_percent=m.disk.critical_percent,
                            disk_full_in_hours=m.disk.full_in_hours, backup_max_age_hours=cfg.backup.max_age_hours)
@@ -816,7 +818,7 @@ class Platform(pulumi.ComponentResource):
             volumes={v: spec.path for v, spec in app.volumes.items()},
             stateful_volumes={v for v, spec in app.volumes.items() if spec.stateful},
             hostname=app.hostname, sites=[site.hostname for site in app.sites], port=app.port,
-            maintenance=app.maintenance,
+            maintenance=app.maintenance or self.cfg.maintenance,
             healthcheck=app.healthcheck.model_dump() if app.healthcheck else None,
             restart=app.restart, user=app.user,
             publish=[(p.port, p.protocol, p.container_port or p.port) for p in app.ports],
