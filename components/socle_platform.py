@@ -44,6 +44,7 @@ from .render.backup import (
     RESTIC_ROOT,
     SFTP_KNOWN_HOSTS,
     backup_server_bundle,
+    render_backup_gate,
     render_env,
     render_prune_units,
     render_restic_access,
@@ -281,7 +282,8 @@ class Platform(pulumi.ComponentResource):
         if cfg.mail is not None:
             specs[cfg.mail.server].append(self._mail_server())
 
-        hooks = {aname: self._hooks(aname, app, specs) for aname, app in cfg.apps.items()
+        gates = {aname: self._backup_gates(aname, app) for aname, app in cfg.apps.items()}
+        hooks = {aname: self._hooks(aname, app, specs, gates[aname]) for aname, app in cfg.apps.items()
                  if app.hooks.before or app.hooks.after}
         stacks, urls = {}, {}
         for sname, apps in specs.items():
@@ -289,6 +291,7 @@ class Platform(pulumi.ComponentResource):
                 continue
             for spec in apps:
                 self._one_server_at_a_time(spec, sname, stacks)
+                spec.after = [*spec.after, *gates.get(spec.name, [])]
                 if spec.name in hooks:  # no server's containers change before the `before` hooks pass
                     spec.after = [*spec.after, *hooks[spec.name].done]
             srv = self.servers[sname]
@@ -302,7 +305,34 @@ class Platform(pulumi.ComponentResource):
             h.run_after([stacks[s].containers[aname] for s in cfg.apps[aname].hosts()])
         return stacks, urls
 
-    def _hooks(self, aname: str, app, specs: dict[str, list[AppSpec]]) -> DeployHooks:
+    def _backup_gates(self, aname: str, app) -> list[pulumi.Resource]:
+        """Before an app holding data changes image, a backup of that data, which must pass
+        (render/backup.py render_backup_gate): on the server whose backup job keeps its volumes,
+        and on each that dumps a database it uses (the same rule as _backup_jobs). Its `before`
+        hooks (migrations) and its containers wait for it. On target ovh; dev has no data to keep."""
+        cfg = self.cfg
+        if cfg.target != "ovh" or not cfg.backup.enabled:
+            return []
+        import pulumi_command as command
+
+        servers = {app.hosts()[0]} if any(v.stateful and v.backup for v in app.volumes.values()) else set()
+        for use in app.databases:
+            dname = use.use.split(".")[0]
+            servers.add(cfg.host_of("databases", dname) if cfg.database_hosting(dname) == "container"
+                        else (cfg.servers_using("databases", dname) or cfg.app_servers())[0])
+        gates = []
+        for sname in sorted(servers):
+            srv = self.servers[sname]
+            conn = command.remote.ConnectionArgs(host=srv.address, port=cfg.access.ssh_port,
+                                                 user=cfg.access.deploy_user, dial_error_limit=30)
+            script = render_backup_gate(aname, app.image)
+            gates.append(command.remote.Command(
+                f"{aname}-{sname}-backup-gate", connection=conn, create=script, triggers=[app.image],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[srv.host_setup] if srv.host_setup else [],
+                                            custom_timeouts=pulumi.CustomTimeouts(create="180m"))))
+        return gates
+
+    def _hooks(self, aname: str, app, specs: dict[str, list[AppSpec]], gates: list) -> DeployHooks:
         """The app's deployment hooks, on its first server, with the environment its containers
         get there (components/hooks.py)."""
         first = app.hosts()[0]
@@ -315,7 +345,8 @@ class Platform(pulumi.ComponentResource):
             volumes={f"{spec.physical_name}-{v}": path for v, path in spec.volumes.items()},
             timeout_minutes=app.hooks.timeout_minutes, address=srv.address,
             ssh_port=self.cfg.access.ssh_port, deploy_user=self.cfg.access.deploy_user,
-            ready=[r for r in (srv.host_setup, srv.network) if r is not None],
+            # After the backup gates: a migration runs on data that was just backed up.
+            ready=[r for r in (srv.host_setup, srv.network) if r is not None] + gates,
         ), opts=self._child)
 
     def _one_server_at_a_time(self, spec: AppSpec, server: str, stacks: dict) -> None:

@@ -357,3 +357,39 @@ sudo systemctl daemon-reload
 sudo systemctl enable --now socle-prune.timer
 echo "restic access: $(wc -l < {RESTIC_KEYS}) client keys, append-only; prune timer enabled"
 """
+
+
+# Where each app server records the image of each app holding data, as last deployed.
+IMAGES_DIR = "/var/lib/socle/images"
+
+
+def render_backup_gate(app: str, image: str) -> str:
+    """Run over SSH before the containers of `app` change image: when the image recorded for it
+    differs (not on its first deployment), the server's backup job runs first and must pass,
+    else the deployment stops here and the old containers keep running. `systemctl start` of the
+    oneshot backup service returns when the run ends, with its result (a run the timer started
+    already is joined, not doubled)."""
+    import shlex
+
+    marker = shlex.quote(f"{IMAGES_DIR}/{app}")
+    new = shlex.quote(image)
+    return f"""set -eu
+new={new}
+if sudo test -f {marker}; then
+  old=$(sudo cat {marker})
+  if [ "$old" != "$new" ]; then
+    if ! systemctl cat socle-backup.service >/dev/null 2>&1; then
+      echo "socle: {app} holds data and its image changes ($old -> $new), but this server has no backup job; refusing to update it" >&2
+      exit 1
+    fi
+    echo "socle: {app}: image $old -> $new; backing up first (socle-backup.service)"
+    if ! sudo systemctl start socle-backup.service; then
+      echo "socle: the backup before updating {app} failed: its containers are left as they are (journalctl -u socle-backup.service)" >&2
+      exit 1
+    fi
+    echo "socle: backup done; updating {app}"
+  fi
+fi
+sudo mkdir -p {IMAGES_DIR}
+printf '%s\\n' "$new" | sudo tee {marker} >/dev/null
+"""
