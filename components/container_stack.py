@@ -39,6 +39,7 @@ class AppSpec:
     # reads that certificate from the proxy's storage, read-only, at `tls_dir`.
     certificate_only: bool = False
     tls_dir: str | None = None
+    health_path: str | None = None                                 # behind a load balancer: its health checks
     # On a Docker network of its own, not the server's (the mail server: reachable only through
     # its published ports, and reaching no database or cache).
     own_network: bool = False
@@ -80,8 +81,8 @@ class ContainerStackArgs:
 
 
 def routes_for(apps: list[AppSpec]) -> list[Route]:
-    return [Route(h, "" if a.certificate_only else f"{a.name}:{a.port}", a.maintenance, a.certificate_only)
-            for a in apps for h in ([a.hostname] if a.hostname else []) + a.sites]
+    return [Route(h, "" if a.certificate_only else f"{a.name}:{a.port}", a.maintenance, a.certificate_only,
+                  a.health_path) for a in apps for h in ([a.hostname] if a.hostname else []) + a.sites]
 
 
 def certificate_dir(data_root: str, hostname: str) -> str:

@@ -44,6 +44,7 @@ from .render.backup import (
     RESTIC_ROOT,
     SFTP_KNOWN_HOSTS,
     backup_server_bundle,
+    IMAGES_DIR,
     render_backup_gate,
     render_env,
     render_prune_units,
@@ -328,6 +329,9 @@ class Platform(pulumi.ComponentResource):
             script = render_backup_gate(aname, app.image)
             gates.append(command.remote.Command(
                 f"{aname}-{sname}-backup-gate", connection=conn, create=script, triggers=[app.image],
+                # Taken out (the app moved, or backups off): its record goes, or a stale one would
+                # compare with a later deployment's image.
+                delete=f"sudo rm -f {IMAGES_DIR}/{aname}",
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[srv.host_setup] if srv.host_setup else [],
                                             custom_timeouts=pulumi.CustomTimeouts(create="180m"))))
         return gates
@@ -850,6 +854,7 @@ class Platform(pulumi.ComponentResource):
             stateful_volumes={v for v, spec in app.volumes.items() if spec.stateful},
             hostname=app.hostname, sites=[site.hostname for site in app.sites], port=app.port,
             maintenance=app.maintenance or self.cfg.maintenance,
+            health_path=app.health_path if len(app.hosts()) > 1 else None,
             healthcheck=app.healthcheck.model_dump() if app.healthcheck else None,
             restart=app.restart, user=app.user,
             publish=[(p.port, p.protocol, p.container_port or p.port) for p in app.ports],

@@ -16,7 +16,7 @@ import pytest
 from components.render.caddyfile import Route, render_caddyfile
 from tests.tools import require
 
-HOST, MAINT = "app.socle.localhost", "down.socle.localhost"
+HOST, MAINT, LB_MAINT = "app.socle.localhost", "down.socle.localhost", "lb-down.socle.localhost"
 
 
 def free_port() -> int:
@@ -45,7 +45,8 @@ def caddy(tmp_path_factory):
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     http_port, https_port = free_port(), free_port()
     text = render_caddyfile(
-        [Route(HOST, f"127.0.0.1:{backend.server_address[1]}"), Route(MAINT, "127.0.0.1:9", maintenance=True)],
+        [Route(HOST, f"127.0.0.1:{backend.server_address[1]}"), Route(MAINT, "127.0.0.1:9", maintenance=True),
+         Route(LB_MAINT, "127.0.0.1:9", maintenance=True, health_path="/healthz?full=1")],
         acme_email=None, internal_ca=True, hsts_max_age=31536000, http_port=http_port, https_port=https_port,
     )
     (tmp / "Caddyfile").write_text(text)
@@ -141,6 +142,14 @@ def test_tls_below_1_2_is_refused_by_the_server(caddy):
 def test_maintenance_route_answers_503_over_https(caddy):
     resp, body = get("127.0.0.1", caddy["https"], MAINT, caddy["ctx"])
     assert resp.status == 503 and "maintenance" in body, (resp.status, body)
+    assert resp.getheader("Strict-Transport-Security"), "HSTS missing on the maintenance page"
+
+
+def test_behind_a_load_balancer_the_health_path_stays_up_during_maintenance(caddy):
+    resp, body = get("127.0.0.1", caddy["https"], LB_MAINT, caddy["ctx"], path="/healthz?full=1")
+    assert resp.status == 200, (resp.status, body)
+    resp, body = get("127.0.0.1", caddy["https"], LB_MAINT, caddy["ctx"], path="/")
+    assert resp.status == 503 and "maintenance" in body and resp.getheader("Retry-After") == "600", (resp.status, body)
     assert resp.getheader("Strict-Transport-Security"), "HSTS missing on the maintenance page"
 
 

@@ -114,3 +114,21 @@ def test_without_the_cli_it_says_what_to_run(tmp_path):
     res = _toggle(tmp_path, "on", "--stack", "prod")
     assert res.returncode == 3 and "pulumi config set socle:maintenance true --stack prod" in res.stderr, res.stderr
     assert os.environ.get("PATH") is not None
+
+
+def test_a_load_balanced_app_keeps_its_health_path_up_in_maintenance():
+    """Behind a load balancer, a 503 on the health path would take every member out of the pool."""
+    import yaml
+
+    from tools.harness import run_program
+
+    cfg = yaml.safe_load((ROOT / "examples" / "caplibre-large" / "Pulumi.prod.yaml").read_text())["config"]
+    balanced = {n: a for n, a in cfg["socle:apps"].items() if len(a.get("servers") or []) > 1 and a.get("hostname")}
+    assert balanced, "the Caplibre example has no load-balanced app"
+    config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items() if k.startswith("socle:")}
+    config["socle:maintenance"] = "true"
+    sites = _sites(run_program("prod", config=config))
+    for name, app in balanced.items():
+        body = sites[app["hostname"]]
+        path = (app.get("healthPath") or "/").split("?")[0]
+        assert f"handle {path} {{" in body and " 200" in body and " 503" in body, f"{name}:\n{body}"

@@ -66,3 +66,9 @@ def test_a_registry_with_a_port_and_a_digest_are_read_as_renovate_would():
     assert m and (m.group("depName"), m.group("currentValue"), m.group("currentDigest")) == \
         ("registry.example.org:5000/team/app", "1.2.3", "sha256:" + "a" * 64)
     assert not _py(manager["matchStrings"][0]).search("    imageName: nginx:1.27\n"), "matched another key"
+
+
+def test_no_ignored_path_hides_the_examples():
+    """config:recommended ignores **/examples/** (its :ignoreModulesAndTests preset) unless
+    ignorePaths is set: the examples are stacks people copy, so their images must be updated too."""
+    assert CONFIG.get("ignorePaths") == ["**/node_modules/**"], CONFIG.get("ignorePaths")

@@ -1,6 +1,6 @@
 """Switch the maintenance page on or off, for one app or the whole platform, in one command.
 
-    python -m tools.maintenance on|off [--app NAME] [--stack STACK] [--no-up]
+    python -m tools.maintenance on|off [--app NAME] --stack STACK [--no-up]
 
 Sets `socle:maintenance` (the whole platform) or `socle:apps.NAME.maintenance` with `pulumi config
 set` (the stack file keeps its comments and layout), then runs `pulumi up` for the stack, which
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SIGNALS)
     ap.add_argument("state", choices=["on", "off"])
     ap.add_argument("--app", help="one app (default: the whole platform)")
-    ap.add_argument("--stack", default="prod")
+    ap.add_argument("--stack", required=True, help="the stack (prod, staging…): required, as `pulumi up` follows")
     ap.add_argument("--no-up", action="store_true", help="set the config only; do not run pulumi up")
     args = ap.parse_args(argv)
     problem = _problem(args.app, args.stack)
@@ -72,11 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         print("socle: the Pulumi CLI is not installed (https://www.pulumi.com/docs/install/); run by hand:\n"
               + "\n".join("  " + " ".join(c) for c in cmds), file=sys.stderr)
         return 3
-    for cmd in cmds:
+    from tools.harness import ROOT
+
+    for i, cmd in enumerate(cmds):
         print("+ " + " ".join(cmd), flush=True)
-        res = subprocess.run(cmd)
+        res = subprocess.run(cmd, cwd=ROOT)
         if res.returncode != 0:
-            return res.returncode
+            if i:  # the config is set, the deployment failed
+                print(f"socle: the stack file now says maintenance {args.state}, but `pulumi up` failed; "
+                      "fix what it says and run it again", file=sys.stderr)
+            return res.returncode if res.returncode > 0 else 1
     what = f"app {args.app}" if args.app else "the whole platform"
     print(f"socle: maintenance {args.state} for {what} on stack {args.stack}")
     return 0

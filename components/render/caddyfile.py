@@ -19,6 +19,10 @@ class Route:
     # Served only so that Caddy gets and renews its certificate (the mail host's, which the mail
     # server reads): no upstream, a plain 404.
     certificate_only: bool = False
+    # Behind a load balancer: the path its health checks ask for, which keeps answering during
+    # maintenance (a 503 there would take every member out of the pool: visitors would get refused
+    # connections, not the maintenance page).
+    health_path: str | None = None
 
 
 def render_caddyfile(
@@ -87,6 +91,9 @@ def render_caddyfile(
             out += [f"{r.hostname} {{", "\timport socle_https"]
         if r.certificate_only:
             out.append(f'\trespond "{CERTIFICATE_ONLY_BODY}" 404')
+        elif r.maintenance and r.health_path:
+            out += [f"\thandle {r.health_path.split('?')[0]} {{", '\t\trespond "maintenance; the server is up" 200', "\t}",
+                    "\thandle {", "\t\theader Retry-After 600", f'\t\trespond "{MAINTENANCE_BODY}" 503', "\t}"]
         elif r.maintenance:
             out += ["\theader Retry-After 600", f'\trespond "{MAINTENANCE_BODY}" 503']
         else:
