@@ -97,10 +97,14 @@ class Platform(pulumi.ComponentResource):
         self.servers = self._servers()
         self.databases = self._databases()
         self.buckets = self._buckets()
+        self.backups: dict[str, BackupJob] = {}
+        # On OVH the backup jobs come first: an image update's backup (_backup_gates) runs the job
+        # as this deployment installs it. In dev the job is a container of the server's stack.
+        if cfg.backup.enabled and cfg.target == "ovh":
+            self._backup_jobs()
         self.stacks, self.urls = self._containers()
         self.load_balancers = self._load_balancers()
-        self.backups: dict[str, BackupJob] = {}
-        if cfg.backup.enabled:
+        if cfg.backup.enabled and cfg.target != "ovh":
             self._backup_jobs()
         self.dns = self._dns()
         self.mail_reverse = self._mail_reverse()
@@ -332,7 +336,10 @@ class Platform(pulumi.ComponentResource):
                 # Taken out (the app moved, or backups off): its record goes, or a stale one would
                 # compare with a later deployment's image.
                 delete=f"sudo rm -f {IMAGES_DIR}/{aname}",
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[srv.host_setup] if srv.host_setup else [],
+                # After this deployment's backup installer on that server: a manifest or runner that
+                # changes with the image is the one that backs up.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[r for r in (srv.host_setup, self.backups.get(sname))
+                                                                     if r is not None],
                                             custom_timeouts=pulumi.CustomTimeouts(create="180m"))))
         return gates
 

@@ -129,3 +129,14 @@ def test_the_script_passes_shellcheck(tmp_path):
     path.write_text(render_backup_gate("web", "ghcr.io/example/web:2"))
     res = subprocess.run([require("shellcheck", "shellcheck"), "-s", "sh", str(path)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
+
+
+def test_the_gate_runs_the_backup_job_this_deployment_installs():
+    """A deployment that changes an image and the backup manifest (a new volume, a new runner)
+    backs up with the new one: the gate waits for that server's backup installer."""
+    run = run_values(stack_values("prod"), stack="prod")
+    by_urn = {r.urn: r for r in run.resources}
+    for gate in (r for r in run.resources if r.name.endswith("-backup-gate")):
+        server = gate.name.removesuffix("-backup-gate").rsplit("-", 1)[1]
+        waits = {by_urn[d].name for d in gate.dependencies if d in by_urn}
+        assert f"{server}-backup-install" in waits, f"{gate.name} does not wait for {server}'s backup installer ({sorted(waits)})"
