@@ -117,7 +117,7 @@ def _mail(cfg: StackConfig) -> Issues:
     elif any(mail.server in members for members in cfg.balanced_sets()):
         issues.append(("mail.server", f"server '{mail.server}' is behind a load balancer, which passes 80 and 443 only "
                                       "and answers from its own address; put mail on a server of its own"))
-    host = mail.hostname or f"mail.{cfg.domain}"
+    host = cfg.mail_host()
     if not all(_HOST_LABEL_RE.match(lbl) for lbl in host.split(".")):
         issues.append(("mail.hostname", f"'{host}' is not a valid hostname (lower-case letters, digits and '-' "
                                         "between dots), e.g. mail.example.org"))
@@ -540,7 +540,7 @@ def _dns(cfg: StackConfig) -> Issues:
                 rel = relative_name(h, zone)
                 owners.setdefault((rel, "A"), f"apps.{name}.hostname" if h == app.hostname else f"apps.{name}.sites")
     if cfg.mail is not None:
-        host = cfg.mail.hostname or f"mail.{cfg.domain}"
+        host = cfg.mail_host()
         if host.endswith("." + zone):
             owners.setdefault((relative_name(host, zone), "A"), "mail.hostname")
     caa_at = relative_name(cfg.domain, zone)

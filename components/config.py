@@ -1049,6 +1049,10 @@ class StackConfig(_Model):
     def dns_zone(self) -> str:
         return self.dns.zone or self.domain
 
+    def mail_host(self) -> str | None:
+        """socle:mail's host name (default mail.<domain>), or None without mail."""
+        return (self.mail.hostname or f"mail.{self.domain}") if self.mail is not None else None
+
     def backup_bucket(self) -> str | None:
         return self.backup.targets.bucket if self.backup.enabled else None
 

@@ -497,7 +497,7 @@ class Platform(pulumi.ComponentResource):
 
     @property
     def mail_host(self) -> str:
-        return self.cfg.mail.hostname or f"mail.{self.cfg.domain}"
+        return self.cfg.mail_host()
 
     @functools.cached_property
     def dkim_key(self):
@@ -694,8 +694,7 @@ class Platform(pulumi.ComponentResource):
             pings = {"run": b.ping_url, "check": b.check_ping_url, "drill": b.drill_ping_url}
             for job, url in pings.items():
                 if url is not None:
-                    secret_env[PING_ENV[job]] = (
-                        pulumi.Output.secret(self._secrets[url.config]) if isinstance(url, ConfigSecret) else url)
+                    secret_env[PING_ENV[job]] = self._secret(url)
             targets: list = []
             mounts = [(v["name"], v["path"]) for v in volumes[sname]]
             ssh_key = None
