@@ -1242,6 +1242,15 @@ def load(values: dict[str, Any], secret_keys: set[str] | frozenset = frozenset()
         if isinstance(src, ConfigSecret) and src.config not in secrets:
             issues.append((path, f"'{src.config}' is not set in socle:secrets; run "
                                  f"`pulumi config set --secret --path 'socle:secrets.{src.config}' VALUE`"))
+    if cfg.monitoring is not None:  # the stored URLs, judged now rather than on the server (never shown)
+        from .render.monitoring import ReceiverError, check_https_url as receiver_url
+
+        for key, src in (("webhookUrl", cfg.monitoring.webhook_url), ("heartbeatUrl", cfg.monitoring.heartbeat_url)):
+            if isinstance(src, ConfigSecret) and isinstance(secrets.get(src.config), str):
+                try:
+                    receiver_url(secrets[src.config], key)
+                except ReceiverError as err:
+                    issues.append((f"monitoring.{key}.config", str(err).split(": ", 1)[1]))
     if issues:
         raise ConfigError(issues)
     return cfg, secrets

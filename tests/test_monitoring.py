@@ -117,6 +117,8 @@ def test_without_monitoring_no_server_changes():
      "socle:monitoring.disk.warningPercent: 90 is not below criticalPercent 85"),
     (lambda v: v["monitoring"].update(latencyMs=5), "socle:monitoring.latencyMs"),
     (lambda v: v["monitoring"]["email"].update(smarthost="smtp.example.net"), "socle:monitoring.email.smarthost"),
+    (lambda v: v["secrets"].update(chatHook="http://chat.example.org/tok-SECRET"),
+     "socle:monitoring.webhookUrl.config: the value stored in socle:secrets is not an https:// URL"),
 ])
 def test_impossible_monitoring_settings_are_config_errors(change, says):
     v = with_monitoring()

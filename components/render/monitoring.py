@@ -245,7 +245,7 @@ class ReceiverError(ValueError):
     """A receiver setting that cannot work; the message never holds the value (often a secret)."""
 
 
-def _https_url(value: str | None, key: str) -> None:
+def check_https_url(value: str | None, key: str) -> None:
     from urllib.parse import urlsplit
 
     if value is None:
@@ -263,8 +263,8 @@ def _https_url(value: str | None, key: str) -> None:
 def render_alertmanager(r: Receivers) -> str:
     """Alerts grouped per alert and server, repeated every 4 hours while they last, resolved
     ones announced; the Watchdog every minute to the heartbeat URL, nowhere else."""
-    _https_url(r.webhook_url, "webhookUrl")
-    _https_url(r.heartbeat_url, "heartbeatUrl")
+    check_https_url(r.webhook_url, "webhookUrl")
+    check_https_url(r.heartbeat_url, "heartbeatUrl")
     ops: dict = {"name": "ops"}
     glob: dict = {"resolve_timeout": "5m"}
     if r.emails:
