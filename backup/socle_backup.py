@@ -21,6 +21,13 @@ creates one: a repository that has disappeared (wiped by someone holding a serve
 mistake) makes the run fail loudly instead of starting an empty history that would hide the loss.
 `check` also fails when the newest snapshot is older than the manifest's check.maxAgeHours.
 
+restic 0.14 (Debian 12) has no --retry-lock: a repository locked by another restic (the weekly
+check, a prune on the backup server, a deployment's backup) makes every command fail at once. The
+runner retries such a command for up to SOCLE_BACKUP_LOCK_WAIT seconds (30 minutes by default),
+saying so, then fails naming the lock. A run that passed leaves WORK/last-run-ok (when it
+started and ended), which a deployment's backup gate reads (components/render/backup.py
+render_backup_gate).
+
 Standard library only: it runs on a bare Debian 12 server.
 """
 
@@ -43,6 +50,8 @@ from pathlib import Path
 MANIFEST = Path(os.environ.get("SOCLE_BACKUP_MANIFEST", "/etc/socle/backup.json"))
 ENV_FILE = Path(os.environ.get("SOCLE_BACKUP_ENV", "/etc/socle/backup.env"))
 WORK = Path(os.environ.get("SOCLE_BACKUP_WORK", "/var/lib/socle-backup"))
+LOCK_WAIT = float(os.environ.get("SOCLE_BACKUP_LOCK_WAIT", "1800"))
+LAST_RUN_OK = "last-run-ok"
 DUMP_TAIL = {"postgresql": b"-- PostgreSQL database dump complete", "mysql": b"-- Dump completed"}
 
 
@@ -114,10 +123,31 @@ class Job:
             opts = target.get("sshOptions") or []
             ssh = ["ssh", *opts, "-p", str(target.get("port", 22)), target["sshHost"]]
             extra = ["-o", "rclone.program=" + " ".join(shlex.quote(p) for p in ssh)]
-        try:
-            return self.sh(["restic", *extra, *args], env=env, capture=capture, mutating=mutating, check=check)
-        except BackupError as err:
-            raise BackupError(f"{err}{self._ssh_diagnosis(target)}") from None
+        deadline, pause = time.monotonic() + LOCK_WAIT, 5.0
+        while True:
+            res = self.sh(["restic", *extra, *args], env=env, capture=capture, mutating=mutating, check=False)
+            err = res.stderr if isinstance(res.stderr, str) else (res.stderr or b"").decode(errors="replace")
+            if res.returncode != 0 and self._locked(err):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackupError(f"repository {target.get('name', '?')} stayed locked for {LOCK_WAIT:.0f} s by "
+                                      f"another restic: {self._locked(err)} (a check or prune still running? "
+                                      "`restic list locks`; `restic unlock` removes only stale locks)")
+                log(f"repository {target.get('name', '?')} is locked by another restic ({self._locked(err)}); "
+                    f"trying again in {min(pause, left):.0f} s")
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 60.0)
+                continue
+            if check and res.returncode != 0:
+                raise BackupError(f"restic failed with status {res.returncode}: {err.strip()[-800:]}"
+                                  f"{self._ssh_diagnosis(target)}")
+            return res
+
+    @staticmethod
+    def _locked(err: str) -> str:
+        """restic's line for a lock held by another process ("repository is already locked
+        [exclusively] by PID … on HOST by USER"), or ""."""
+        return next((ln.strip() for ln in err.splitlines() if "is already locked" in ln), "")
 
     def _ssh_diagnosis(self, target: dict) -> str:
         """restic reports a failed SSH session as "unable to start the sftp session" whatever the
@@ -630,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         log(f"cannot read {args.env_file}: {e}")
     url = secrets.get(PING_ENV[args.command]) if args.command in PING_ENV and not args.dry_run else None
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     try:
         os.umask(0o077)  # dumps and scratch files: root only, whatever the caller's umask
         manifest = json.loads(args.manifest.read_text())
@@ -672,10 +702,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     took = time.monotonic() - started
     log(f"{args.command} OK in {took:.1f} s")
+    if args.command == "run" and not args.dry_run:
+        _stamp(Path(manifest.get("workDir") or WORK), started_at)
     ping(url, True, f"{args.command} OK in {took:.1f} s")
     if not args.dry_run:
         _metrics(args.command, True, took)
     return 0
+
+
+def _stamp(work: Path, started_at: float) -> None:
+    """WORK/last-run-ok: when the last run that passed started and ended (Unix times). A
+    deployment's backup gate needs no run of its own when one started after the gate did, and backs
+    up an app it has no image record for when this server has backed up before."""
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        tmp = work / f".{LAST_RUN_OK}.{os.getpid()}"
+        tmp.write_text(f"{int(started_at)} {int(time.time())}\n")
+        tmp.replace(work / LAST_RUN_OK)
+    except OSError as e:  # the backup passed; the stamp only saves a later gate a run
+        log(f"could not record the run in {work}: {e}")
 
 
 def _metrics(task: str, ok: bool, seconds: float) -> None:

@@ -62,6 +62,11 @@ from .server import Server, ServerArgs
 from .shared_storage import SharedStorage, SharedStorageArgs
 
 _CACHE_IMAGES = {"redis": "redis:{v}-alpine", "valkey": "valkey/valkey:{v}-alpine"}
+
+
+def _volume_dir(name: str) -> str:
+    """Where Docker keeps a named volume's files on a server (the local driver)."""
+    return f"/var/lib/docker/volumes/{name}/_data"
 CACHE_PORT = 6379
 
 
@@ -287,8 +292,8 @@ class Platform(pulumi.ComponentResource):
         if cfg.mail is not None:
             specs[cfg.mail.server].append(self._mail_server())
 
-        gates = {aname: self._backup_gates(aname, app) for aname, app in cfg.apps.items()}
-        hooks = {aname: self._hooks(aname, app, specs, gates[aname]) for aname, app in cfg.apps.items()
+        gates = self._backup_gates()
+        hooks = {aname: self._hooks(aname, app, specs, gates.get(aname, [])) for aname, app in cfg.apps.items()
                  if app.hooks.before or app.hooks.after}
         stacks, urls = {}, {}
         for sname, apps in specs.items():
@@ -310,37 +315,68 @@ class Platform(pulumi.ComponentResource):
             h.run_after([stacks[s].containers[aname] for s in cfg.apps[aname].hosts()])
         return stacks, urls
 
-    def _backup_gates(self, aname: str, app) -> list[pulumi.Resource]:
-        """Before an app holding data changes image, a backup of that data, which must pass
-        (render/backup.py render_backup_gate): on the server whose backup job keeps its volumes,
-        and on each that dumps a database it uses (the same rule as _backup_jobs). Its `before`
-        hooks (migrations) and its containers wait for it. On target ovh; dev has no data to keep."""
+    def _data_holders(self) -> dict[str, tuple[str, dict[str, list[str]]]]:
+        """What holds data, by container name: its image, and the servers whose backup jobs keep
+        that data, each with the data's volume directories there. An app: the server of its
+        backed-up stateful volumes, and the one that dumps each database it uses (the same rule as
+        _backup_jobs); the mail server; a persistent cache. (A database container is not gated:
+        its image changes only with its engine's major version, which needs a dump and a restore
+        anyway, README "Databases".)"""
+        cfg = self.cfg
+        holders: dict[str, tuple[str, dict[str, list[str]]]] = {}
+        for aname, app in cfg.apps.items():
+            servers: dict[str, list[str]] = {}
+            vols = [_volume_dir(f"{self.pname(aname)}-{v}") for v, spec in app.volumes.items()
+                    if spec.stateful and spec.backup]
+            if vols:
+                servers[app.hosts()[0]] = vols
+            for use in app.databases:
+                dname = use.use.split(".")[0]
+                servers.setdefault(cfg.host_of("databases", dname) if cfg.database_hosting(dname) == "container"
+                                   else (cfg.servers_using("databases", dname) or cfg.app_servers())[0], [])
+            if servers:
+                holders[aname] = (app.image, servers)
+        if cfg.mail is not None:
+            holders[MAIL_APP] = (cfg.mail.image, {cfg.mail.server: [
+                _volume_dir(f"{self.pname(MAIL_APP)}-{v}") for v in MAIL_VOLUMES]})
+        for cname, cache in cfg.caches.items():
+            if cache.persistent:
+                holders[cname] = (_CACHE_IMAGES[cache.engine].format(v=cache.version),
+                                  {cfg.host_of("caches", cname): [_volume_dir(f"{self.pname(cname)}-data")]})
+        return holders
+
+    def _backup_gates(self) -> dict[str, list[pulumi.Resource]]:
+        """Before a container holding data (_data_holders) changes image, a backup of that data,
+        which must pass (render/backup.py render_backup_gate), on each server whose backup job
+        keeps it. Its containers and `before` hooks (migrations) wait for it. On target ovh; dev
+        has no data to keep.
+
+        No `triggers`: pulumi-command replaces a Command whose triggers change, creating the new
+        one before deleting the old, and the old one's delete (which removes the image record)
+        would then erase the record just written. The image is in the script instead, so a new
+        image updates the gate in place, and an update without an `update` command runs `create`
+        again (pulumi-command docs, Command.create)."""
         cfg = self.cfg
         if cfg.target != "ovh" or not cfg.backup.enabled:
-            return []
+            return {}
         import pulumi_command as command
 
-        servers = {app.hosts()[0]} if any(v.stateful and v.backup for v in app.volumes.values()) else set()
-        for use in app.databases:
-            dname = use.use.split(".")[0]
-            servers.add(cfg.host_of("databases", dname) if cfg.database_hosting(dname) == "container"
-                        else (cfg.servers_using("databases", dname) or cfg.app_servers())[0])
-        gates = []
-        for sname in sorted(servers):
-            srv = self.servers[sname]
-            conn = command.remote.ConnectionArgs(host=srv.address, port=cfg.access.ssh_port,
-                                                 user=cfg.access.deploy_user, dial_error_limit=30)
-            script = render_backup_gate(aname, app.image)
-            gates.append(command.remote.Command(
-                f"{aname}-{sname}-backup-gate", connection=conn, create=script, triggers=[app.image],
-                # Taken out (the app moved, or backups off): its record goes, or a stale one would
-                # compare with a later deployment's image.
-                delete=f"sudo rm -f {IMAGES_DIR}/{aname}",
-                # After this deployment's backup installer on that server: a manifest or runner that
-                # changes with the image is the one that backs up.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[r for r in (srv.host_setup, self.backups.get(sname))
-                                                                     if r is not None],
-                                            custom_timeouts=pulumi.CustomTimeouts(create="180m"))))
+        gates: dict[str, list[pulumi.Resource]] = {}
+        for name, (image, servers) in self._data_holders().items():
+            for sname in sorted(servers):
+                srv = self.servers[sname]
+                conn = command.remote.ConnectionArgs(host=srv.address, port=cfg.access.ssh_port,
+                                                     user=cfg.access.deploy_user, dial_error_limit=30)
+                gates.setdefault(name, []).append(command.remote.Command(
+                    f"{name}-{sname}-backup-gate", connection=conn, create=render_backup_gate(name, image, servers[sname]),
+                    # Taken out (the app moved, or backups off): its record goes, or a stale one would
+                    # compare with a later deployment's image.
+                    delete=f"sudo rm -f {IMAGES_DIR}/{name}",
+                    # After this deployment's backup installer on that server: a manifest or runner
+                    # that changes with the image is the one that backs up.
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                        r for r in (srv.host_setup, self.backups.get(sname)) if r is not None],
+                        custom_timeouts=pulumi.CustomTimeouts(create="180m", update="180m"))))
         return gates
 
     def _hooks(self, aname: str, app, specs: dict[str, list[AppSpec]], gates: list) -> DeployHooks:
@@ -628,7 +664,7 @@ class Platform(pulumi.ComponentResource):
         passwords: dict[str, dict[str, pulumi.Input[str]]] = {s: {} for s in cfg.app_servers()}
 
         def vol_path(name: str) -> str:
-            return f"/volumes/{name}" if local else f"/var/lib/docker/volumes/{name}/_data"
+            return f"/volumes/{name}" if local else _volume_dir(name)
 
         for aname, app in cfg.apps.items():
             for v, spec in app.volumes.items():

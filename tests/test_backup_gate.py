@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import time
 
 import pytest
 
-from components.render.backup import IMAGES_DIR, render_backup_gate
+from components.render.backup import GATE_LOCK, IMAGES_DIR, LAST_RUN_OK, render_backup_gate
 from tests.conftest import run_values, stack_values
+from tests.test_mail_dns import with_mail
 from tests.tools import require
 
 T_CONTAINER = "docker:index/container:Container"
@@ -25,24 +27,51 @@ def _holds_data(app: dict) -> bool:
     return stateful or bool(app.get("databases"))
 
 
+def _holders(values: dict) -> dict[str, tuple[bool, str | None]]:
+    """Every container of the stack file: whether it holds data, and its image where the stack
+    file names it (apps and mail; a cache's image is socle's)."""
+    out = {name: (_holds_data(app), app["image"]) for name, app in values.get("apps", {}).items()}
+    for name, cache in (values.get("caches") or {}).items():
+        out[name] = (bool(cache.get("persistent")), None)
+    if values.get("mail"):
+        out["mail"] = (True, values["mail"].get("image"))
+    return out
+
+
 @pytest.mark.parametrize("stack", ["prod", "staging"])
-def test_every_app_holding_data_is_gated_and_its_containers_wait(stack):
+def test_every_container_holding_data_is_gated_and_waits(stack):
     values = stack_values(stack)
     run = run_values(values, stack=stack)
     gates = {r.name: r for r in run.resources if r.name.endswith("-backup-gate")}
     by_urn = {r.urn: r for r in run.resources}
-    for aname, app in values["apps"].items():
-        mine = [g for n, g in gates.items() if n.startswith(f"{aname}-")]
-        if not _holds_data(app):
-            assert not mine, f"{stack}: {aname} holds no data but is gated"
+    for name, (holds, image) in _holders(values).items():
+        mine = [g for n, g in gates.items() if n.startswith(f"{name}-")]
+        if not holds:
+            assert not mine, f"{stack}: {name} holds no data but is gated"
             continue
-        assert mine, f"{stack}: {aname} holds data and changes image without a backup first"
+        assert mine, f"{stack}: {name} holds data and changes image without a backup first"
         for g in mine:
-            assert g.plain["triggers"] == [app["image"]] and app["image"] in g.plain["create"], g.name
+            assert not g.plain.get("triggers"), f"{g.name} has triggers: an image change would replace it, and the " \
+                "old copy's delete would erase the image record just written"
+            assert image is None or image in g.plain["create"], g.name
         for c in run.of_type(T_CONTAINER):
-            if c.name.endswith(f"-containers-{aname}"):
+            if c.name.endswith(f"-containers-{name}"):
                 waits = {by_urn[d].name for d in c.dependencies if d in by_urn}
                 assert {g.name for g in mine} <= waits, f"{c.name} does not wait for {[g.name for g in mine]}"
+
+
+def test_mail_and_a_persistent_cache_are_gated_with_their_volumes():
+    values = with_mail()
+    server = values["mail"]["server"]
+    values["caches"] = {**(values.get("caches") or {}), "sessions": {"engine": "valkey", "version": "8",
+                                                                      "persistent": True, "server": server}}
+    run = run_values(values)
+    gates = {r.name: r for r in run.resources if r.name.endswith("-backup-gate")}
+    for name, image, volume in (("sessions", "valkey/valkey:8-alpine", "sessions-data/_data"),
+                                ("mail", values["mail"].get("image", "docker-mailserver:15.1.0"), "mail-data/_data")):
+        gate = gates.get(f"{name}-{server}-backup-gate")
+        assert gate is not None, f"no gate for {name}: {sorted(gates)}"
+        assert image in gate.plain["create"] and volume in gate.plain["create"], gate.plain["create"][:400]
 
 
 def test_no_gate_in_dev_or_without_backups():
@@ -69,29 +98,55 @@ def test_migrations_run_after_the_backup():
 
 @pytest.fixture
 def host(tmp_path):
-    """Stand-ins: sudo runs its command; systemctl knows the backup service (or not) and its start
-    passes (or fails); the images directory is in tmp_path."""
+    """Stand-ins: sudo runs its command; systemctl knows the backup service (or not), and its start
+    passes (writing the runner's last-run-ok stamp, as backup/socle_backup.py does) or fails; the
+    images directory, the stamp and the lock are in tmp_path."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
     (bindir / "systemctl").write_text(
         "#!/bin/sh\necho \"systemctl $*\" >> \"$CALLS\"\n"
-        'case "$1" in cat) [ "$HAS_JOB" = 1 ];; start) [ "$BACKUP_OK" = 1 ];; *) exit 2;; esac\n')
+        'case "$1" in\n'
+        '  cat) [ "$HAS_JOB" = 1 ];;\n'
+        '  start) sleep "$TAKES"; [ "$BACKUP_OK" = 1 ] || exit 1\n'
+        # A run the timer had started long before (joined): its stamp says so, once.
+        '    if [ -e "$JOINED" ]; then rm "$JOINED"; now=$(( $(date +%s) - 7200 )); else now=$(date +%s); fi\n'
+        '    echo "$now $(date +%s)" > "$STAMP";;\n'
+        '  *) exit 2;;\n'
+        'esac\n')
     for f in bindir.iterdir():
         f.chmod(0o755)
+    stamp = tmp_path / "work" / "last-run-ok"
+    stamp.parent.mkdir()
 
-    def run(app: str, image: str, *, has_job: bool = True, backup_ok: bool = True):
-        script = render_backup_gate(app, image).replace(IMAGES_DIR, str(tmp_path / "images"))
-        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env={
-            "PATH": f"{bindir}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls"), "HAS_JOB": "1" if has_job else "0",
-            "BACKUP_OK": "1" if backup_ok else "0"})
+    def script(app: str, image: str, data_paths=()) -> str:
+        return (render_backup_gate(app, image, list(data_paths)).replace(IMAGES_DIR, str(tmp_path / "images"))
+                .replace(LAST_RUN_OK, str(stamp)).replace(GATE_LOCK, str(tmp_path / "gate.lock")))
+
+    def env(has_job: bool, backup_ok: bool, takes: float) -> dict:
+        return {"PATH": f"{bindir}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls"), "STAMP": str(stamp),
+                "HAS_JOB": "1" if has_job else "0", "BACKUP_OK": "1" if backup_ok else "0", "TAKES": str(takes),
+                "JOINED": str(tmp_path / "joined")}
+
+    def run(app: str, image: str, *, has_job: bool = True, backup_ok: bool = True, data_paths=(), takes: float = 0):
+        return subprocess.run(["sh", "-c", script(app, image, data_paths)], capture_output=True, text=True,
+                              env=env(has_job, backup_ok, takes))
+
+    def start(app: str, image: str, takes: float = 0):
+        return subprocess.Popen(["sh", "-c", script(app, image)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env(True, True, takes))
 
     def calls() -> list[str]:
         path = tmp_path / "calls"
         return path.read_text().splitlines() if path.exists() else []
 
+    run.start = start
     run.calls = calls
+    run.backups = lambda: calls().count("systemctl start socle-backup.service")
     run.marker = lambda app: (tmp_path / "images" / app).read_text().strip()
+    run.stamp = stamp
+    run.joined = tmp_path / "joined"
+    run.tmp = tmp_path
     return run
 
 
@@ -109,13 +164,23 @@ def test_a_new_image_is_deployed_only_after_a_backup_that_passed(host):
     assert "web:1 -> ghcr.io/example/web:2; backing up first" in res.stdout and host.marker("web") == "ghcr.io/example/web:2"
 
 
+def test_every_later_image_change_backs_up_too(host):
+    """The record survives each update: three image changes, three backups (a gate replaced on
+    each change would have its old copy's delete erase the record, and skip every other one)."""
+    host("web", "ghcr.io/example/web:1")
+    for n in (2, 3, 4):
+        host.stamp.unlink(missing_ok=True)  # each deployment on another day: no fresh run to rely on
+        assert host("web", f"ghcr.io/example/web:{n}").returncode == 0
+    assert host.backups() == 3, host.calls()
+
+
 def test_a_failed_backup_stops_the_update_and_keeps_the_old_image_recorded(host):
     host("web", "ghcr.io/example/web:1")
     res = host("web", "ghcr.io/example/web:2", backup_ok=False)
     assert res.returncode == 1 and "the backup before updating web failed" in res.stderr, res.stderr
     assert host.marker("web") == "ghcr.io/example/web:1", "a failed gate recorded the new image: the next run would skip the backup"
     again = host("web", "ghcr.io/example/web:2")
-    assert again.returncode == 0 and host.calls().count("systemctl start socle-backup.service") == 2
+    assert again.returncode == 0 and host.backups() == 2
 
 
 def test_no_backup_job_is_an_error_not_a_silent_update(host):
@@ -124,9 +189,65 @@ def test_no_backup_job_is_an_error_not_a_silent_update(host):
     assert res.returncode == 1 and "has no backup job; refusing" in res.stderr, res.stderr
 
 
+def test_no_record_but_the_apps_volume_is_here_backs_up(host):
+    """The app's data reached this server's backup job before its gate did (a server that predates
+    the gates, a gate that moved): no record to compare with, so it backs up."""
+    volume = host.tmp / "volumes" / "web-data"
+    volume.mkdir(parents=True)
+    res = host("web", "ghcr.io/example/web:2", data_paths=[str(volume)])
+    assert res.returncode == 0 and host.backups() == 1 and "no image recorded here" in res.stdout, res.stdout
+
+
+def test_no_record_on_a_server_that_backed_up_before_backs_up(host):
+    """A managed database's dumping server changes: the new one has no record, but dumps it now."""
+    host.stamp.write_text("1000 1100\n")
+    res = host("shop", "ghcr.io/example/shop:7")
+    assert res.returncode == 0 and host.backups() == 1, res.stdout
+
+
+def test_one_backup_serves_every_app_of_the_server_in_a_deployment(host):
+    for app in ("web", "shop", "wiki"):
+        host(app, f"ghcr.io/example/{app}:1")
+    for app in ("web", "shop", "wiki"):
+        res = host(app, f"ghcr.io/example/{app}:2")
+        assert res.returncode == 0, res.stderr
+    assert host.backups() == 1, f"one deployment of three apps ran {host.backups()} backups"
+    assert "serves wiki too" in res.stdout and host.marker("wiki") == "ghcr.io/example/wiki:2"
+
+
+def test_gates_started_together_take_turns_and_share_one_backup(host):
+    for app in ("web", "shop"):
+        host(app, f"ghcr.io/example/{app}:1")
+    procs = [host.start(app, f"ghcr.io/example/{app}:2", takes=1) for app in ("web", "shop")]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert host.backups() == 1, f"two gates at once ran {host.backups()} backups: {outs}"
+
+
+def test_an_old_backup_serves_no_later_deployment(host):
+    host("web", "ghcr.io/example/web:1")
+    host.stamp.write_text(f"{int(time.time()) - 3600} {int(time.time()) - 3000}\n")
+    assert host("web", "ghcr.io/example/web:2").returncode == 0 and host.backups() == 1
+
+
+def test_joining_a_run_that_began_before_the_deployment_backs_up_once_more(host):
+    host("web", "ghcr.io/example/web:1")
+    host.joined.write_text("")
+    res = host("web", "ghcr.io/example/web:2")
+    assert res.returncode == 0 and host.backups() == 2 and "once more" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("content", ["", "garbage\n", "12ab 13\n"])
+def test_an_unreadable_stamp_counts_as_no_recent_backup(host, content):
+    host("web", "ghcr.io/example/web:1")
+    host.stamp.write_text(content)
+    res = host("web", "ghcr.io/example/web:2")
+    assert res.returncode == 0 and host.backups() == 1, res.stderr
+
+
 def test_the_script_passes_shellcheck(tmp_path):
     path = tmp_path / "gate.sh"
-    path.write_text(render_backup_gate("web", "ghcr.io/example/web:2"))
+    path.write_text(render_backup_gate("web", "ghcr.io/example/web:2", ["/var/lib/docker/volumes/a b/_data"]))
     res = subprocess.run([require("shellcheck", "shellcheck"), "-s", "sh", str(path)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
 

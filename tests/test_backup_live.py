@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -550,3 +552,63 @@ def test_an_sftp_host_that_does_not_know_the_key_yet_gets_the_repository_on_the_
     shutil.rmtree(sshd.repo_root / "bootstrap" / "web")  # lost afterwards: a loss, never re-created
     out = failed(job("run"), "a run after the repository was removed")
     assert "does not exist any more" in out, out[-1500:]
+
+
+# ------------------------------------------------------------------------------------ a repository locked by another restic
+
+class ExclusiveLock:
+    """A real exclusive restic lock, held as long as we like: `restic key passwd` takes one, then
+    waits for the new password on stdin; closing stdin makes it give up and remove its lock."""
+
+    def __init__(self, repo: Path, password: str):
+        self.pwfile = repo.parent / "lock-holder-password"
+        self.pwfile.write_text(password)
+        env = {**os.environ, "RESTIC_REPOSITORY": str(repo), "RESTIC_PASSWORD_FILE": str(self.pwfile)}
+        env.pop("RESTIC_PASSWORD", None)
+        self.proc = subprocess.Popen(["restic", "key", "passwd"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=env)
+        locks = repo / "locks"
+        for _ in range(200):
+            if locks.is_dir() and any(locks.iterdir()):
+                return
+            time.sleep(0.05)
+        self.release()
+        raise AssertionError("restic key passwd took no lock")
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+def test_a_run_waits_for_a_lock_held_by_another_restic_then_passes_and_stamps(tmp, monkeypatch):
+    """restic 0.14 has no --retry-lock: without the runner's wait, a deployment's backup during the
+    weekly check (or a prune) failed on the spot."""
+    require("restic")
+    target = {"name": "local", "kind": "local", "repository": str(tmp / "repo")}
+    job = Job(tmp, None, None, [target], None)
+    monkeypatch.setenv("SOCLE_BACKUP_LOCK_WAIT", "120")
+    lock = ExclusiveLock(tmp / "repo", job.env["RESTIC_PASSWORD"])
+    threading.Timer(3, lock.release).start()
+    started, wall = time.monotonic(), time.time()
+    res = job("run")
+    ok(res, "a run started while the repository was locked")
+    assert "is locked by another restic" in res.stdout and "already locked exclusively" in res.stdout, res.stdout
+    assert time.monotonic() - started >= 3 and len(job.snapshots()) == 1
+    began, ended = map(int, (tmp / "work" / "last-run-ok").read_text().split())
+    assert wall - 1 <= began <= wall + 2 and ended >= began + 3 and ended <= time.time() + 1, \
+        f"last-run-ok says {began} {ended}: not when this run started ({wall:.0f}) and ended (the backup gate reads it)"
+
+
+def test_a_lock_that_stays_fails_the_run_naming_it_and_leaves_no_stamp(tmp, monkeypatch):
+    require("restic")
+    target = {"name": "local", "kind": "local", "repository": str(tmp / "repo")}
+    job = Job(tmp, None, None, [target], None)
+    monkeypatch.setenv("SOCLE_BACKUP_LOCK_WAIT", "4")
+    lock = ExclusiveLock(tmp / "repo", job.env["RESTIC_PASSWORD"])
+    try:
+        out = failed(job("run"), "a run against a lock held longer than the wait")
+    finally:
+        lock.release()
+    assert "stayed locked for 4 s" in out and "trying again" in out and "already locked exclusively by PID" in out, out
+    assert not (tmp / "work" / "last-run-ok").exists(), "a failed run was stamped as passed"

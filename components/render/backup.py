@@ -361,31 +361,69 @@ echo "restic access: $(wc -l < {RESTIC_KEYS}) client keys, append-only; prune ti
 
 # Where each app server records the image of each app holding data, as last deployed.
 IMAGES_DIR = "/var/lib/socle/images"
+# The runner's stamp of its last run that passed: "STARTED ENDED" (backup/socle_backup.py _stamp).
+LAST_RUN_OK = "/var/lib/socle-backup/last-run-ok"
+# The gates of one server take turns on this lock (flock), so that one backup serves them all:
+# a backup that started at most FRESH_SECONDS before a gate serves it (the gates of a server start
+# together, right after its backup installer).
+GATE_LOCK = "/run/lock/socle-backup-gate.lock"
+FRESH_SECONDS = 600
 
 
-def render_backup_gate(app: str, image: str) -> str:
-    """Run over SSH before the containers of `app` change image: when the image recorded for it
-    differs (not on its first deployment), the server's backup job runs first and must pass,
-    else the deployment stops here and the old containers keep running. `systemctl start` of the
-    oneshot backup service returns when the run ends, with its result (a run the timer started
-    already is joined, not doubled)."""
+def render_backup_gate(app: str, image: str, data_paths: list[str] = ()) -> str:
+    """Run over SSH before the containers of `app` change image. A backup runs first, and must
+    pass (else the deployment stops here and the old containers keep running), when:
+    - the image recorded for the app on this server differs from the new one; or
+    - no image is recorded here yet (the app's data moved to this server's backup job, or the
+      server predates the gates), but data is here already: one of `data_paths` (its volumes)
+      exists, or this server's backup has passed before (its databases are dumped from here).
+    A first deployment on a new server backs up nothing.
+
+    One backup serves every gate of the server in a deployment: the gates take turns (flock) and
+    one that finds a passed run that started at most FRESH_SECONDS before itself relies on it. A
+    run the timer started earlier is joined by `systemctl start` (a oneshot service is not started
+    twice), then run once more, since its data predates this deployment."""
     import shlex
 
     marker = shlex.quote(f"{IMAGES_DIR}/{app}")
-    new = shlex.quote(image)
+    probes = " || ".join(f"sudo test -e {shlex.quote(p)}" for p in [*data_paths, LAST_RUN_OK])
     return f"""set -eu
-new={new}
-if sudo test -f {marker}; then
-  old=$(sudo cat {marker})
-  if [ "$old" != "$new" ]; then
-    if ! systemctl cat socle-backup.service >/dev/null 2>&1; then
-      echo "socle: {app} holds data and its image changes ($old -> $new), but this server has no backup job; refusing to update it" >&2
-      exit 1
-    fi
-    echo "socle: {app}: image $old -> $new; backing up first (socle-backup.service)"
-    if ! sudo systemctl start socle-backup.service; then
-      echo "socle: the backup before updating {app} failed: its containers are left as they are (journalctl -u socle-backup.service)" >&2
-      exit 1
+new={shlex.quote(image)}
+since=$(( $(date +%s) - {FRESH_SECONDS} ))
+old=
+if sudo test -f {marker}; then old=$(sudo cat {marker}); fi
+why=
+if [ -n "$old" ]; then
+  if [ "$old" != "$new" ]; then why="image $old -> $new"; fi
+elif {probes}; then
+  why="no image recorded here for it, and its data is here (now $new)"
+fi
+last_started() {{
+  v=$(sudo cat {LAST_RUN_OK} 2>/dev/null || true)
+  v=${{v%% *}}
+  case $v in ''|*[!0-9]*) echo 0 ;; *) echo "$v" ;; esac
+}}
+backup() {{
+  if ! sudo systemctl start socle-backup.service; then
+    echo "socle: the backup before updating {app} failed: its containers are left as they are (journalctl -u socle-backup.service)" >&2
+    exit 1
+  fi
+}}
+if [ -n "$why" ]; then
+  if ! systemctl cat socle-backup.service >/dev/null 2>&1; then
+    echo "socle: {app} holds data and changes ($why), but this server has no backup job; refusing to update it" >&2
+    exit 1
+  fi
+  exec 9>>{GATE_LOCK}
+  flock 9
+  if [ "$(last_started)" -ge "$since" ]; then
+    echo "socle: {app}: $why; a backup that started {FRESH_SECONDS // 60} minutes ago or less passed, it serves {app} too"
+  else
+    echo "socle: {app}: $why; backing up first (socle-backup.service)"
+    backup
+    if [ "$(last_started)" -lt "$since" ]; then
+      echo "socle: that backup had started earlier, before this deployment; once more"
+      backup
     fi
     echo "socle: backup done; updating {app}"
   fi
