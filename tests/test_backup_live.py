@@ -612,3 +612,51 @@ def test_a_lock_that_stays_fails_the_run_naming_it_and_leaves_no_stamp(tmp, monk
         lock.release()
     assert "stayed locked for 4 s" in out and "trying again" in out and "already locked exclusively by PID" in out, out
     assert not (tmp / "work" / "last-run-ok").exists(), "a failed run was stamped as passed"
+
+
+# ------------------------------------------------------------------------------------ the census's database probe
+
+def test_the_census_says_which_managed_database_answers_without_logging_in(tmp, pg, my):
+    """The container census (render/monitoring.py) reads the backup manifest and asks each managed
+    database it dumps whether it answers: a real PostgreSQL (SSLRequest) and MariaDB (greeting)
+    answer; a closed port and a server that is not a database do not (DatabaseUnreachable)."""
+    import socket
+    from components.render import monitoring as mon
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    silent = socket.socket()  # accepts, says nothing: not a database
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        manifest = {"databases": [
+            {"cluster": "pg-up", "database": "app", "engine": "postgresql", "mode": "tcp", "host": "127.0.0.1", "port": pg.port},
+            {"cluster": "pg-up", "database": "other", "engine": "postgresql", "mode": "tcp", "host": "127.0.0.1", "port": pg.port},
+            {"cluster": "my-up", "database": "shop", "engine": "mysql", "mode": "tcp", "host": "127.0.0.1", "port": my.port},
+            {"cluster": "pg-down", "database": "app", "engine": "postgresql", "mode": "tcp", "host": "127.0.0.1", "port": closed_port},
+            {"cluster": "my-mute", "database": "x", "engine": "mysql", "mode": "tcp", "host": "127.0.0.1",
+             "port": silent.getsockname()[1]},
+            {"cluster": "in-a-container", "database": "x", "engine": "postgresql", "mode": "exec", "host": "db",
+             "port": "5432", "container": "socle-prod-db"}]}
+        (tmp / "backup.json").write_text(json.dumps(manifest))
+        script = tmp / "census"
+        script.write_text(mon.node_exporter_part("app")["files"][mon.CENSUS_SCRIPT]["content"])
+        docker = tmp / "docker"
+        docker.write_text("#!/bin/sh\nexit 0\n")
+        docker.chmod(0o755)
+        out = tmp / "socle_containers.prom"
+        started = time.monotonic()
+        res = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=60,
+                             env={"SOCLE_DOCKER": str(docker), "SOCLE_BACKUP_MANIFEST": str(tmp / "backup.json"),
+                                  "PATH": "/usr/bin:/bin"})
+    finally:
+        silent.close()
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    got = {line.split('"')[1]: line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith("socle_database_up{")}
+    assert got == {"pg-up": "1", "my-up": "1", "pg-down": "0", "my-mute": "0"}, text
+    assert time.monotonic() - started < 30, "the census must finish well within its minute"
+    lint = subprocess.run([require("promtool", "prometheus"), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr

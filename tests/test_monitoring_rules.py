@@ -184,6 +184,13 @@ CASES: dict[str, tuple[str, list]] = {
                                        "values": "0x10"}], "7m", {"container": "socle-prod-main"}),
         ("healthy", [{"series": 'socle_container_healthy{server="web",container="socle-prod-main"}', "values": "1x10"}],
          "7m", None)]),
+    "DatabaseUnreachable": ("1m", [
+        ("no answer for 5 minutes", [{"series": 'socle_database_up{server="web",database="socle-prod-main"}',
+                                      "values": "1 1 0 0 0 0 0 0"}], "7m", {"database": "socle-prod-main"}),
+        ("one missed minute", [{"series": 'socle_database_up{server="web",database="socle-prod-main"}',
+                                "values": "1 1 0 1 1 1 1 1"}], "7m", None),
+        ("answering", [{"series": 'socle_database_up{server="web",database="socle-prod-main"}', "values": "1x10"}],
+         "7m", None)]),
     "Watchdog": ("1m", [("always", [], "1m", {})]),
     "MonitoringPartDown": ("1m", [
         ("the blackbox exporter stopped", [{"series": 'up{job="https",instance="https://a.example.org/"}', "values": "0x10"}],

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from .backup import MANIFEST_PATH as BACKUP_MANIFEST  # the census probes its managed databases
+
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
 RULES = "/etc/prometheus/socle-alerts.yml"
 ALERTMANAGER_CONFIG = "/etc/prometheus/alertmanager.yml"
@@ -226,6 +228,10 @@ def render_rules(t: Thresholds, watched: Watched) -> str:
         _alert("ContainerUnhealthy", "socle_container_healthy == 0", "5m", "critical",
                "{{ $labels.server }}: container {{ $labels.container }} is unhealthy",
                "Its healthcheck fails for 5 minutes (a database container: the apps cannot reach it)."),
+        _alert("DatabaseUnreachable", "socle_database_up == 0", "3m", "critical",
+               "{{ $labels.server }} cannot reach the database {{ $labels.database }}",
+               "The managed database has not answered from the server that dumps it for 3 minutes: its apps "
+               "and its backups fail."),
     ]
     watchdog = [_alert("Watchdog", "vector(1)", "0s", "none", "The monitoring works",
                        "Always firing: Alertmanager sends it to the heartbeat URL every minute; silence means the "
@@ -325,21 +331,61 @@ CENSUS_SCRIPT = "/usr/local/lib/socle/container-metrics"
 CENSUS_UNIT = "socle-container-metrics"
 
 # Every minute on an app server: each container's restarts, whether it runs, and its healthcheck,
-# for node_exporter's textfile collector (ContainerRestarting, ContainerUnhealthy). Python, as
-# Debian's cloud image has it; docker's own JSON, no parsing of its text output.
+# for node_exporter's textfile collector (ContainerRestarting, ContainerUnhealthy); and whether
+# each managed database this server dumps (its backup manifest) answers (DatabaseUnreachable).
+# Python, as Debian's cloud image has it; docker's own JSON, no parsing of its text output.
 _CENSUS = r'''#!/usr/bin/python3
-"""socle: the containers' restarts and health, for node_exporter (render/monitoring.py)."""
+"""socle: the containers' restarts and health, and the managed databases' answers, for
+node_exporter (render/monitoring.py)."""
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "TEXTFILE/socle_containers.prom"
 DOCKER = os.environ.get("SOCLE_DOCKER", "docker")
+MANIFEST = os.environ.get("SOCLE_BACKUP_MANIFEST", "@MANIFEST@")
 
 
 def label(value):
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def answers(engine, host, port):
+    """Whether a database server answers at host:port, without logging in: PostgreSQL's one-byte
+    reply to an SSLRequest, MySQL's greeting (protocol version 10; an error packet, such as a
+    refused host, is not an answer the backups can use)."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.settimeout(5)
+            if engine == "postgresql":
+                s.sendall(struct.pack("!ii", 8, 80877103))
+                return s.recv(1) in (b"S", b"N")
+            head = b""
+            while len(head) < 5:
+                chunk = s.recv(5 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+            return head[4] == 10
+    except (OSError, ValueError):
+        return False
+
+
+def databases():
+    """The managed databases this server's backup job dumps (over TCP), one per cluster."""
+    try:
+        with open(MANIFEST) as f:
+            dbs = json.load(f).get("databases") or []
+    except (OSError, ValueError):
+        return []
+    seen = {}
+    for d in dbs:
+        if d.get("mode") == "tcp" and not d.get("container"):
+            seen.setdefault(d["cluster"], (d["engine"], d["host"], d["port"]))
+    return sorted(seen.items())
 
 
 ids = subprocess.run([DOCKER, "ps", "-aq"], capture_output=True, text=True, check=True).stdout.split()
@@ -359,12 +405,18 @@ for c in sorted(containers, key=lambda c: c["Name"]):
     health = (state.get("Health") or {}).get("Status")
     if health in ("healthy", "unhealthy"):
         lines.append(f'socle_container_healthy{{container="{name}"}} {1 if health == "healthy" else 0}')
+clusters = databases()
+if clusters:
+    lines += ["# HELP socle_database_up 1 if the managed database answers from this server (no login).",
+              "# TYPE socle_database_up gauge"]
+for cluster, (engine, host, port) in clusters:
+    lines.append(f'socle_database_up{{database="{label(cluster)}"}} {1 if answers(engine, host, port) else 0}')
 tmp = OUT + ".tmp"
 with open(tmp, "w") as f:
     f.write("\n".join(lines) + "\n")
 os.chmod(tmp, 0o644)
 os.replace(tmp, OUT)
-'''.replace("TEXTFILE", TEXTFILE_DIR)
+'''.replace("TEXTFILE", TEXTFILE_DIR).replace("@MANIFEST@", BACKUP_MANIFEST)
 
 _CENSUS_SERVICE = f"""[Unit]
 Description=socle: container restarts and health for node_exporter
