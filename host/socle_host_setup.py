@@ -106,8 +106,7 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
     previous: dict[str, str | None] = {}
     for rel, spec in sorted(bundle.get("files", {}).items()):
         path = root / rel.lstrip("/")
-        if rel in checked:
-            previous[rel] = path.read_text() if path.exists() else None
+        previous[rel] = path.read_text() if path.exists() else None
         if spec.get("dir_mode") and not dry_run:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path.parent, int(spec["dir_mode"], 8))
@@ -115,16 +114,17 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
                 os.chown(path.parent, *_owner(spec["owner"]))
         if _write(path, spec["content"], int(spec["mode"], 8), spec.get("owner"), dry_run):
             changed.append(rel)
-    # The sshd drop-in and the firewall are checked by their own tools before anything is loaded.
-    # They move together (a port open in one and not in the other locks the administrators out):
-    # if either is refused, every one of them this run changed goes back to its previous content.
+    # The sshd drop-in, the firewall and the services' files with a checking tool are checked
+    # before anything is loaded. A run is all or nothing: if any is refused, every file this run
+    # changed goes back to its previous content (a port open in sshd and not in the firewall locks
+    # the administrators out; a changed /etc/default left behind would never get its restart,
+    # since the next run would find it unchanged).
     if not dry_run and any(rel in changed for rel in checked):
         secret = {rel for rel, spec in bundle.get("files", {}).items() if spec.get("secret")}
         refused = [err for rel, cmd in checked.items() if (err := _refused(cmd, quiet=rel in secret))]
         if refused:
-            for rel in checked:
-                if rel in changed:
-                    _restore(root / rel.lstrip("/"), previous[rel])
+            for rel in changed:
+                _restore(root / rel.lstrip("/"), previous[rel])
             raise SetupError("; ".join(refused) + "; the files are back as they were before this run, nothing was loaded")
     if reload and not dry_run:
         # Loaded on every run, not only when changed: a file left by an interrupted run, or a
@@ -151,7 +151,36 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
         res = _run(["systemctl", "enable", "--now", unit])
         if res.returncode != 0:
             raise SetupError(f"systemctl enable --now {unit} failed: {res.stderr.strip()[-500:]}")
+    # Started is not serving: each service with a readiness URL must answer it (a config that
+    # passed its check can still fail at start, e.g. a port in use).
+    for unit, url in sorted(bundle.get("ready", {}).items()) if reload and not dry_run else []:
+        wait_ready(unit, url)
+    for unit in bundle.get("disable", []) if reload and not dry_run else []:
+        if _run(["systemctl", "cat", unit]).returncode == 0:
+            _check(["systemctl", "disable", "--now", unit], f"stop {unit}")
     return changed
+
+
+def wait_ready(unit: str, url: str, seconds: float = 90, pause: float = 1) -> None:
+    """Until `url` answers 200, at most `seconds`; else a SetupError naming the unit."""
+    import urllib.error
+    import urllib.request
+
+    deadline, last = time.monotonic() + seconds, "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as res:
+                if res.status == 200:
+                    return
+                last = f"HTTP {res.status}"
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except (OSError, ValueError) as e:
+            last = str(getattr(e, "reason", e))
+        if time.monotonic() >= deadline:
+            raise SetupError(f"{unit} is not ready: {url} answered {last} for {seconds:.0f} s "
+                             f"(journalctl -u {unit})")
+        time.sleep(pause)
 
 
 LABEL = "socle-data"

@@ -170,6 +170,65 @@ def test_rules_that_promtool_refuses_are_rolled_back(tmp_path):
     assert rules.read_text() == before, "a refused rules file must not stay in place"
 
 
+def test_a_refused_file_takes_back_the_whole_run_its_service_flags_included(tmp_path):
+    """The retention (in /etc/default/prometheus) and the rules change together and promtool refuses
+    the rules: the flags file goes back too. Left changed, the next run would find it up to date
+    and never restart Prometheus with it."""
+    assert _apply(tmp_path, _monitoring_bundle()).returncode == 0
+    flags = tmp_path / "root" / "etc/default/prometheus"
+    before = flags.read_text()
+    bundle = json.loads(_monitoring_bundle(rules=json.dumps({"groups": [{"name": "x", "rules": [
+        {"alert": "Broken", "expr": "up ==== 0"}]}]})))
+    bundle["files"]["/etc/default/prometheus"]["content"] = mon.prometheus_args(90)
+    bundle["files"]["/etc/socle-new-file"] = {"mode": "0644", "content": "new\n"}
+    res = _apply(tmp_path, json.dumps(bundle))
+    assert res.returncode == 1 and "back as they were" in res.stderr, res.stderr
+    assert flags.read_text() == before, "the flags file stayed changed: its restart would never come"
+    assert not (tmp_path / "root" / "etc/socle-new-file").exists(), "a file new in the refused run stayed"
+
+
+def test_the_bundles_name_a_readiness_url_for_each_service_they_start():
+    mon_bundle = json.loads(_monitoring_bundle())
+    assert set(mon_bundle["ready"]) == set(mon_bundle["restart"]), mon_bundle["ready"]
+    node = mon.node_exporter_part("app")
+    assert set(node["ready"]) == set(node["restart"]), node["ready"]
+
+
+def test_wait_ready_waits_for_a_200_and_names_the_unit_when_none_comes(tmp_path):
+    import http.server
+    import threading
+
+    sys.path.insert(0, str(ROOT / "host"))
+    try:
+        import socle_host_setup as setup
+    finally:
+        sys.path.pop(0)
+    answers = [503, 503, 200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(answers.pop(0) if len(answers) > 1 else answers[0])
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        setup.wait_ready("prometheus", f"http://127.0.0.1:{server.server_port}/-/ready", seconds=10, pause=0.1)
+        assert answers == [200], "ready before the 200"
+        answers[:] = [503]
+        with pytest.raises(setup.SetupError) as err:
+            setup.wait_ready("prometheus", f"http://127.0.0.1:{server.server_port}/-/ready", seconds=0.5, pause=0.1)
+        assert "prometheus is not ready" in str(err.value) and "HTTP 503" in str(err.value), str(err.value)
+    finally:
+        server.shutdown()
+    with pytest.raises(setup.SetupError) as err:
+        setup.wait_ready("prometheus-alertmanager", f"http://127.0.0.1:{server.server_port}/-/ready", seconds=0.3, pause=0.1)
+    assert "journalctl -u prometheus-alertmanager" in str(err.value), str(err.value)
+
+
 # ---------------------------------------------------------------------------- the backup runner's metrics
 
 
@@ -261,3 +320,18 @@ def test_an_alertmanager_config_amtool_refuses_is_rolled_back_without_quoting_it
     res = _apply(tmp_path, json.dumps(bundle))
     assert res.returncode == 1 and "amtool check-config" in res.stderr and "back as they were" in res.stderr, res.stderr
     assert "tok-SECRET" not in res.stderr + res.stdout, "a refused secret file's check output was shown"
+
+
+@pytest.mark.parametrize("role", ["app", "backup"])
+def test_a_server_no_longer_watched_stops_what_monitoring_started(role):
+    from components.render.host_setup import render_host_bundle
+
+    def bundle(watched: bool) -> dict:
+        return json.loads(render_host_bundle(role=role, deploy_user="deploy", admin_keys=["ssh-ed25519 AAAA k"],
+                                             ssh_port=4660, node_exporter=watched))
+
+    on, off = bundle(True), bundle(False)
+    assert "prometheus-node-exporter" in on["enable"] and on["ready"] and not on.get("disable"), on.get("disable")
+    assert off.get("disable") == mon.NODE_UNITS and not set(off["enable"]) & set(mon.NODE_UNITS), off
+    started = {u for u in on["enable"] if u not in bundle(False)["enable"]}
+    assert started <= set(mon.NODE_UNITS), f"monitoring starts {sorted(started)} but only {mon.NODE_UNITS} are stopped"

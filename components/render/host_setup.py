@@ -110,6 +110,11 @@ def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ss
         doc["files"].update(part["files"])
         doc["restart"] = part["restart"]
         doc["enable"] += part["enable"]
+        doc["ready"] = part["ready"]
+    else:  # not watched (any more): what monitoring started is stopped, if it is there
+        from .monitoring import NODE_UNITS
+
+        doc["disable"] = NODE_UNITS
     if volume_id:
         doc["volume"] = volume_spec(role, volume_id)
     return json.dumps(doc, sort_keys=True)

@@ -324,6 +324,10 @@ def monitoring_bundle(*, prometheus: str, rules: str, alertmanager: str, blackbo
                     "prometheus-alertmanager": [ALERTMANAGER_CONFIG, "/etc/default/prometheus-alertmanager"],
                     "prometheus-blackbox-exporter": [BLACKBOX_CONFIG, "/etc/default/prometheus-blackbox-exporter"]},
         "enable": ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"],
+        # Each must answer once (re)started (host/socle_host_setup.py wait_ready).
+        "ready": {"prometheus": f"http://{PROMETHEUS_ADDRESS}/-/ready",
+                  "prometheus-alertmanager": f"http://{ALERTMANAGER_ADDRESS}/-/ready",
+                  "prometheus-blackbox-exporter": f"http://{BLACKBOX_ADDRESS}/-/healthy"},
     }, sort_keys=True)
 
 
@@ -427,7 +431,7 @@ Type=oneshot
 ExecStart={CENSUS_SCRIPT}
 """
 
-_CENSUS_TIMER = f"""[Unit]
+_CENSUS_TIMER = """[Unit]
 Description=socle: container restarts and health for node_exporter, every minute
 
 [Timer]
@@ -439,12 +443,18 @@ WantedBy=timers.target
 """
 
 
+# What node_exporter_part starts, stopped on a server no longer watched (monitoring taken out):
+# the package stays installed, unused; the firewall already closed its port.
+NODE_UNITS = ["prometheus-node-exporter", f"{CENSUS_UNIT}.timer"]
+
+
 def node_exporter_part(role: str = "app") -> dict:
     """What every server's host bundle adds for node_exporter (render/host_setup.py); on an app
     server, the container census too."""
     path = "/etc/default/prometheus-node-exporter"
     part = {"packages": NODE_PACKAGES, "files": {path: {"mode": "0644", "content": node_exporter_args()}},
-            "restart": {"prometheus-node-exporter": [path]}, "enable": ["prometheus-node-exporter"]}
+            "restart": {"prometheus-node-exporter": [path]}, "enable": ["prometheus-node-exporter"],
+            "ready": {"prometheus-node-exporter": f"http://127.0.0.1:{NODE_PORT}/metrics"}}
     if role == "app":
         part["files"].update({
             CENSUS_SCRIPT: {"mode": "0755", "content": _CENSUS},
