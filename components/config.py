@@ -607,6 +607,8 @@ class Monitoring(_Model):
     """Disk space thresholds."""
     retention_days: int = Field(default=30, ge=7, le=400)
     """How long Prometheus keeps its measurements (at least a week: the slowest burn-rate alert looks three days back)."""
+    upgrade_reports: Literal["on-change", "only-on-error", "off"] = "on-change"
+    """With `email`: each server's unattended-upgrades mails its report to the alert addresses (on-change: whenever it installs something or fails; only-on-error), through msmtp with the same SMTP login, kept on each server readable by root only. Use an SMTP account for alerts only; off keeps the login on the monitoring server alone."""
 
 
 def _secret_form(value: Any) -> str | None:
@@ -1251,6 +1253,10 @@ def load(values: dict[str, Any], secret_keys: set[str] | frozenset = frozenset()
                     receiver_url(secrets[src.config], key)
                 except ReceiverError as err:
                     issues.append((f"monitoring.{key}.config", str(err).split(": ", 1)[1]))
+        e = cfg.monitoring.email
+        if e is not None and any(c in str(secrets.get(e.password.config, "")) for c in "\n\r\0"):
+            issues.append(("monitoring.email.password.config", "the SMTP password stored in socle:secrets holds a "
+                           "line break: no mail client's configuration can carry it (not shown: it is a secret)"))
     if issues:
         raise ConfigError(issues)
     return cfg, secrets

@@ -54,6 +54,9 @@ class ServerArgs:
     public_ports: list[tuple[int, str, str]] = field(default_factory=list)
     # Watched by socle:monitoring: node_exporter installed, reached from the private network.
     node_exporter: bool = False
+    # unattended-upgrades' reports by e-mail: render/monitoring.py upgrade_mail_part as JSON (a
+    # secret Output: it holds the SMTP password); None removes its files.
+    upgrade_mail: pulumi.Input[str] | None = None
 
 
 class CatalogError(ConfigError, pulumi.RunError):
@@ -281,13 +284,14 @@ class Server(pulumi.ComponentResource):
             opts=child,
         )
         private = (args.private_cidr, tuple(args.private_ports)) if args.private_cidr else None
-        bundle = pulumi.Output.all(volume.id if volume else "", *[e for _, e, _ in args.shares]).apply(
+        bundle = pulumi.Output.all(volume.id if volume else "", args.upgrade_mail or "",
+                                   *[e for _, e, _ in args.shares]).apply(
             lambda v: render_host_bundle(role=args.role, deploy_user=args.deploy_user, admin_keys=args.admin_keys,
                                          ssh_port=args.ssh_port, volume_id=v[0] or None,
                                          extra_ports=tuple(args.extra_ssh_ports), private=private,
                                          nfs_mounts=[(export, where) for export, (_, _, where)
-                                                     in zip(v[1:], args.shares)], web=args.serves_http,
-                                         node_exporter=args.node_exporter))
+                                                     in zip(v[2:], args.shares)], web=args.serves_http,
+                                         node_exporter=args.node_exporter, upgrade_mail=v[1] or None))
         self.host_setup = command.remote.Command(
             f"{name}-host-setup",
             connection=conn,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import pulumi
 import pulumi_random as random
@@ -189,9 +190,20 @@ class Platform(pulumi.ComponentResource):
                 public_ports=[(p.port, p.protocol, aname) for aname, app in cfg.apps.items()
                               if sname in app.hosts() for p in app.ports]
                 + ([(p, "tcp", MAIL_APP) for p, _ in MAIL_PORTS] if cfg.mail and cfg.mail.server == sname else []),
-                node_exporter=self._watched(),
+                node_exporter=self._watched(), upgrade_mail=self._upgrade_mail(),
             ), opts=self._stateful)
         return servers
+
+    def _upgrade_mail(self) -> pulumi.Output[str] | None:
+        """unattended-upgrades' reports by e-mail on every server (socle:monitoring.email and
+        upgradeReports): msmtp with the alerts' SMTP login, a secret."""
+        m = self.cfg.monitoring
+        if not self._watched() or m.email is None or m.upgrade_reports == "off":
+            return None
+        e = m.email
+        return pulumi.Output.secret(self._secret(e.password)).apply(lambda pw: json.dumps(mon.upgrade_mail_part(
+            mon.Receivers(emails=tuple(e.to), email_from=e.sender, smarthost=e.smarthost, smtp_username=e.username,
+                          smtp_password=pw), m.upgrade_reports), sort_keys=True))
 
     @functools.cached_property
     def sftp_authorized_keys(self) -> dict[str, pulumi.Output[str]]:

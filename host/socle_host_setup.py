@@ -126,6 +126,14 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
             for rel in changed:
                 _restore(root / rel.lstrip("/"), previous[rel])
             raise SetupError("; ".join(refused) + "; the files are back as they were before this run, nothing was loaded")
+    # Files socle no longer wants (a setting taken out), removed once the rest passed its checks.
+    for rel in bundle.get("absent", []):
+        path = root / rel.lstrip("/")
+        if path.exists() or path.is_symlink():
+            if not dry_run:
+                path.unlink()
+            changed.append(rel)
+            log(f"{'would remove' if dry_run else 'removed'} {rel}")
     if reload and not dry_run:
         # Loaded on every run, not only when changed: a file left by an interrupted run, or a
         # table someone flushed, is loaded again. Both reloads keep existing connections, and

@@ -24,11 +24,12 @@ cd "$(dirname "$0")/.."
 # bind9 serves the mail zone (test_mail_dns.py); postfix runs socle's mail settings on loopback
 # (test_mail_server_live.py): installed with no configuration of its own, and never started as a service.
 # Debian's Prometheus, Alertmanager, blackbox and node exporters: promtool/amtool checks, rule unit tests
-# and the live monitoring test (test_monitoring*.py), the very versions the servers install.
+# and the live monitoring test (test_monitoring*.py), the very versions the servers install; msmtp
+# sends unattended-upgrades' reports as the servers do (test_monitoring_live.py).
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
           mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone qemu-system-x86 debootstrap
           genisoimage nftables iputils-ping pebble tzdata bind9 bind9-utils postfix prometheus
-          prometheus-alertmanager prometheus-blackbox-exporter prometheus-node-exporter)
+          prometheus-alertmanager prometheus-blackbox-exporter prometheus-node-exporter msmtp)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 APT=(apt-get -o DPkg::Lock::Timeout=600)

@@ -4,12 +4,15 @@ user) and a healthcheck receiver. Each runs from a temporary directory and stops
 
 from __future__ import annotations
 
+import base64
 import glob
 import http.server
 import os
 import pwd
 import shutil
 import socket
+import socketserver
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -248,3 +251,72 @@ class PingServer:
 
     def stop(self):
         self.server.shutdown()
+
+
+class SmtpSink(socketserver.ThreadingTCPServer):
+    """An SMTP server on 127.0.0.1 that offers STARTTLS and AUTH PLAIN (after TLS only, as a mail
+    provider's submission port does) and keeps every message with how it came."""
+    daemon_threads = True
+
+    def __init__(self, directory: Path, starttls: bool = True):
+        self.starttls = starttls
+        self.cert = directory / "smtp.crt"
+        key = directory / "smtp.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(self.cert)],
+                       check=True, capture_output=True)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(self.cert, key)
+        self.messages: list[dict] = []
+        super().__init__(("127.0.0.1", 0), _SmtpSession)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class _SmtpSession(socketserver.BaseRequestHandler):
+    def handle(self):
+        sock, tls, login, mail = self.request, False, None, None
+        reader = sock.makefile("rb")
+
+        def send(*lines: str) -> None:
+            sock.sendall("".join(f"{ln}\r\n" for ln in lines).encode())
+
+        send("220 localhost ESMTP socle test sink")
+        while line := reader.readline():
+            cmd = line.decode().strip()
+            verb = cmd.split(" ", 1)[0].upper()
+            if verb in ("EHLO", "HELO"):
+                send("250-localhost", *(["250 AUTH PLAIN"] if tls or not self.server.starttls else ["250 STARTTLS"]))
+            elif verb == "STARTTLS" and self.server.starttls:
+                send("220 ready")
+                sock = self.server.ctx.wrap_socket(sock, server_side=True)
+                reader, tls = sock.makefile("rb"), True
+            elif verb == "AUTH" and (tls or not self.server.starttls):
+                blob = cmd.split(" ")[2] if cmd.count(" ") >= 2 else (send("334 "), reader.readline().decode().strip())[1]
+                login = [x.decode() for x in base64.b64decode(blob).split(b"\0")[1:]]
+                send("235 authenticated")
+            elif verb == "MAIL":
+                mail = {"from": cmd, "to": [], "tls": tls, "login": login}
+                send("250 ok")
+            elif verb == "RCPT" and mail is not None:
+                mail["to"].append(cmd)
+                send("250 ok")
+            elif verb == "DATA" and mail is not None:
+                send("354 end with a dot")
+                body = []
+                while (part := reader.readline()) not in (b".\r\n", b".\n", b""):
+                    body.append(part)
+                mail["data"] = b"".join(body).decode(errors="replace")
+                self.server.messages.append(mail)
+                mail = None
+                send("250 queued")
+            elif verb == "QUIT":
+                send("221 bye")
+                return
+            elif verb in ("RSET", "NOOP"):
+                send("250 ok")
+            else:
+                send("530 STARTTLS first" if not tls else "502 not here")

@@ -119,12 +119,15 @@ def test_without_monitoring_no_server_changes():
     (lambda v: v["monitoring"]["email"].update(smarthost="smtp.example.net"), "socle:monitoring.email.smarthost"),
     (lambda v: v["secrets"].update(chatHook="http://chat.example.org/tok-SECRET"),
      "socle:monitoring.webhookUrl.config: the value stored in socle:secrets is not an https:// URL"),
+    (lambda v: v["secrets"].update(smtpPassword="line1\nline2-SECRET"),
+     "socle:monitoring.email.password.config: the SMTP password stored in socle:secrets holds a line break"),
+    (lambda v: v["monitoring"].update(upgradeReports="weekly"), "socle:monitoring.upgradeReports"),
 ])
 def test_impossible_monitoring_settings_are_config_errors(change, says):
     v = with_monitoring()
     change(v)
     msg = errors_of(v, frozenset({"secrets"}))
-    assert says in msg, msg
+    assert says in msg and "SECRET" not in msg, msg
 
 
 # ---------------------------------------------------------------------------- the host setup program
@@ -335,3 +338,40 @@ def test_a_server_no_longer_watched_stops_what_monitoring_started(role):
     assert off.get("disable") == mon.NODE_UNITS and not set(off["enable"]) & set(mon.NODE_UNITS), off
     started = {u for u in on["enable"] if u not in bundle(False)["enable"]}
     assert started <= set(mon.NODE_UNITS), f"monitoring starts {sorted(started)} but only {mon.NODE_UNITS} are stopped"
+
+
+
+def test_every_server_mails_its_upgrade_reports_with_the_password_in_a_secret_root_only_file(run):
+    for name in sorted(stack_values("prod")["servers"]):
+        setup = next(r for r in run.resources if r.name == f"{name}-host-setup")
+        assert "stdin" in setup.secret_paths(), f"{name}: the SMTP password travels in the clear"
+        b = _bundle(run, f"{name}-host-setup")
+        assert {"msmtp", "msmtp-mta"} <= set(b["packages"]) and not b["absent"], name
+        secret = b["files"][mon.SMTP_PASSWORD]
+        assert (secret["content"], secret["mode"], secret.get("secret")) == (SECRETS["smtpPassword"], "0600", True), name
+        assert SECRETS["smtpPassword"] not in b["files"][mon.MSMTPRC]["content"]
+        assert 'Unattended-Upgrade::Mail "ops@example.org"' in b["files"][mon.UPGRADE_MAIL_CONF]["content"]
+
+
+@pytest.mark.parametrize("change", [{"upgradeReports": "off"}, {"email": None}])
+def test_without_upgrade_reports_the_login_is_removed_from_every_server(change):
+    v = with_monitoring(**change)
+    if change.get("email", 1) is None:
+        v["monitoring"].pop("email")
+    run = run_values(v, stack="prod", secret_keys=("secrets",))
+    for name in sorted(stack_values("prod")["servers"]):
+        b = _bundle(run, f"{name}-host-setup")
+        assert b["absent"] == mon.UPGRADE_MAIL_FILES and not set(b["files"]) & set(mon.UPGRADE_MAIL_FILES), name
+        assert SECRETS["smtpPassword"] not in json.dumps(b), name
+
+
+def test_the_host_setup_program_removes_what_is_no_longer_wanted(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc/socle").mkdir(parents=True)
+    (root / "etc/socle/smtp-password").write_text("old-login")
+    bundle = json.dumps({"files": {}, "absent": mon.UPGRADE_MAIL_FILES})
+    res = _apply(tmp_path, bundle)
+    assert res.returncode == 0 and "removed /etc/socle/smtp-password" in res.stdout, res.stdout + res.stderr
+    assert not (root / "etc/socle/smtp-password").exists()
+    again = _apply(tmp_path, bundle)
+    assert again.returncode == 0 and "already up to date" in again.stdout, again.stdout

@@ -14,11 +14,8 @@ tests/test_monitoring_rules.py. Not run here: a real mail provider, and OVH's ne
 
 from __future__ import annotations
 
-import base64
 import http.server
 import json
-import socketserver
-import ssl
 import subprocess
 import threading
 import time
@@ -28,7 +25,7 @@ import pytest
 
 from components.render import monitoring as mon
 from components.render.caddyfile import Route, render_caddyfile
-from tests.services import free_port, shared_dir, wait_port
+from tests.services import SmtpSink, free_port, shared_dir, wait_port
 from tests.tools import require
 
 
@@ -72,74 +69,6 @@ class Backend(http.server.ThreadingHTTPServer):
 
         super().__init__(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
-class SmtpSink(socketserver.ThreadingTCPServer):
-    """An SMTP server on 127.0.0.1 that offers STARTTLS and AUTH PLAIN (after TLS only, as a mail
-    provider's submission port does) and keeps every message with how it came."""
-    daemon_threads = True
-
-    def __init__(self, directory: Path):
-        self.cert = directory / "smtp.crt"
-        key = directory / "smtp.key"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(self.cert)],
-                       check=True, capture_output=True)
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(self.cert, key)
-        self.messages: list[dict] = []
-        super().__init__(("127.0.0.1", 0), _SmtpSession)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-
-class _SmtpSession(socketserver.BaseRequestHandler):
-    def handle(self):
-        sock, tls, login, mail = self.request, False, None, None
-        reader = sock.makefile("rb")
-
-        def send(*lines: str) -> None:
-            sock.sendall("".join(f"{ln}\r\n" for ln in lines).encode())
-
-        send("220 localhost ESMTP socle test sink")
-        while line := reader.readline():
-            cmd = line.decode().strip()
-            verb = cmd.split(" ", 1)[0].upper()
-            if verb in ("EHLO", "HELO"):
-                send("250-localhost", *(["250 AUTH PLAIN"] if tls else ["250 STARTTLS"]))
-            elif verb == "STARTTLS":
-                send("220 ready")
-                sock = self.server.ctx.wrap_socket(sock, server_side=True)
-                reader, tls = sock.makefile("rb"), True
-            elif verb == "AUTH" and tls:
-                blob = cmd.split(" ")[2] if cmd.count(" ") >= 2 else (send("334 "), reader.readline().decode().strip())[1]
-                login = [x.decode() for x in base64.b64decode(blob).split(b"\0")[1:]]
-                send("235 authenticated")
-            elif verb == "MAIL":
-                mail = {"from": cmd, "to": [], "tls": tls, "login": login}
-                send("250 ok")
-            elif verb == "RCPT" and mail is not None:
-                mail["to"].append(cmd)
-                send("250 ok")
-            elif verb == "DATA" and mail is not None:
-                send("354 end with a dot")
-                body = []
-                while (part := reader.readline()) not in (b".\r\n", b".\n", b""):
-                    body.append(part)
-                mail["data"] = b"".join(body).decode(errors="replace")
-                self.server.messages.append(mail)
-                mail = None
-                send("250 queued")
-            elif verb == "QUIT":
-                send("221 bye")
-                return
-            elif verb in ("RSET", "NOOP"):
-                send("250 ok")
-            else:
-                send("530 STARTTLS first" if not tls else "502 not here")
 
 
 def _fast(rendered: str, ports: dict[str, int]) -> str:
@@ -319,3 +248,78 @@ def _bundle() -> str:
                                  rules=mon.render_rules(mon.Thresholds(), w), alertmanager=mon.render_alertmanager(
                                      mon.Receivers(webhook_url="https://chat.example.org/x")),
                                  blackbox=mon.render_blackbox(), retention_days=2)
+
+
+# ---------------------------------------------------------------------------- unattended-upgrades' reports
+
+
+def test_an_upgrade_report_reaches_the_alert_addresses_through_msmtp_over_starttls(tmp_path):
+    """The rendered msmtprc and aliases, the real msmtp (Debian's, as msmtp-mta's sendmail), fed the
+    message unattended-upgrades 2.9 builds (send_summary_mail: -oi -t, the recipients in To), a
+    password that needs quoting; and apt-config parses the apt settings."""
+    from email.message import Message
+
+    msmtp = require("msmtp", "msmtp")
+    smtp = SmtpSink(tmp_path)
+    try:
+        password = ' "p "w\\ #1 x" '
+        part = mon.upgrade_mail_part(mon.Receivers(
+            emails=("ops@example.org", "oncall@example.org"), email_from="alerts@example.org",
+            smarthost=f"localhost:{smtp.port}", smtp_password=password))
+        files = part["files"]
+        assert files[mon.SMTP_PASSWORD]["mode"] == "0600" and files[mon.SMTP_PASSWORD]["secret"]
+        assert password not in files[mon.MSMTPRC]["content"]
+        aliases, secret = tmp_path / "aliases", tmp_path / "password"
+        aliases.write_text(files[mon.MSMTP_ALIASES]["content"])
+        secret.write_text(files[mon.SMTP_PASSWORD]["content"])
+        rc = tmp_path / "msmtprc"
+        rc.write_text(files[mon.MSMTPRC]["content"].replace(mon.TRUST_FILE, str(smtp.cert))
+                      .replace(mon.MSMTP_ALIASES, str(aliases)).replace(mon.SMTP_PASSWORD, str(secret))
+                      .replace("syslog LOG_MAIL", "syslog off"))
+        rc.chmod(0o600)
+        conf = tmp_path / "apt.conf"
+        conf.write_text(files[mon.UPGRADE_MAIL_CONF]["content"])
+        dump = subprocess.run(["apt-config", "-c", str(conf), "dump", "Unattended-Upgrade"], capture_output=True,
+                              text=True, check=True).stdout
+        to = dump.split('Unattended-Upgrade::Mail "')[1].split('"')[0]
+        assert 'Unattended-Upgrade::MailReport "on-change";' in dump and 'Sender "alerts@example.org"' in dump, dump
+        msg = Message()  # as unattended-upgrades' _send_mail_using_sendmail
+        msg["Subject"] = "unattended-upgrades result for web: SUCCESS"
+        msg["From"] = "alerts@example.org"
+        msg["To"] = to
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_payload("Packages that were upgraded:\n openssl\n")
+        res = subprocess.run([msmtp, "-C", str(rc), "-oi", "-t"], input=msg.as_string(), capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        # apt-listchanges' news go to root: the alias sends them to the same addresses.
+        res = subprocess.run([msmtp, "-C", str(rc), "root"], input="Subject: news\n\nNEWS.Debian\n",
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    finally:
+        smtp.shutdown()
+    report, news = smtp.messages
+    for mail in (report, news):
+        assert mail["tls"] and mail["login"] == ["alerts@example.org", password], (mail["tls"], mail["login"])
+        assert sorted(mail["to"]) == ["RCPT TO:<oncall@example.org>", "RCPT TO:<ops@example.org>"], mail["to"]
+    assert "openssl" in report["data"] and "NEWS.Debian" in news["data"]
+
+
+def test_msmtp_refuses_a_server_without_starttls_rather_than_send_in_clear(tmp_path):
+    msmtp = require("msmtp", "msmtp")
+    plain = SmtpSink(tmp_path, starttls=False)
+    try:
+        part = mon.upgrade_mail_part(mon.Receivers(emails=("ops@example.org",), email_from="alerts@example.org",
+                                                   smarthost=f"localhost:{plain.port}", smtp_password="pw"))
+        rc = tmp_path / "msmtprc"
+        (tmp_path / "password").write_text("pw")
+        rc.write_text(part["files"][mon.MSMTPRC]["content"].replace(mon.TRUST_FILE, str(plain.cert))
+                      .replace("syslog LOG_MAIL", "syslog off").replace(f"aliases {mon.MSMTP_ALIASES}", "")
+                      .replace(mon.SMTP_PASSWORD, str(tmp_path / "password")))
+        rc.chmod(0o600)
+        res = subprocess.run([msmtp, "-C", str(rc), "ops@example.org"], input="Subject: x\n\nx\n",
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        plain.shutdown()
+    assert res.returncode != 0 and "TLS" in res.stderr, res.stderr
+    assert not plain.messages, "sent without TLS"

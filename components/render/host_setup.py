@@ -79,10 +79,11 @@ def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ss
                        volume_id: str | None = None, extra_ports: tuple[int, ...] = (),
                        private: tuple[str, tuple[int, ...]] | None = None,
                        nfs_mounts: list[tuple[str, str]] | tuple = (), web: bool = True,
-                       node_exporter: bool = False) -> str:
+                       node_exporter: bool = False, upgrade_mail: str | None = None) -> str:
     """`private`: (the private network's CIDR, ports only it reaches); `nfs_mounts`: (export, mount
     point); `web`: an app server that serves hostnames (80 and 443 open); `node_exporter`: watched
-    by socle:monitoring (render/monitoring.py)."""
+    by socle:monitoring; `upgrade_mail`: unattended-upgrades' reports by e-mail, the JSON of
+    render/monitoring.py upgrade_mail_part (None: its files removed)."""
     files = {path: {"mode": MODES.get(path, "0644"), "content": content}
              for path, content in managed_files(role=role, deploy_user=deploy_user, ssh_port=ssh_port,
                                                 extra_ports=extra_ports, private=private, web=web).items()}
@@ -115,6 +116,12 @@ def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ss
         from .monitoring import NODE_UNITS
 
         doc["disable"] = NODE_UNITS
+    from .monitoring import upgrade_mail_part
+
+    mail = json.loads(upgrade_mail) if upgrade_mail else upgrade_mail_part(None)
+    doc["packages"] += mail["packages"]
+    doc["files"].update(mail["files"])
+    doc["absent"] = mail["absent"]
     if volume_id:
         doc["volume"] = volume_spec(role, volume_id)
     return json.dumps(doc, sort_keys=True)

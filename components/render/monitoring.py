@@ -443,6 +443,52 @@ WantedBy=timers.target
 """
 
 
+# unattended-upgrades' reports by e-mail (socle:monitoring.upgradeReports): it pipes its report to
+# /usr/sbin/sendmail -oi -t (unattended-upgrades 2.9, send_summary_mail), which msmtp-mta provides;
+# apt-listchanges' news (which=news) go the same way, to root, an alias of the alert addresses.
+# Debian's msmtp installs its AppArmor profile disabled (debconf msmtp/apparmor, default false), so
+# passwordeval may read the password file.
+MSMTPRC = "/etc/msmtprc"
+MSMTP_ALIASES = "/etc/socle/msmtp-aliases"
+# The password in a file of its own, read by msmtp's passwordeval: msmtprc has no escape for a
+# value (an unquoted one is taken literally to the end of the line, unless it starts and ends
+# with a double quote, which are then dropped), and a file carries any character but a newline.
+SMTP_PASSWORD = "/etc/socle/smtp-password"
+UPGRADE_MAIL_CONF = "/etc/apt/apt.conf.d/53socle-upgrade-mail"
+UPGRADE_MAIL_FILES = [MSMTPRC, MSMTP_ALIASES, SMTP_PASSWORD, UPGRADE_MAIL_CONF]
+TRUST_FILE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def upgrade_mail_part(r: Receivers | None, report: str = "on-change") -> dict:
+    """Each server's host bundle: msmtp as its sendmail, with the alerts' SMTP settings, and
+    unattended-upgrades told to mail its report; or, without e-mail (or reports off), those files
+    removed (a login left behind on every server is a login to steal)."""
+    if r is None or not r.emails or report == "off":
+        return {"packages": [], "files": {}, "absent": list(UPGRADE_MAIL_FILES)}
+    host, port = r.smarthost.rsplit(":", 1)
+    rc = "\n".join([
+        "# Managed by socle (socle:monitoring.email): unattended-upgrades' reports by e-mail.",
+        "defaults", "auth on", "tls on", f"tls_trust_file {TRUST_FILE}",
+        # 465 is TLS from the first byte; any other port must offer STARTTLS (never plain text).
+        f"tls_starttls {'off' if port == '465' else 'on'}", "syslog LOG_MAIL", f"aliases {MSMTP_ALIASES}", "",
+        "account socle", f"host {host}", f"port {port}", f"from {r.email_from}",
+        f"user {r.smtp_username or r.email_from}", f"passwordeval cat {SMTP_PASSWORD}", "",
+        "account default : socle", ""])
+    if any(c in (r.smtp_password or "") for c in "\n\r\0") or any(c.isspace() for c in (r.smtp_username or "")):
+        raise ReceiverError("socle:monitoring.email: a line break in the SMTP password or a space in the username "
+                            "(not shown) cannot be handed to msmtp")
+    to = ", ".join(r.emails)
+    aliases = f"# Managed by socle: mail to local users goes to the alert addresses.\nroot: {to}\ndefault: {to}\n"
+    conf = (f'Unattended-Upgrade::Mail "{",".join(r.emails)}";\n'
+            f'Unattended-Upgrade::MailReport "{report}";\n'
+            f'Unattended-Upgrade::Sender "{r.email_from}";\n')
+    return {"packages": ["msmtp", "msmtp-mta"], "absent": [], "files": {
+        MSMTPRC: {"mode": "0600", "content": rc},
+        SMTP_PASSWORD: {"mode": "0600", "content": r.smtp_password or "", "secret": True},
+        MSMTP_ALIASES: {"mode": "0644", "content": aliases},
+        UPGRADE_MAIL_CONF: {"mode": "0644", "content": conf}}}
+
+
 # What node_exporter_part starts, stopped on a server no longer watched (monitoring taken out):
 # the package stays installed, unused; the firewall already closed its port.
 NODE_UNITS = ["prometheus-node-exporter", f"{CENSUS_UNIT}.timer"]
