@@ -156,6 +156,10 @@ def stack(tmp_path_factory):
         start("prometheus", [exes["prometheus"], f"--config.file={d / 'prometheus.yml'}",
                              f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
                              f"--storage.tsdb.path={d / 'tsdb'}"], ports["prometheus"])
+        # Listening is not serving: queries get 503 until its storage is open (as host setup
+        # waits on the servers, host/socle_host_setup.py wait_ready).
+        for name in ("prometheus", "alertmanager"):
+            _ready(f"http://127.0.0.1:{ports[name]}/-/ready", d / f"{name}.log")
         yield {"dir": d, "ports": ports, "inbox": inbox, "backend": backend, "smtp": smtp}
     finally:
         for p in procs:
@@ -168,6 +172,23 @@ def stack(tmp_path_factory):
         backend.shutdown()
         inbox.shutdown()
         smtp.shutdown()
+
+
+def _ready(url: str, log: Path, seconds: float = 60) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} not ready within {seconds:.0f} s:\n{log.read_text()[-2000:]}")
+        time.sleep(0.3)
 
 
 def _query(stack, expr: str) -> list[dict]:
