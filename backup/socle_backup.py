@@ -25,8 +25,8 @@ restic 0.14 (Debian 12) has no --retry-lock: a repository locked by another rest
 check, a prune on the backup server, a deployment's backup) makes every command fail at once. The
 runner retries such a command for up to SOCLE_BACKUP_LOCK_WAIT seconds (30 minutes by default),
 saying so, then fails naming the lock. A run that passed leaves WORK/last-run-ok (when it
-started and ended), which a deployment's backup gate reads (components/render/backup.py
-render_backup_gate).
+started and ended, and its manifest's sha256), which a deployment's backup gate reads
+(components/render/backup.py render_backup_gate).
 
 Standard library only: it runs on a bare Debian 12 server.
 """
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import shlex
@@ -50,7 +51,14 @@ from pathlib import Path
 MANIFEST = Path(os.environ.get("SOCLE_BACKUP_MANIFEST", "/etc/socle/backup.json"))
 ENV_FILE = Path(os.environ.get("SOCLE_BACKUP_ENV", "/etc/socle/backup.env"))
 WORK = Path(os.environ.get("SOCLE_BACKUP_WORK", "/var/lib/socle-backup"))
-LOCK_WAIT = float(os.environ.get("SOCLE_BACKUP_LOCK_WAIT", "1800"))
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(value)) if value else default
+    except ValueError:  # a typo in the unit's environment must not crash the run before it can report
+        return default
+
+
+LOCK_WAIT = _seconds(os.environ.get("SOCLE_BACKUP_LOCK_WAIT"), 1800.0)
 LAST_RUN_OK = "last-run-ok"
 DUMP_TAIL = {"postgresql": b"-- PostgreSQL database dump complete", "mysql": b"-- Dump completed"}
 
@@ -663,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     started, started_at = time.monotonic(), time.time()
     try:
         os.umask(0o077)  # dumps and scratch files: root only, whatever the caller's umask
-        manifest = json.loads(args.manifest.read_text())
+        manifest_bytes = args.manifest.read_bytes()
+        manifest = json.loads(manifest_bytes)
         if args.run_as:
             drop_to(args.run_as)
         job = Job(manifest, secrets, dry_run=args.dry_run)
@@ -703,21 +712,22 @@ def main(argv: list[str] | None = None) -> int:
     took = time.monotonic() - started
     log(f"{args.command} OK in {took:.1f} s")
     if args.command == "run" and not args.dry_run:
-        _stamp(Path(manifest.get("workDir") or WORK), started_at)
+        _stamp(Path(manifest.get("workDir") or WORK), started_at, hashlib.sha256(manifest_bytes).hexdigest())
     ping(url, True, f"{args.command} OK in {took:.1f} s")
     if not args.dry_run:
         _metrics(args.command, True, took)
     return 0
 
 
-def _stamp(work: Path, started_at: float) -> None:
-    """WORK/last-run-ok: when the last run that passed started and ended (Unix times). A
-    deployment's backup gate needs no run of its own when one started after the gate did, and backs
-    up an app it has no image record for when this server has backed up before."""
+def _stamp(work: Path, started_at: float, manifest_sha256: str) -> None:
+    """WORK/last-run-ok: when the last run that passed started and ended (Unix times), and the
+    sha256 of the manifest it ran with. A deployment's backup gate needs no run of its own when one
+    started shortly before it with the manifest installed now, and backs up an app it has no image
+    record for when this server has backed up before."""
     try:
         work.mkdir(parents=True, exist_ok=True)
         tmp = work / f".{LAST_RUN_OK}.{os.getpid()}"
-        tmp.write_text(f"{int(started_at)} {int(time.time())}\n")
+        tmp.write_text(f"{int(started_at)} {int(time.time())} {manifest_sha256}\n")
         tmp.replace(work / LAST_RUN_OK)
     except OSError as e:  # the backup passed; the stamp only saves a later gate a run
         log(f"could not record the run in {work}: {e}")

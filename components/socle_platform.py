@@ -386,8 +386,12 @@ class Platform(pulumi.ComponentResource):
                     delete=f"sudo rm -f {IMAGES_DIR}/{name}",
                     # After this deployment's backup installer on that server: a manifest or runner
                     # that changes with the image is the one that backs up.
+                    # Replaced (if ever), the old one goes first: its delete removes the record,
+                    # which the new one then writes. `triggers` ignored: gates made before they were
+                    # dropped keep theirs in the state, and dropping them would replace every gate.
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[
                         r for r in (srv.host_setup, self.backups.get(sname)) if r is not None],
+                        delete_before_replace=True, ignore_changes=["triggers"],
                         custom_timeouts=pulumi.CustomTimeouts(create="180m", update="180m"))))
         return gates
 

@@ -126,6 +126,8 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
             for rel in changed:
                 _restore(root / rel.lstrip("/"), previous[rel])
             raise SetupError("; ".join(refused) + "; the files are back as they were before this run, nothing was loaded")
+    disable = bundle.get("disable") or {}
+    marked = bool(disable) and (root / disable["if"].lstrip("/")).exists()
     # Files socle no longer wants (a setting taken out), removed once the rest passed its checks.
     for rel in bundle.get("absent", []):
         path = root / rel.lstrip("/")
@@ -163,9 +165,11 @@ def apply(bundle: dict, root: Path, dry_run: bool = False, sshd_test: list[str] 
     # passed its check can still fail at start, e.g. a port in use).
     for unit, url in sorted(bundle.get("ready", {}).items()) if reload and not dry_run else []:
         wait_ready(unit, url)
-    for unit in bundle.get("disable", []) if reload and not dry_run else []:
+    # Units socle started for a setting taken out, stopped where its marker said they were socle's.
+    for unit in disable.get("units", []) if marked and reload and not dry_run else []:
         if _run(["systemctl", "cat", unit]).returncode == 0:
             _check(["systemctl", "disable", "--now", unit], f"stop {unit}")
+            log(f"{unit} stopped (no longer used)")
     return changed
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from components.render.backup import GATE_LOCK, IMAGES_DIR, LAST_RUN_OK, render_backup_gate
+from components.render.backup import GATE_DIR, IMAGES_DIR, LAST_RUN_OK, MANIFEST_PATH, render_backup_gate
 from tests.conftest import run_values, stack_values
 from tests.test_mail_dns import with_mail
 from tests.tools import require
@@ -111,30 +111,33 @@ def host(tmp_path):
         '  start) sleep "$TAKES"; [ "$BACKUP_OK" = 1 ] || exit 1\n'
         # A run the timer had started long before (joined): its stamp says so, once.
         '    if [ -e "$JOINED" ]; then rm "$JOINED"; now=$(( $(date +%s) - 7200 )); else now=$(date +%s); fi\n'
-        '    echo "$now $(date +%s)" > "$STAMP";;\n'
+        '    sum=$(sha256sum "$MANIFEST"); echo "$now $(date +%s) ${sum%% *}" > "$STAMP";;\n'
         '  *) exit 2;;\n'
         'esac\n')
     for f in bindir.iterdir():
         f.chmod(0o755)
     stamp = tmp_path / "work" / "last-run-ok"
     stamp.parent.mkdir()
+    manifest = tmp_path / "backup.json"
+    manifest.write_text('{"version": 1}')
 
     def script(app: str, image: str, data_paths=()) -> str:
         return (render_backup_gate(app, image, list(data_paths)).replace(IMAGES_DIR, str(tmp_path / "images"))
-                .replace(LAST_RUN_OK, str(stamp)).replace(GATE_LOCK, str(tmp_path / "gate.lock")))
+                .replace(LAST_RUN_OK, str(stamp)).replace(GATE_DIR, str(tmp_path / "run-socle"))
+                .replace(MANIFEST_PATH, str(manifest)).replace("-o root ", ""))
 
     def env(has_job: bool, backup_ok: bool, takes: float) -> dict:
         return {"PATH": f"{bindir}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls"), "STAMP": str(stamp),
                 "HAS_JOB": "1" if has_job else "0", "BACKUP_OK": "1" if backup_ok else "0", "TAKES": str(takes),
-                "JOINED": str(tmp_path / "joined")}
+                "JOINED": str(tmp_path / "joined"), "MANIFEST": str(manifest)}
 
     def run(app: str, image: str, *, has_job: bool = True, backup_ok: bool = True, data_paths=(), takes: float = 0):
         return subprocess.run(["sh", "-c", script(app, image, data_paths)], capture_output=True, text=True,
                               env=env(has_job, backup_ok, takes))
 
-    def start(app: str, image: str, takes: float = 0):
+    def start(app: str, image: str, takes: float = 0, backup_ok: bool = True):
         return subprocess.Popen(["sh", "-c", script(app, image)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env(True, True, takes))
+                                text=True, env=env(True, backup_ok, takes))
 
     def calls() -> list[str]:
         path = tmp_path / "calls"
@@ -146,6 +149,8 @@ def host(tmp_path):
     run.marker = lambda app: (tmp_path / "images" / app).read_text().strip()
     run.stamp = stamp
     run.joined = tmp_path / "joined"
+    run.manifest = manifest
+    run.lock = tmp_path / "run-socle" / "backup-gate.lock"
     run.tmp = tmp_path
     return run
 
@@ -189,13 +194,36 @@ def test_no_backup_job_is_an_error_not_a_silent_update(host):
     assert res.returncode == 1 and "has no backup job; refusing" in res.stderr, res.stderr
 
 
-def test_no_record_but_the_apps_volume_is_here_backs_up(host):
+def test_no_record_but_the_apps_volume_holds_files_backs_up(host):
     """The app's data reached this server's backup job before its gate did (a server that predates
     the gates, a gate that moved): no record to compare with, so it backs up."""
     volume = host.tmp / "volumes" / "web-data"
     volume.mkdir(parents=True)
+    (volume / "config.php").write_text("<?php")
     res = host("web", "ghcr.io/example/web:2", data_paths=[str(volume)])
     assert res.returncode == 0 and host.backups() == 1 and "no image recorded here" in res.stdout, res.stdout
+
+
+def test_a_new_servers_empty_volume_is_no_data(host):
+    """Docker made the volume before the gate ran (it waits for nothing but the host): empty, it
+    holds nothing to back up, and a first deployment must not wait on a backup (an SFTP host that
+    does not know the server's key yet would stop it)."""
+    volume = host.tmp / "volumes" / "web-data"
+    volume.mkdir(parents=True)
+    res = host("web", "ghcr.io/example/web:1", data_paths=[str(volume), str(host.tmp / "volumes" / "absent")])
+    assert res.returncode == 0 and host.backups() == 0, res.stdout + res.stderr
+
+
+def test_the_lock_is_the_deploy_users_in_a_directory_only_root_writes(host):
+    import os
+    import stat
+
+    host("web", "ghcr.io/example/web:1")
+    host.stamp.unlink(missing_ok=True)
+    assert host("web", "ghcr.io/example/web:2").returncode == 0
+    st = host.lock.stat()
+    assert st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    assert stat.S_IMODE(host.lock.parent.stat().st_mode) == 0o755
 
 
 def test_no_record_on_a_server_that_backed_up_before_backs_up(host):
@@ -228,6 +256,34 @@ def test_an_old_backup_serves_no_later_deployment(host):
     host("web", "ghcr.io/example/web:1")
     host.stamp.write_text(f"{int(time.time()) - 3600} {int(time.time()) - 3000}\n")
     assert host("web", "ghcr.io/example/web:2").returncode == 0 and host.backups() == 1
+
+
+def test_a_recent_run_with_another_manifest_serves_no_gate(host):
+    """This deployment's installer rewrote the manifest (a volume or a database added): a run that
+    passed a minute ago with the old one does not hold the new data."""
+    host("web", "ghcr.io/example/web:1")
+    host.stamp.write_text(f"{int(time.time()) - 60} {int(time.time()) - 30} {'0' * 64}\n")
+    res = host("web", "ghcr.io/example/web:2")
+    assert res.returncode == 0 and host.backups() == 1 and "backing up first" in res.stdout, res.stdout
+
+
+def test_a_stamp_from_the_future_serves_no_gate(host):
+    import hashlib
+
+    host("web", "ghcr.io/example/web:1")
+    sha = hashlib.sha256(host.manifest.read_bytes()).hexdigest()
+    host.stamp.write_text(f"{int(time.time()) + 86400} {int(time.time()) + 86500} {sha}\n")
+    assert host("web", "ghcr.io/example/web:2").returncode == 0 and host.backups() == 1
+
+
+def test_after_a_failed_backup_the_gates_waiting_stop_at_once(host):
+    for app in ("web", "shop"):
+        host(app, f"ghcr.io/example/{app}:1")
+    procs = [host.start(app, f"ghcr.io/example/{app}:2", takes=1, backup_ok=False) for app in ("web", "shop")]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 1 for p in procs), outs
+    assert host.backups() == 1, f"the second gate ran the failing backup again: {outs}"
+    assert any("another update of this deployment" in err for _, err in outs), outs
 
 
 def test_joining_a_run_that_began_before_the_deployment_backs_up_once_more(host):

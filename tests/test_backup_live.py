@@ -595,7 +595,9 @@ def test_a_run_waits_for_a_lock_held_by_another_restic_then_passes_and_stamps(tm
     ok(res, "a run started while the repository was locked")
     assert "is locked by another restic" in res.stdout and "already locked exclusively" in res.stdout, res.stdout
     assert time.monotonic() - started >= 3 and len(job.snapshots()) == 1
-    began, ended = map(int, (tmp / "work" / "last-run-ok").read_text().split())
+    began, ended, sha = (tmp / "work" / "last-run-ok").read_text().split()
+    began, ended = int(began), int(ended)
+    assert sha == hashlib.sha256((tmp / "backup.json").read_bytes()).hexdigest(), "the stamp names another manifest"
     assert wall - 1 <= began <= wall + 2 and ended >= began + 3 and ended <= time.time() + 1, \
         f"last-run-ok says {began} {ended}: not when this run started ({wall:.0f}) and ended (the backup gate reads it)"
 
@@ -618,8 +620,9 @@ def test_a_lock_that_stays_fails_the_run_naming_it_and_leaves_no_stamp(tmp, monk
 
 def test_the_census_says_which_managed_database_answers_without_logging_in(tmp, pg, my):
     """The container census (render/monitoring.py) reads the backup manifest and asks each managed
-    database it dumps whether it answers: a real PostgreSQL (SSLRequest) and MariaDB (greeting)
-    answer; a closed port and a server that is not a database do not (DatabaseUnreachable)."""
+    PostgreSQL it dumps whether it answers: a real PostgreSQL (SSLRequest, TLS handshake) answers,
+    and logs nothing about it; a closed port and a server that is not a database do not
+    (DatabaseUnreachable). MySQL is not asked (max_connect_errors)."""
     import socket
     from components.render import monitoring as mon
 
@@ -636,7 +639,7 @@ def test_the_census_says_which_managed_database_answers_without_logging_in(tmp, 
             {"cluster": "pg-up", "database": "other", "engine": "postgresql", "mode": "tcp", "host": "127.0.0.1", "port": pg.port},
             {"cluster": "my-up", "database": "shop", "engine": "mysql", "mode": "tcp", "host": "127.0.0.1", "port": my.port},
             {"cluster": "pg-down", "database": "app", "engine": "postgresql", "mode": "tcp", "host": "127.0.0.1", "port": closed_port},
-            {"cluster": "my-mute", "database": "x", "engine": "mysql", "mode": "tcp", "host": "127.0.0.1",
+            {"cluster": "pg-mute", "database": "x", "engine": "postgresql", "mode": "tcp", "host": "127.0.0.1",
              "port": silent.getsockname()[1]},
             {"cluster": "in-a-container", "database": "x", "engine": "postgresql", "mode": "exec", "host": "db",
              "port": "5432", "container": "socle-prod-db"}]}
@@ -647,6 +650,7 @@ def test_the_census_says_which_managed_database_answers_without_logging_in(tmp, 
         docker.write_text("#!/bin/sh\nexit 0\n")
         docker.chmod(0o755)
         out = tmp / "socle_containers.prom"
+        logged = pg.log.read_text() if pg.log.exists() else ""
         started = time.monotonic()
         res = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=60,
                              env={"SOCLE_DOCKER": str(docker), "SOCLE_BACKUP_MANIFEST": str(tmp / "backup.json"),
@@ -656,7 +660,11 @@ def test_the_census_says_which_managed_database_answers_without_logging_in(tmp, 
     assert res.returncode == 0, res.stderr
     text = out.read_text()
     got = {line.split('"')[1]: line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith("socle_database_up{")}
-    assert got == {"pg-up": "1", "my-up": "1", "pg-down": "0", "my-mute": "0"}, text
+    assert got == {"pg-up": "1", "pg-down": "0", "pg-mute": "0"}, text
     assert time.monotonic() - started < 30, "the census must finish well within its minute"
+    time.sleep(0.5)
+    new_lines = (pg.log.read_text() if pg.log.exists() else "")[len(logged):]
+    assert not [ln for ln in new_lines.splitlines() if "LOG" in ln or "ERROR" in ln or "FATAL" in ln], \
+        f"the probe left lines in PostgreSQL's log every minute:\n{new_lines}"
     lint = subprocess.run([require("promtool", "prometheus"), "check", "metrics"], input=text, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -361,12 +361,17 @@ echo "restic access: $(wc -l < {RESTIC_KEYS}) client keys, append-only; prune ti
 
 # Where each app server records the image of each app holding data, as last deployed.
 IMAGES_DIR = "/var/lib/socle/images"
-# The runner's stamp of its last run that passed: "STARTED ENDED" (backup/socle_backup.py _stamp).
+# The runner's stamp of its last run that passed: "STARTED ENDED MANIFEST_SHA256"
+# (backup/socle_backup.py _stamp).
 LAST_RUN_OK = "/var/lib/socle-backup/last-run-ok"
-# The gates of one server take turns on this lock (flock), so that one backup serves them all:
-# a backup that started at most FRESH_SECONDS before a gate serves it (the gates of a server start
-# together, right after its backup installer).
-GATE_LOCK = "/run/lock/socle-backup-gate.lock"
+# The gates of one server take turns on this lock (flock), in a directory only root writes, the
+# lock file the deploy user's: no other local user can make the gates fail or hang. A backup that
+# started at most FRESH_SECONDS before a gate, with the manifest installed now, serves it (the
+# gates of a server start together, right after its backup installer). A failed one is recorded
+# beside it: the gates still waiting stop at once instead of failing one after the other.
+GATE_DIR = "/run/socle"
+GATE_LOCK = f"{GATE_DIR}/backup-gate.lock"
+GATE_FAILED = f"{GATE_DIR}/backup-gate.failed"
 FRESH_SECONDS = 600
 
 
@@ -376,20 +381,24 @@ def render_backup_gate(app: str, image: str, data_paths: list[str] = ()) -> str:
     - the image recorded for the app on this server differs from the new one; or
     - no image is recorded here yet (the app's data moved to this server's backup job, or the
       server predates the gates), but data is here already: one of `data_paths` (its volumes)
-      exists, or this server's backup has passed before (its databases are dumped from here).
-    A first deployment on a new server backs up nothing.
+      holds files, or this server's backup has passed before (its databases are dumped from
+      here). A first deployment on a new server backs up nothing (its volumes, made before the
+      gate, are still empty).
 
-    One backup serves every gate of the server in a deployment: the gates take turns (flock) and
-    one that finds a passed run that started at most FRESH_SECONDS before itself relies on it. A
-    run the timer started earlier is joined by `systemctl start` (a oneshot service is not started
-    twice), then run once more, since its data predates this deployment."""
+    One backup serves every gate of the server in a deployment: the gates take turns (flock), and
+    one that finds a passed run that started at most FRESH_SECONDS before itself, with the backup
+    manifest installed now, relies on it. A run the timer started earlier (or with the manifest
+    before this deployment's) is joined by `systemctl start` (a oneshot service is not started
+    twice), then run once more."""
     import shlex
 
     marker = shlex.quote(f"{IMAGES_DIR}/{app}")
-    probes = " || ".join(f"sudo test -e {shlex.quote(p)}" for p in [*data_paths, LAST_RUN_OK])
+    probes = " || ".join([*(f"sudo find {shlex.quote(p)} -mindepth 1 -print -quit 2>/dev/null | grep -q ." for p in data_paths),
+                          f"sudo test -e {LAST_RUN_OK}"])
     return f"""set -eu
 new={shlex.quote(image)}
-since=$(( $(date +%s) - {FRESH_SECONDS} ))
+start=$(date +%s)
+since=$(( start - {FRESH_SECONDS} ))
 old=
 if sudo test -f {marker}; then old=$(sudo cat {marker}); fi
 why=
@@ -398,13 +407,20 @@ if [ -n "$old" ]; then
 elif {probes}; then
   why="no image recorded here for it, and its data is here (now $new)"
 fi
-last_started() {{
-  v=$(sudo cat {LAST_RUN_OK} 2>/dev/null || true)
-  v=${{v%% *}}
-  case $v in ''|*[!0-9]*) echo 0 ;; *) echo "$v" ;; esac
+number() {{
+  case $1 in ''|*[!0-9]*) echo 0 ;; *) echo "$1" ;; esac
+}}
+fresh() {{
+  # A run that passed, started since $since and not in the future, with the manifest installed now.
+  stamp=$(sudo cat {LAST_RUN_OK} 2>/dev/null || true)
+  began=$(number "$(printf '%s' "$stamp" | cut -d' ' -f1)")
+  stamped=$(printf '%s' "$stamp" | cut -d' ' -f3)
+  sum=$(sudo sha256sum {MANIFEST_PATH} 2>/dev/null || true)
+  [ "$began" -ge "$since" ] && [ "$began" -le "$(date +%s)" ] && [ -n "$stamped" ] && [ "$stamped" = "${{sum%% *}}" ]
 }}
 backup() {{
   if ! sudo systemctl start socle-backup.service; then
+    date +%s | sudo tee {GATE_FAILED} >/dev/null
     echo "socle: the backup before updating {app} failed: its containers are left as they are (journalctl -u socle-backup.service)" >&2
     exit 1
   fi
@@ -414,15 +430,24 @@ if [ -n "$why" ]; then
     echo "socle: {app} holds data and changes ($why), but this server has no backup job; refusing to update it" >&2
     exit 1
   fi
+  sudo install -d -m 0755 -o root {GATE_DIR}
+  sudo touch {GATE_LOCK}
+  sudo chown "$(id -u)" {GATE_LOCK}
+  sudo chmod 0600 {GATE_LOCK}
   exec 9>>{GATE_LOCK}
   flock 9
-  if [ "$(last_started)" -ge "$since" ]; then
+  failed=$(number "$(sudo cat {GATE_FAILED} 2>/dev/null || true)")
+  if [ "$failed" -gt "$start" ]; then
+    echo "socle: the backup another update of this deployment ran on this server failed; {app} is left as it is (journalctl -u socle-backup.service)" >&2
+    exit 1
+  fi
+  if fresh; then
     echo "socle: {app}: $why; a backup that started {FRESH_SECONDS // 60} minutes ago or less passed, it serves {app} too"
   else
     echo "socle: {app}: $why; backing up first (socle-backup.service)"
     backup
-    if [ "$(last_started)" -lt "$since" ]; then
-      echo "socle: that backup had started earlier, before this deployment; once more"
+    if ! fresh; then
+      echo "socle: that backup had started earlier, or with the manifest before this deployment's; once more"
       backup
     fi
     echo "socle: backup done; updating {app}"

@@ -112,16 +112,16 @@ def render_host_bundle(*, role: str, deploy_user: str, admin_keys: list[str], ss
         doc["restart"] = part["restart"]
         doc["enable"] += part["enable"]
         doc["ready"] = part["ready"]
-    else:  # not watched (any more): what monitoring started is stopped, if it is there
-        from .monitoring import NODE_UNITS
+    else:  # not watched (any more): what monitoring started is stopped, where socle started it
+        from .monitoring import NODE_UNITS, WATCHED_MARKER
 
-        doc["disable"] = NODE_UNITS
-    from .monitoring import upgrade_mail_part
+        doc["disable"] = {"units": NODE_UNITS, "if": WATCHED_MARKER}
+    from .monitoring import WATCHED_MARKER, upgrade_mail_part
 
     mail = json.loads(upgrade_mail) if upgrade_mail else upgrade_mail_part(None)
     doc["packages"] += mail["packages"]
     doc["files"].update(mail["files"])
-    doc["absent"] = mail["absent"]
+    doc["absent"] = mail["absent"] + ([] if node_exporter else [WATCHED_MARKER])
     if volume_id:
         doc["volume"] = volume_spec(role, volume_id)
     return json.dumps(doc, sort_keys=True)

@@ -230,7 +230,7 @@ def render_rules(t: Thresholds, watched: Watched) -> str:
                "Its healthcheck fails for 5 minutes (a database container: the apps cannot reach it)."),
         _alert("DatabaseUnreachable", "socle_database_up == 0", "3m", "critical",
                "{{ $labels.server }} cannot reach the database {{ $labels.database }}",
-               "The managed database has not answered from the server that dumps it for 3 minutes: its apps "
+               "The managed PostgreSQL database has not answered from the server that dumps it for 3 minutes: its apps "
                "and its backups fail."),
     ]
     watchdog = [_alert("Watchdog", "vector(1)", "0s", "none", "The monitoring works",
@@ -336,7 +336,7 @@ CENSUS_UNIT = "socle-container-metrics"
 
 # Every minute on an app server: each container's restarts, whether it runs, and its healthcheck,
 # for node_exporter's textfile collector (ContainerRestarting, ContainerUnhealthy); and whether
-# each managed database this server dumps (its backup manifest) answers (DatabaseUnreachable).
+# each managed PostgreSQL database this server dumps (its backup manifest) answers (DatabaseUnreachable).
 # Python, as Debian's cloud image has it; docker's own JSON, no parsing of its text output.
 _CENSUS = r'''#!/usr/bin/python3
 """socle: the containers' restarts and health, and the managed databases' answers, for
@@ -344,6 +344,7 @@ node_exporter (render/monitoring.py)."""
 import json
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -357,29 +358,33 @@ def label(value):
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
-def answers(engine, host, port):
-    """Whether a database server answers at host:port, without logging in: PostgreSQL's one-byte
-    reply to an SSLRequest, MySQL's greeting (protocol version 10; an error packet, such as a
-    refused host, is not an answer the backups can use)."""
+def answers(host, port):
+    """Whether a PostgreSQL server answers at host:port, without logging in: its one-byte reply to
+    an SSLRequest, then (on "S") a TLS handshake, closed before any startup packet, which the
+    server does not log (an SSLRequest left without its handshake would log an error every
+    minute). The certificate is not checked: this asks whether it answers, nothing is sent."""
     try:
         with socket.create_connection((host, int(port)), timeout=5) as s:
             s.settimeout(5)
-            if engine == "postgresql":
-                s.sendall(struct.pack("!ii", 8, 80877103))
-                return s.recv(1) in (b"S", b"N")
-            head = b""
-            while len(head) < 5:
-                chunk = s.recv(5 - len(head))
-                if not chunk:
-                    return False
-                head += chunk
-            return head[4] == 10
-    except (OSError, ValueError):
+            s.sendall(struct.pack("!ii", 8, 80877103))
+            reply = s.recv(1)
+            if reply == b"S":
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                tls = ctx.wrap_socket(s, server_hostname=host)
+                try:  # close_notify, so the server sees a clean end rather than a reset
+                    tls.unwrap()
+                except (OSError, ValueError):
+                    pass
+            return reply in (b"S", b"N")
+    except (OSError, ValueError, TypeError):
         return False
 
 
 def databases():
-    """The managed databases this server's backup job dumps (over TCP), one per cluster."""
+    """The managed PostgreSQL databases this server's backup job dumps, one per cluster. Not
+    MySQL: it counts a connection that stops before logging in against max_connect_errors (100 by
+    default) and, past it, blocks the host, the apps and the nightly dump included."""
     try:
         with open(MANIFEST) as f:
             dbs = json.load(f).get("databases") or []
@@ -387,8 +392,8 @@ def databases():
         return []
     seen = {}
     for d in dbs:
-        if d.get("mode") == "tcp" and not d.get("container"):
-            seen.setdefault(d["cluster"], (d["engine"], d["host"], d["port"]))
+        if d.get("mode") == "tcp" and not d.get("container") and d.get("engine") == "postgresql":
+            seen.setdefault(d.get("cluster", "?"), (d.get("host"), d.get("port")))
     return sorted(seen.items())
 
 
@@ -411,10 +416,10 @@ for c in sorted(containers, key=lambda c: c["Name"]):
         lines.append(f'socle_container_healthy{{container="{name}"}} {1 if health == "healthy" else 0}')
 clusters = databases()
 if clusters:
-    lines += ["# HELP socle_database_up 1 if the managed database answers from this server (no login).",
+    lines += ["# HELP socle_database_up 1 if the managed PostgreSQL database answers from this server (no login).",
               "# TYPE socle_database_up gauge"]
-for cluster, (engine, host, port) in clusters:
-    lines.append(f'socle_database_up{{database="{label(cluster)}"}} {1 if answers(engine, host, port) else 0}')
+for cluster, (host, port) in clusters:
+    lines.append(f'socle_database_up{{database="{label(cluster)}"}} {1 if answers(host, port) else 0}')
 tmp = OUT + ".tmp"
 with open(tmp, "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -490,15 +495,20 @@ def upgrade_mail_part(r: Receivers | None, report: str = "on-change") -> dict:
 
 
 # What node_exporter_part starts, stopped on a server no longer watched (monitoring taken out):
-# the package stays installed, unused; the firewall already closed its port.
+# the package stays installed, unused; the firewall already closed its port. Only where this
+# marker says socle started them: a node_exporter the operator runs on an unwatched stack is theirs.
 NODE_UNITS = ["prometheus-node-exporter", f"{CENSUS_UNIT}.timer"]
+WATCHED_MARKER = "/etc/socle/watched"
 
 
 def node_exporter_part(role: str = "app") -> dict:
     """What every server's host bundle adds for node_exporter (render/host_setup.py); on an app
     server, the container census too."""
     path = "/etc/default/prometheus-node-exporter"
-    part = {"packages": NODE_PACKAGES, "files": {path: {"mode": "0644", "content": node_exporter_args()}},
+    part = {"packages": NODE_PACKAGES, "files": {
+                path: {"mode": "0644", "content": node_exporter_args()},
+                WATCHED_MARKER: {"mode": "0644", "content": "node_exporter and the container census are socle's "
+                                                            "(socle:monitoring); taken out, socle stops them.\n"}},
             "restart": {"prometheus-node-exporter": [path]}, "enable": ["prometheus-node-exporter"],
             "ready": {"prometheus-node-exporter": f"http://127.0.0.1:{NODE_PORT}/metrics"}}
     if role == "app":
