@@ -1,6 +1,8 @@
 """The model must express the five systems socle was written for (DESIGN.md). These are compact
-sketches of each, checked by the same loader and program the real stacks use; what the model cannot
-express yet is listed in the README's "Known gaps"."""
+sketches of each, checked by the same loader and program the real stacks use, and reused by other
+tests as fixtures; the ready-to-copy stacks, with their sizes, schedules and policies, are in
+examples/ (tests/test_examples.py). What the model cannot express yet is listed in the README's
+"Known gaps"."""
 
 import copy
 
@@ -111,7 +113,7 @@ CAPLIBRE = system(
 
 OC_PIZZA = system(
     domain="ocpizza.example.org",
-    servers={"web": {"flavor": "d2-4", "diskGb": 10, "autoBackup": {"cron": "0 2 * * *", "rotation": 7}}},
+    servers={"web": {"flavor": "d2-2", "diskGb": 10, "autoBackup": {"cron": "0 2 * * *", "rotation": 7}}},  # 1 vCPU, 2 GB
     databases={"main": {"engine": "postgresql", "version": "16", "databases": ["shop"]}},
     apps={"shop": {"image": "ghcr.io/example/ocpizza:1.0", "server": "web", "hostname": "ocpizza.example.org", "port": 8000,
                    "env": {"DJANGO_SETTINGS_MODULE": "ocpizza.settings.production"},
