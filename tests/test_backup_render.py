@@ -140,7 +140,9 @@ def test_every_stateful_volume_and_database_is_in_a_manifest(run):
                 if {"label": "socle.stateful", "value": "true"} in r.plain.get("labels", [])}
     assert stateful and stateful <= covered, stateful - covered
     dbs = {f"{d['cluster']}/{d['database']}" for _, m in manifests for d in m["databases"]}
-    assert dbs == {f"socle-{run.stack}-main/{n}" for n in ("nextcloud", "etherpad", "app")}, dbs
+    cfg, _ = load(stack_values(run.stack))
+    declared = {f"socle-{run.stack}-{name}/{logical}" for name, db in cfg.databases.items() for logical in db.databases}
+    assert dbs == declared, f"dumped {sorted(dbs)}, declared in socle:databases {sorted(declared)}"
     assert "RESTIC_PASSWORD" not in json.dumps([m for _, m in manifests]), "a secret in the manifest"
 
 

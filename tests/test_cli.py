@@ -113,7 +113,9 @@ def test_readme_exit_table_matches_the_plan(tmp_path, capsys):
     codes = {c for row in re.findall(r"^\| ([0-9, ]+) \|", table, re.M) for c in re.split(r",\s*", row)}
     assert codes == {"0", "1", "2", "130", "141"}, codes
     assert plan.main(["prod"]) == 0
-    assert plan.main(["prod", "--config-file", str(ROOT / "tests" / "broken" / "app-publishes-8080.yaml")]) == 1
+    from tests.broken.generate import write
+
+    assert plan.main(["prod", "--config-file", str(write("app-publishes-8080", tmp_path))]) == 1
     bad = tmp_path / "Pulumi.prod.yaml"
     bad.write_text((ROOT / "Pulumi.prod.yaml").read_text().replace("region: GRA11", "region: GRA-11"))
     assert plan.main(["prod", "--config-file", str(bad)]) == 2

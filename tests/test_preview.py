@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broken.generate import CASES, HERE
+from tests.broken.generate import CASES, write
 from tools.harness import run_program, stack_config
 from tools.policy_graph import policy_config, verdicts
 
@@ -36,10 +36,10 @@ KNOWN_ONLY_AT_UPDATE = {"database-url-without-tls", "record-to-plain-http-host"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_a_broken_stack_is_still_reported_at_preview(name):
+def test_a_broken_stack_is_still_reported_at_preview(name, tmp_path):
     base, _, _, policy, _ = CASES[name]
     policies = policy if isinstance(policy, tuple) else (policy,)
-    config, secret_keys = stack_config(HERE / f"{name}.yaml")
+    config, secret_keys = stack_config(write(name, tmp_path))
     found = verdicts(run_program(base, config=config, secret_keys=secret_keys, preview=True), policy_config(base))
     mine = [v.finding for v in found if v.finding.policy in policies]
     if name in KNOWN_ONLY_AT_UPDATE:
