@@ -26,10 +26,12 @@ cd "$(dirname "$0")/.."
 # Debian's Prometheus, Alertmanager, blackbox and node exporters: promtool/amtool checks, rule unit tests
 # and the live monitoring test (test_monitoring*.py), the very versions the servers install; msmtp
 # sends unattended-upgrades' reports as the servers do (test_monitoring_live.py).
+# pandoc and weasyprint render the dossier d'exploitation to HTML and PDF (test_dossier.py).
 PACKAGES=(caddy cloud-init openssh-server openssh-client shellcheck systemd restic postgresql mariadb-server
           mariadb-client rsync openssl python3-venv ca-certificates cmark-gfm rclone qemu-system-x86 debootstrap
           genisoimage nftables iputils-ping pebble tzdata bind9 bind9-utils postfix prometheus
-          prometheus-alertmanager prometheus-blackbox-exporter prometheus-node-exporter msmtp)
+          prometheus-alertmanager prometheus-blackbox-exporter prometheus-node-exporter msmtp
+          pandoc weasyprint)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 APT=(apt-get -o DPkg::Lock::Timeout=600)

@@ -226,6 +226,10 @@ def mermaid(run: Run, cfg) -> str:
             dns = app.hostname.replace(".", "_").replace("-", "_")
             via = f"lb_{'_'.join(sorted(app.hosts()))} --> " if len(app.hosts()) > 1 else ""
             lines.append(f'  dns_{dns}{{{{"https://{app.hostname}"}}}} --> {via}app_{aname}')
+        if app.sites:  # one node for an engine's sites, however many
+            first = app.sites[0].hostname
+            more = f" … ({len(app.sites)} sites)" if len(app.sites) > 1 else ""
+            lines.append(f'  sites_{aname}{{{{"https://{first}{more}"}}}} --> app_{aname}')
         for use in app.databases:
             lines.append(f"  app_{aname} --> db_{use.use.split('.')[0]}")
         for use in app.buckets:
@@ -238,7 +242,10 @@ def mermaid(run: Run, cfg) -> str:
                                     b.targets.server and f"srv_{b.targets.server}"]):
             for sname in run.exports.get("backups") or cfg.app_servers():
                 lines.append(f"  srv_{sname} -. restic .-> {target}")
-    return "\n".join(lines) + "\n"
+    # An edge once (an engine's sites share a database); every other line as it is (each subgraph's `end`).
+    seen: set[str] = set()
+    kept = [ln for ln in lines if "->" not in ln or not (ln in seen or seen.add(ln))]
+    return "\n".join(kept) + "\n"
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
