@@ -634,10 +634,10 @@ SecretSource = Annotated[
 class DatabaseUse(_Model):
     use: Annotated[str, AfterValidator(_database_use)]
     """'<database>.<logical database>', e.g. main.nextcloud."""
-    env: dict[Literal["url", "host", "port", "name", "user", "password"], EnvName] = Field(
+    env: dict[Literal["url", "host", "port", "address", "name", "user", "password"], EnvName] = Field(
         default_factory=lambda: {"url": "DATABASE_URL"}
     )
-    """Which connection fields to pass, under which variable names."""
+    """Which connection fields to pass, under which variable names (address: host:port in one, for apps such as Nextcloud that take both in one setting; an OVH managed database listens on a port of its own)."""
 
 
 class BucketUse(_Model):

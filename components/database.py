@@ -30,6 +30,12 @@ class Connection:
     tls: bool
 
     @functools.cached_property
+    def address(self) -> pulumi.Output[str]:
+        """host:port, for apps that take both in one setting (Nextcloud's POSTGRES_HOST, MYSQL_HOST):
+        an OVH managed cluster listens on a port of its own, not the engine's default."""
+        return pulumi.Output.concat(self.host, ":", self.port)
+
+    @functools.cached_property
     def url(self) -> pulumi.Output[str]:
         return _url(self.engine, self.user, self.password, self.host, self.port, self.name, tls=self.tls)
 

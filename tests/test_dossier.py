@@ -54,6 +54,16 @@ def test_every_section_is_there_and_says_what_the_stack_file_says(path, lang):
     if backup.get("enabled", True):
         assert f"`{backup.get('schedule', '0 3 * * *')}`" in text, "the backup schedule is not in the dossier"
     assert "UNKNOWN" not in text and "None" not in text.replace("NoneType", ""), "a missing value shown as None"
+    covered = dossier.coverage(_cfg(path), _stack_of(path))
+    for server, kept in covered.items():
+        restore = text.split(f"## 8. {dossier.TEXT[lang]['restore']}", 1)[1].split("\n## ", 1)[0]
+        assert f"restore-server.sh {_stack_of(path)} {server} " in restore, f"{path.name}: no scenario C for {server}"
+        for item in [*kept["volumes"][:1], *kept["databases"][:1]]:
+            assert f" {item} --at " in restore, f"{path.name}: {item}, kept by {server}'s backup, has no restore command"
+    if not covered:
+        assert dossier.TEXT[lang]["nothing_to_restore"] in text
+    if values.get("dns", {}).get("provider", "none") == "none":
+        assert dossier.TEXT[lang]["dns_none"] in text, "a stack whose DNS socle does not manage says so"
 
 
 def test_the_dossiers_diagrams_parse_with_mermaid():
@@ -130,3 +140,7 @@ def test_the_command_line(tmp_path):
                                 str(tmp_path / "d.html")], cwd=ROOT, capture_output=True, text=True, timeout=120,
                                env={"PATH": str(Path(sys.executable).parent)})
     assert no_pandoc.returncode == 3 and "apt-get install -y pandoc" in no_pandoc.stderr, no_pandoc.stderr
+    wrong = run("prod", "--format", "html", "--output", str(tmp_path / "d.pdf"))
+    assert wrong.returncode == 2 and "does not end in .html" in wrong.stderr, wrong.stderr
+    unwritable = run("prod", "--output", str(tmp_path / "missing-dir" / "d.md"))
+    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr, unwritable.stderr

@@ -6,7 +6,8 @@ app needs nothing here); `python -m tests.broken.generate` writes them to tests/
 Every rule that a stack file can break has a case here. Some cannot be broken from config and are
 covered by crafted resources in tests/test_policy_rules.py instead: by construction,
 proxy-serves-https-only's redirect/TLS/contact checks (the Caddyfile renderer always writes them)
-and load-balancer-listeners-https (socle creates no load balancer yet); because the config
+and load-balancer-listeners-https (socle's load balancers always pass 80/443 to the proxies,
+tests/test_scale_out.py); because the config
 validation refuses the mistake first (exit 2, tests/corpus/cases.yaml), backup-server-offsite,
 backup-bucket-immutable-offsite's region check, database-backups-offsite's region check and
 ssh-from-admin-networks-only. The rules stay, for resources that code rather than config builds.
