@@ -341,3 +341,20 @@ def test_locations_of_regions_including_3az_agree_between_program_and_policy(reg
     from policy.rules import _location
 
     assert ovh_location(region) == _location(region) == location
+
+
+@pytest.mark.parametrize("stack", ["prod", "dev"])
+def test_a_database_address_is_host_and_port_of_that_database(stack):
+    """`address` (host:port in one variable, for Nextcloud) carries the cluster's own port: an OVH
+    managed database does not listen on the engine's default."""
+    cfg, _ = load(stack_values(stack))
+    run = program(stack)
+    uses = [(a, u) for a, app in cfg.apps.items() for u in app.databases if "address" in u.env]
+    assert uses, f"{stack}: no app takes a database address; the test would check nothing"
+    for aname, use in uses:
+        c = next(r for r in run.of_type("docker:index/container:Container") if r.name.endswith(f"-containers-{aname}"))
+        envs = dict(e.split("=", 1) for e in c.plain["envs"])
+        host, port = envs[use.env["address"]].rsplit(":", 1)
+        assert host and port.isdigit(), f"{aname}: {use.env['address']}={envs[use.env['address']]} is not host:port"
+        if "port" in use.env:
+            assert envs[use.env["port"]] == port
