@@ -209,6 +209,10 @@ class Sshd:
             f"Include {self.dir}/10-socle.conf\n")
         os.makedirs("/run/sshd", exist_ok=True)
         self.log = self.dir / "sshd.log"
+        with socket.socket() as probe:  # a leftover sshd there would answer with other keys
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                pytest.fail(f"127.0.0.1:{self.port} is already taken (a leftover sshd of an interrupted test run? "
+                            f"`ss -ltnp | grep {self.port}`)")
         self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(self.dir / "sshd_config")],
                                      stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
         wait_port(self.port, self.proc, log=self.log)
