@@ -95,8 +95,10 @@ def test_pandoc_and_weasyprint_render_a_pdf(tmp_path):
     require("pandoc", "pandoc")
     require("weasyprint", "weasyprint")
     out = tmp_path / "dossier.pdf"
+    before = set(Path.cwd().iterdir())
     dossier.to_file(_render(ROOT / "examples" / "oc-pizza" / "Pulumi.prod.yaml", "fr"), "pdf", out, "OC-Pizza")
     assert out.read_bytes()[:5] == b"%PDF-" and out.stat().st_size > 5000
+    assert set(Path.cwd().iterdir()) == before, "pandoc left its scratch files in the working directory"
 
 
 def test_a_price_without_its_date_or_source_is_refused(tmp_path):

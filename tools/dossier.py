@@ -435,10 +435,12 @@ def to_file(markdown: str, fmt: str, output: Path, title: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "dossier.md"
         src.write_text(markdown)
-        cmd = [pandoc, str(src), "--from", "gfm", "--standalone", "--metadata", f"title={title}", "-o", str(output)]
+        cmd = [pandoc, str(src), "--from", "gfm", "--standalone", "--metadata", f"title={title}", "-o",
+               str(output.resolve())]
         if fmt == "pdf":
             cmd[-2:-2] = ["--pdf-engine", "weasyprint"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        # In the scratch directory: pandoc leaves its html2pdf* files for WeasyPrint in its working directory.
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=d)
         if res.returncode != 0:
             raise RuntimeError(f"pandoc failed: {res.stderr.strip()[-800:]}")
 
