@@ -101,8 +101,15 @@ def test_plan_mermaid_draws_servers_apps_databases_buckets_and_names(capsys):
     assert plan.main(["prod", "--mermaid"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("flowchart LR")
-    for needle in ('subgraph srv_web', 'app_nextcloud', 'db_main[(', 'bucket_documents[(', '"https://cloud.example.org"',
-                   "app_web --> db_main", "-. restic .->"):
+    from components.config import load
+    from tests.conftest import stack_values
+
+    cfg, _ = load(stack_values("prod"))
+    app, use = next((n, a.databases[0].use.split(".")[0]) for n, a in sorted(cfg.apps.items()) if a.databases)
+    hostname = next(a.hostname for a in cfg.apps.values() if a.hostname)
+    needles = [f"subgraph srv_{next(iter(cfg.servers))}", f"app_{app}", f"db_{use}[(", f'"https://{hostname}"',
+               f"app_{app} --> db_{use}", "-. restic .->", *(f"bucket_{b}[(" for b in cfg.buckets)]
+    for needle in needles:
         assert needle in out, f"{needle} missing from the diagram"
 
 

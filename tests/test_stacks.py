@@ -16,13 +16,16 @@ def role(res):
     return None
 
 
-def caddyfile(run, server="web"):
+def caddyfile(run):
+    """Every proxy's Caddyfile, one after the other (one proxy per server that serves hostnames)."""
     proxies = [c for c in run.of_type("docker:index/container:Container") if role(c) == "proxy"]
-    assert len(proxies) == 1, f"{run.stack}: expected one proxy, found {[p.name for p in proxies]}"
-    uploads = proxies[0].plain.get("uploads") or []
-    files = {u["file"]: u.get("content", "") for u in uploads}
-    assert "/etc/caddy/Caddyfile" in files, f"{proxies[0].urn} has no Caddyfile upload"
-    return files["/etc/caddy/Caddyfile"]
+    assert proxies, f"{run.stack}: no proxy"
+    texts = []
+    for proxy in proxies:
+        files = {u["file"]: u.get("content", "") for u in proxy.plain.get("uploads") or []}
+        assert "/etc/caddy/Caddyfile" in files, f"{proxy.urn} has no Caddyfile upload"
+        texts.append(files["/etc/caddy/Caddyfile"])
+    return "\n".join(texts)
 
 
 def test_only_the_proxy_publishes_host_ports_and_only_80_and_443(run):
@@ -63,7 +66,8 @@ def test_proxy_uses_letsencrypt_on_ovh_and_the_internal_ca_on_local(run):
     if run.stack == "dev":
         assert "local_certs" in text and "tls internal" in text, "dev must use Caddy's internal CA"
     else:
-        assert "email admin@example.org" in text and "local_certs" not in text, f"{run.stack} must use ACME"
+        cfg, _ = load(stack_values(run.stack))
+        assert f"email {cfg.proxy.acme_email}" in text and "local_certs" not in text, f"{run.stack} must use ACME"
 
 
 def test_every_app_hostname_has_a_dns_record_to_its_server(ovh_run):
