@@ -1074,6 +1074,29 @@ class StackConfig(_Model):
         """Each distinct set of servers (two or more) that serves a hostname: one load balancer each."""
         return sorted({tuple(sorted(a.hosts())) for a in self.apps.values() if a.hostnames() and len(a.hosts()) > 1})
 
+    def dumping_server(self, name: str) -> str:
+        """The server whose backup job dumps database `name`: the one that runs it as a container,
+        else the first server of an app using it (the first app server when none does)."""
+        if self.database_hosting(name) == "container":
+            return self.host_of("databases", name)
+        return (self.servers_using("databases", name) or self.app_servers())[0]
+
+    def backed_up_volumes(self) -> list[tuple[str, str, str, Any]]:
+        """(server, owner, volume, its Volume spec or None) for every Docker volume a backup job
+        keeps, in the jobs' order: the apps' stateful volumes not excluded from backups, the mail
+        server's (mailboxes, queue and state, accounts), each persistent cache's append-only file.
+        The owner is the container's name: the volume is <project>-<stack>-<owner>-<volume>."""
+        from .render.mail import MAIL_APP, MAIL_VOLUMES
+
+        out: list[tuple[str, str, str, Any]] = []
+        for aname, app in self.apps.items():
+            # (a stateful volume is refused on an app on several servers: one host here)
+            out += [(app.hosts()[0], aname, v, spec) for v, spec in app.volumes.items() if spec.stateful and spec.backup]
+        if self.mail is not None:
+            out += [(self.mail.server, MAIL_APP, v, None) for v in MAIL_VOLUMES]
+        out += [(self.host_of("caches", c), c, "data", None) for c, cache in self.caches.items() if cache.persistent]
+        return out
+
     def servers_using(self, section: str, name: str) -> list[str]:
         """Servers running an app that uses a database / bucket / cache, sorted."""
         return sorted({s for a in self.users_of(section, name) for s in self.apps[a].hosts()})

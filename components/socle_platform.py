@@ -200,10 +200,16 @@ class Platform(pulumi.ComponentResource):
         m = self.cfg.monitoring
         if not self._watched() or m.email is None or m.upgrade_reports == "off":
             return None
-        e = m.email
-        return pulumi.Output.secret(self._secret(e.password)).apply(lambda pw: json.dumps(mon.upgrade_mail_part(
-            mon.Receivers(emails=tuple(e.to), email_from=e.sender, smarthost=e.smarthost, smtp_username=e.username,
-                          smtp_password=pw), m.upgrade_reports), sort_keys=True))
+        return pulumi.Output.secret(self._secret(m.email.password)).apply(
+            lambda pw: json.dumps(mon.upgrade_mail_part(self._receivers(pw), m.upgrade_reports), sort_keys=True))
+
+    def _receivers(self, password, webhook=None, heartbeat=None) -> "mon.Receivers":
+        """Where socle:monitoring sends: its e-mail settings (with the SMTP password resolved), and
+        the webhook and heartbeat URLs when given."""
+        e = self.cfg.monitoring.email
+        return mon.Receivers(emails=tuple(e.to) if e else (), email_from=e.sender if e else None,
+                             smarthost=e.smarthost if e else None, smtp_username=e.username if e else None,
+                             smtp_password=password, webhook_url=webhook, heartbeat_url=heartbeat)
 
     @functools.cached_property
     def sftp_authorized_keys(self) -> dict[str, pulumi.Output[str]]:
@@ -335,27 +341,18 @@ class Platform(pulumi.ComponentResource):
         its image changes only with its engine's major version, which needs a dump and a restore
         anyway, README "Databases".)"""
         cfg = self.cfg
-        holders: dict[str, tuple[str, dict[str, list[str]]]] = {}
-        for aname, app in cfg.apps.items():
-            servers: dict[str, list[str]] = {}
-            vols = [_volume_dir(f"{self.pname(aname)}-{v}") for v, spec in app.volumes.items()
-                    if spec.stateful and spec.backup]
-            if vols:
-                servers[app.hosts()[0]] = vols
-            for use in app.databases:
-                dname = use.use.split(".")[0]
-                servers.setdefault(cfg.host_of("databases", dname) if cfg.database_hosting(dname) == "container"
-                                   else (cfg.servers_using("databases", dname) or cfg.app_servers())[0], [])
-            if servers:
-                holders[aname] = (app.image, servers)
+        images = {aname: app.image for aname, app in cfg.apps.items()}
         if cfg.mail is not None:
-            holders[MAIL_APP] = (cfg.mail.image, {cfg.mail.server: [
-                _volume_dir(f"{self.pname(MAIL_APP)}-{v}") for v in MAIL_VOLUMES]})
-        for cname, cache in cfg.caches.items():
-            if cache.persistent:
-                holders[cname] = (_CACHE_IMAGES[cache.engine].format(v=cache.version),
-                                  {cfg.host_of("caches", cname): [_volume_dir(f"{self.pname(cname)}-data")]})
-        return holders
+            images[MAIL_APP] = cfg.mail.image
+        images.update({c: _CACHE_IMAGES[cache.engine].format(v=cache.version) for c, cache in cfg.caches.items()
+                       if cache.persistent})
+        servers: dict[str, dict[str, list[str]]] = {}
+        for server, owner, vol, _ in cfg.backed_up_volumes():
+            servers.setdefault(owner, {}).setdefault(server, []).append(_volume_dir(self.pname(owner, vol)))
+        for aname, app in cfg.apps.items():
+            for use in app.databases:
+                servers.setdefault(aname, {}).setdefault(cfg.dumping_server(use.use.split(".")[0]), [])
+        return {o: (images[o], servers[o]) for o in images if o in servers}
 
     def _backup_gates(self) -> dict[str, list[pulumi.Resource]]:
         """Before a container holding data (_data_holders) changes image, a backup of that data,
@@ -653,9 +650,7 @@ class Platform(pulumi.ComponentResource):
             addresses, (password, webhook, heartbeat) = v[:len(names)], v[len(names):]
             watched = mon.Watched(nodes={n: f"{a}:{mon.NODE_PORT}" for n, a in zip(names, addresses)},
                                   endpoints=endpoints, backed_up=tuple(sorted(self.backups)))
-            receivers = mon.Receivers(emails=tuple(e.to) if e else (), email_from=e.sender if e else None,
-                                      smarthost=e.smarthost if e else None, smtp_username=e.username if e else None,
-                                      smtp_password=password, webhook_url=webhook, heartbeat_url=heartbeat)
+            receivers = self._receivers(password, webhook=webhook, heartbeat=heartbeat)
             return mon.monitoring_bundle(
                 prometheus=mon.render_prometheus(watched, stack=pulumi.get_stack(), retention_days=m.retention_days),
                 rules=mon.render_rules(t, watched), alertmanager=mon.render_alertmanager(receivers),
@@ -682,33 +677,23 @@ class Platform(pulumi.ComponentResource):
         def vol_path(name: str) -> str:
             return f"/volumes/{name}" if local else _volume_dir(name)
 
-        for aname, app in cfg.apps.items():
-            for v, spec in app.volumes.items():
-                if spec.stateful and spec.backup:
-                    name = f"{self.pname(aname)}-{v}"
-                    # (a stateful volume is refused on an app on several servers: one host here)
-                    volumes[app.hosts()[0]].append({"name": name, "path": vol_path(name),
-                                                    "include": list(spec.include), "exclude": list(spec.exclude)})
-        if cfg.mail is not None:  # mailboxes, queue and state, accounts
-            for v in MAIL_VOLUMES:
-                name = f"{self.pname(MAIL_APP)}-{v}"
-                volumes[cfg.mail.server].append({"name": name, "path": vol_path(name), "exclude": []})
-        for cname, cache in cfg.caches.items():
-            if cache.persistent:  # its append-only file (restic reads it as it is; see README "Caches")
-                name = f"{self.pname(cname)}-data"
-                volumes[cfg.host_of("caches", cname)].append({"name": name, "path": vol_path(name), "exclude": []})
+        for server, owner, v, spec in cfg.backed_up_volumes():
+            # (a cache's append-only file is read as it is by restic; see README "Caches")
+            name = self.pname(owner, v)
+            entry = {"name": name, "path": vol_path(name)}
+            volumes[server].append({**entry, "include": list(spec.include), "exclude": list(spec.exclude)} if spec
+                                   else {**entry, "exclude": []})
         if local:
             for bname in cfg.buckets:
                 name = f"{self.pname(bname)}-data"
                 volumes[cfg.host_of("buckets", bname)].append({"name": name, "path": vol_path(name), "exclude": []})
         for dname, db in cfg.databases.items():
             comp = self.databases[dname]
+            server = cfg.dumping_server(dname)
             if cfg.database_hosting(dname) == "container":
-                server = cfg.host_of("databases", dname)
                 user, password, tls = comp.admin_user, comp.admin_password, False
             else:
-                users = cfg.servers_using("databases", dname) or cfg.app_servers()
-                server, tls = users[0], True
+                tls = True
             for logical in db.databases:
                 env = f"SOCLE_DB_PASSWORD_{dname}_{logical}".upper().replace("-", "_")
                 # The drill's throw-away server: the engine the dump came from.

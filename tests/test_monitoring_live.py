@@ -255,20 +255,15 @@ def test_the_readiness_urls_the_bundles_give_answer_on_the_real_services(stack):
     ports = stack["ports"]
     where = {mon.PROMETHEUS_ADDRESS: ports["prometheus"], mon.ALERTMANAGER_ADDRESS: ports["alertmanager"],
              mon.BLACKBOX_ADDRESS: ports["blackbox"], f"127.0.0.1:{mon.NODE_PORT}": ports["node"]}
-    urls = {**json.loads(_bundle())["ready"], **mon.node_exporter_part("app")["ready"]}
+    from tests.test_monitoring import _monitoring_bundle
+
+    urls = {**json.loads(_monitoring_bundle())["ready"], **mon.node_exporter_part("app")["ready"]}
     for unit, url in urls.items():
         for address, port in where.items():
             url = url.replace(f"//{address}/", f"//127.0.0.1:{port}/")
         with urllib.request.urlopen(url, timeout=5) as res:
             assert res.status == 200, f"{unit}: {url} answered {res.status}"
 
-
-def _bundle() -> str:
-    w = mon.Watched(nodes={"web": "10.42.0.5:9100"})
-    return mon.monitoring_bundle(prometheus=mon.render_prometheus(w, stack="t", retention_days=2),
-                                 rules=mon.render_rules(mon.Thresholds(), w), alertmanager=mon.render_alertmanager(
-                                     mon.Receivers(webhook_url="https://chat.example.org/x")),
-                                 blackbox=mon.render_blackbox(), retention_days=2)
 
 
 # ---------------------------------------------------------------------------- unattended-upgrades' reports

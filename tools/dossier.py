@@ -200,9 +200,8 @@ def inventory(cfg) -> list[tuple[str, int]]:
 
 def coverage(cfg, stack: str, project: str = "socle") -> dict[str, dict[str, list[str]]]:
     """What each server's backup job keeps: its volumes (Docker names) and the databases it dumps
-    (CLUSTER/DATABASE), by the same rules as components/socle_platform.py _backup_jobs."""
+    (CLUSTER/DATABASE): the config's backed_up_volumes and dumping_server, as _backup_jobs uses them."""
     from components.naming import physical_name
-    from components.render.mail import MAIL_APP, MAIL_VOLUMES
 
     pname = lambda *parts: physical_name(project, stack, *parts)  # noqa: E731
     out: dict[str, dict[str, list[str]]] = {}
@@ -212,21 +211,11 @@ def coverage(cfg, stack: str, project: str = "socle") -> dict[str, dict[str, lis
 
     if not cfg.backup.enabled:
         return {}
-    for aname, app in cfg.apps.items():
-        for v, spec in app.volumes.items():
-            if spec.stateful and spec.backup:
-                add(app.hosts()[0], "volumes", pname(aname, v))
-    if cfg.mail is not None:
-        for v in MAIL_VOLUMES:
-            add(cfg.mail.server, "volumes", pname(MAIL_APP, v))
-    for cname, cache in cfg.caches.items():
-        if cache.persistent:
-            add(cfg.host_of("caches", cname), "volumes", pname(cname, "data"))
+    for server, owner, vol, _ in cfg.backed_up_volumes():
+        add(server, "volumes", pname(owner, vol))
     for dname, db in cfg.databases.items():
-        server = (cfg.host_of("databases", dname) if cfg.database_hosting(dname) == "container"
-                  else (cfg.servers_using("databases", dname) or cfg.app_servers())[0])
         for logical in db.databases:
-            add(server, "databases", f"{pname(dname)}/{logical}")
+            add(cfg.dumping_server(dname), "databases", f"{pname(dname)}/{logical}")
     return out
 
 
