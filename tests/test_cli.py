@@ -14,6 +14,7 @@ PY = [sys.executable, "-m"]
 ENTRY_POINTS = [
     PY + ["tools.plan"], PY + ["tools.reaper"], PY + ["tools.github_report"], PY + ["tools.bench_eval"],
     PY + ["tools.bench_backup"], PY + ["tools.config_reference"], PY + ["tests.broken.generate"], PY + ["tools.dossier"],
+    PY + ["tools.ovh_prices"],
     [sys.executable, "backup/socle_backup.py"], [sys.executable, "host/socle_host_setup.py"],
 ] + [["bash", str(p.relative_to(ROOT))] for p in sorted((ROOT / "scripts").glob("*.sh"))] + [
     ["bash", "tests/vm/build-image.sh"]]
