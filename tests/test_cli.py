@@ -3,6 +3,7 @@ its exit statuses and changes nothing; output piped into `head` ends quietly; th
 same bytes on every run; options that exclude each other are refused."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,10 +99,21 @@ def test_one_resource_count_in_plan_benchmark_and_readme():
     bench = (ROOT / "tools" / "bench_eval.py").read_text()
     assert "len(r.resources)" in bench, "the benchmark counts something else than the plan"
     readme = (ROOT / "README.md").read_text()
+    fix = "; `python -m tools.bench_eval --readme` rewrites the counts"
     for stack in ("dev", "staging", "prod"):
         n = len(run_program(stack).resources)
-        assert f"\n{stack:<10}{n:>10}" in readme, f"the README's benchmark table gives another count for {stack} ({n})"
-    assert f"{run.count_line()} would be created" in readme, "the README's plan example gives another count"
+        assert f"\n{stack:<10}{n:>10}" in readme, f"the README's benchmark table gives another count for {stack} ({n}){fix}"
+    assert f"{run.count_line()} would be created" in readme, f"the README's plan example gives another count{fix}"
+
+
+def test_bench_eval_readme_rewrites_the_counts_and_keeps_the_times():
+    from tools.bench_eval import readme_counts
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme_counts(readme) == readme, "the README's counts are not the plan's"
+    stale = re.sub(r"^(prod {6})\s*\d+", r"\1       999", readme, count=1, flags=re.M)
+    stale = re.sub(r"^\d+ resources \(", "999 resources (", stale, count=1, flags=re.M)
+    assert stale != readme and readme_counts(stale) == readme, "--readme does not put the plan's counts back"
 
 
 def test_readme_exit_table_matches_the_plan(tmp_path, capsys):
