@@ -120,14 +120,15 @@ def test_a_load_balanced_app_keeps_its_health_path_up_in_maintenance():
     """Behind a load balancer, a 503 on the health path would take every member out of the pool."""
     import yaml
 
-    from tools.harness import run_program
+    from tools.harness import run_program, stack_config
 
-    cfg = yaml.safe_load((ROOT / "examples" / "caplibre-large" / "Pulumi.prod.yaml").read_text())["config"]
+    path = ROOT / "examples" / "caplibre-large" / "Pulumi.prod.yaml"
+    cfg = yaml.safe_load(path.read_text())["config"]
     balanced = {n: a for n, a in cfg["socle:apps"].items() if len(a.get("servers") or []) > 1 and a.get("hostname")}
     assert balanced, "the Caplibre example has no load-balanced app"
-    config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items() if k.startswith("socle:")}
+    config, secret_keys = stack_config(path)
     config["socle:maintenance"] = "true"
-    sites = _sites(run_program("prod", config=config))
+    sites = _sites(run_program("prod", config=config, secret_keys=secret_keys))
     for name, app in balanced.items():
         body = sites[app["hostname"]]
         path = (app.get("healthPath") or "/").split("?")[0]
