@@ -1,6 +1,7 @@
-"""The corpus of realistic stack-file mistakes (tests/corpus/cases.yaml): each one is written to a
-file, planned offline exactly as `python -m tools.plan STACK --config-file FILE` would, and must
-end with the expected exit code and message, never with a traceback. The legitimate variations
+"""The corpus of realistic stack-file mistakes (tests/corpus/cases.yaml), made to a copy of a real
+stack file (tests/corpus/base-*.yaml): each one is written to a file, planned offline exactly as
+`python -m tools.plan STACK --config-file FILE` would, and must end with the expected exit code and
+message, never with a traceback. The legitimate variations
 must plan clean, so the checks refuse mistakes, not ways of working."""
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from tools import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = yaml.safe_load((Path(__file__).parent / "corpus" / "cases.yaml").read_text())
+# The cases change a copy of socle's prod and staging stack files as they were when the cases were
+# written: they judge the checker, so they hold whatever the project's own stack files become
+# (apps added, renamed, a server added: tests/test_adding_an_app.py). The shipped stack files
+# themselves are judged by tests/test_stacks.py and tests/test_policy_stacks.py.
+BASES = Path(__file__).parent / "corpus"
 
 
 def _node(doc: dict, path: str, create: bool = True):
@@ -34,7 +40,7 @@ def _node(doc: dict, path: str, create: bool = True):
 
 def build(case: dict) -> str:
     """The stack file of a case: the base file, changed as the case says."""
-    text = (ROOT / f"Pulumi.{case.get('base', 'prod')}.yaml").read_text()
+    text = (BASES / f"base-{case.get('base', 'prod')}.yaml").read_text()
     if any(k in case for k in ("set", "delete", "append")):
         doc = copy.deepcopy(yaml.safe_load(text))
         for path, value in (case.get("set") or {}).items():
