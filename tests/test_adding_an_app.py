@@ -96,8 +96,10 @@ def _rename(stack_file: Path, renames: dict[str, str]) -> None:
     """As a search-and-replace does: every whole-word use of each name (not inside a hostname)."""
     text = stack_file.read_text()
     for old, new in renames.items():
+        # Its key, and the uses of a bucket (`use: NAME`): the name must mean nothing else here.
+        uses = len(re.findall(rf"use: {re.escape(old)}(?![\w.-])", text))
         text, n = re.subn(rf"(?<![\w.-]){re.escape(old)}(?![\w.-])", new, text)
-        assert n, f"{stack_file.name}: nothing named {old} to rename"
+        assert n == 1 + uses, f"{stack_file.name}: {old} is used {n} times, not as its key and {uses} uses: pick another"
     stack_file.write_text(text)
 
 

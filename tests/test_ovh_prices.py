@@ -35,9 +35,18 @@ def _table(tmp_path, prices: dict, **extra) -> object:
     ({**GOOD, "eurPerHour": -1}, "not an amount"),
     ({**GOOD, "per": "week"}, "not an amount"),
     ({k: v for k, v in GOOD.items() if k != "planCode"}, "no planCode"),
+    ({**GOOD, "planCode": 7}, "no planCode"),
+    ({**GOOD, "eurPerHour": float("nan")}, "not an amount"),
+    ({**GOOD, "eurPerHour": float("inf")}, "not an amount"),
+    ({**GOOD, "times": -1}, "times is not a whole number"),
+    ({**GOOD, "times": True}, "times is not a whole number"),
+    ({**GOOD, "times": "50"}, "times is not a whole number"),
+    ({**GOOD, "roundedTo": -0.01}, "roundedTo is not an amount"),
+    ({**GOOD, "roundedTo": "cent"}, "roundedTo is not an amount"),
+    ({**GOOD, "assumes": "it is cheap"}, "assumes is one of"),
 ])
 def test_a_price_without_its_plan_code_source_date_or_amount_is_refused(tmp_path, bad, says):
-    with pytest.raises(ovh_prices.PriceError, match=f"price of instance b3-8 (has |is )?{says}"):
+    with pytest.raises(ovh_prices.PriceError, match=f"price of instance b3-8(:)? (has |is )?{says}"):
         ovh_prices.load(_table(tmp_path, {"instance b3-8": bad}))
 
 
@@ -63,7 +72,8 @@ def test_the_estimate_adds_the_priced_and_names_the_rest(tmp_path):
         "object storage bucket": {**GOOD, "planCode": "storage", "per": "month", "eurPerMonth": 0.01,
                                   "usage": "GB stored"},
         "instance snapshot of b3-8 (kept)": {**GOOD, "planCode": "snapshot", "per": "month",
-                                              "eurPerMonth": 0.01, "times": 50}}))
+                                              "eurPerMonth": 0.01, "times": 50,
+                                              "assumes": "snapshot-at-most-the-disk"}}))
     inv = [("instance b3-8", 2), ("floating IP", 1), ("object storage bucket", 3),
            ("instance snapshot of b3-8 (kept)", 7), ("load balancer small", 1)]
     est = ovh_prices.estimate(inv, prices)
@@ -76,6 +86,14 @@ def test_the_estimate_adds_the_priced_and_names_the_rest(tmp_path):
     complete = dossier.cost_section(inv[:2], prices, dossier.TEXT["fr"])
     assert "Sans :" not in complete and "≈ 74.80 €" in complete, complete
     assert "Aucun tarif daté" in dossier.cost_section(inv, {}, dossier.TEXT["fr"]), "an empty table must be said"
+    assert dossier.TEXT["en"]["assumes_snapshot-at-most-the-disk"] in text, "the snapshot's upper bound is not said"
+    assert "Hypothèse" not in complete, "an assumption said of rows that do not need it"
+    unpriced = dossier.cost_section([("load balancer small", 1), ("object storage bucket", 1)], prices,
+                                    dossier.TEXT["fr"])
+    assert "Total" not in unpriced, f"a total of nothing priced:\n{unpriced}"
+    for assumption in ovh_prices.ASSUMPTIONS:
+        for lang in ("fr", "en"):
+            assert dossier.TEXT[lang].get(f"assumes_{assumption}"), f"{lang}: no text for the assumption {assumption}"
 
 
 def _catalogue(**prices) -> dict:
@@ -97,7 +115,11 @@ def test_refresh_reads_exact_prices_from_the_catalogue(tmp_path):
         **GOOD, "planCode": "floatingip.month", "per": "month", "eurPerMonth": 1.8}}, sources={"x": {}})
     cat = tmp_path / "cloud.json"
     cat.write_text(json.dumps(_catalogue(**{"b3-8.consumption": (5_120_000, "hour"),
-                                            "floatingip.month": (180_000_000, "month")})))
+                                            "floatingip.month": (180_000_000, "month"),
+                                            "databases.pg-db1-4.hour.consumption": (6_800_000, "none")})))
+    doc = json.loads(table.read_text())
+    doc["prices"]["database pg"] = {**GOOD, "planCode": "databases.pg-db1-4.hour.consumption"}
+    table.write_text(json.dumps(doc))
     done = _run("--refresh", str(cat), "--date", "2026-11-20", "--table", str(table))
     assert done.returncode == 0, done.stderr
     prices = ovh_prices.load(table)
@@ -106,6 +128,8 @@ def test_refresh_reads_exact_prices_from_the_catalogue(tmp_path):
     assert {p["date"] for p in prices.values()} == {"2026-11-20"}
     assert {p["source"] for p in prices.values()} == {ovh_prices.CATALOGUE}
     assert all(p["about"] for p in prices.values()), "the catalogue is not described under 'sources'"
+    assert prices["database pg"]["eurPerHour"] == pytest.approx(0.068), "an hourly price of unit 'none' not read"
+    assert "third party" not in json.loads(table.read_text()).get("about", ""), "the table still says it is a copy"
 
 
 def test_refresh_names_a_plan_code_ovh_renamed_and_writes_nothing(tmp_path):
@@ -114,11 +138,21 @@ def test_refresh_names_a_plan_code_ovh_renamed_and_writes_nothing(tmp_path):
     before = table.read_text()
     cat = tmp_path / "cloud.json"
     cat.write_text(json.dumps(_catalogue(**{"b3-8.consumption.v2": (5_120_000, "hour"),
-                                            "floatingip.month": (180_000_000, "hour")})))
+                                            "floatingip.month": (180_000_000, "none")})))
     done = _run("--refresh", str(cat), "--table", str(table))
     assert done.returncode == 1, done.stderr
     assert "instance b3-8 (b3-8.consumption)" in done.stderr, done.stderr
-    assert "priced per hour, the table says per month" in done.stderr, done.stderr
+    assert "floatingip.month is priced per month" not in done.stderr, "a .month. plan code read as another unit"
+    assert table.read_text() == before, "a refused refresh changed the table"
+    cat.write_text(json.dumps(_catalogue(**{"b3-8.consumption": (5_120_000, "none"),
+                                            "floatingip.month": (180_000_000, "hour")})))
+    mixed = _run("--refresh", str(cat), "--table", str(table))
+    assert mixed.returncode == 1 and "b3-8.consumption: the catalogue gives it no hour or month interval" in mixed.stderr, mixed.stderr
+    assert "floatingip.month is priced per hour, the table says per month" in mixed.stderr, mixed.stderr
+    dollars = _catalogue(**{"b3-8.consumption": (5_120_000, "hour"), "floatingip.month": (180_000_000, "month")})
+    cat.write_text(json.dumps({**dollars, "locale": {"currencyCode": "USD"}}))
+    usd = _run("--refresh", str(cat), "--table", str(table))
+    assert usd.returncode == 1 and "in USD" in usd.stderr, usd.stderr
     assert table.read_text() == before, "a refused refresh changed the table"
 
 

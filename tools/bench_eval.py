@@ -48,8 +48,8 @@ def readme_counts(text: str) -> str:
         text = re.sub(rf"^({stack:<10})\s*\d+(?=\s+\d)", lambda m: f"{m.group(1)}{len(run.resources):>10}",
                       text, count=1, flags=re.M)
         if stack == "prod":
-            text = re.sub(r"^\d+ resources \(.*?\)(?= would be created)", run.count_line(), text, count=1,
-                          flags=re.M)
+            text = re.sub(r"^\d+ resources \(.*?\)(?= would be created)", lambda _: run.count_line(), text,
+                          count=1, flags=re.M)
     return text
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -31,6 +32,8 @@ TABLE = Path(__file__).resolve().parent / "ovh_prices.json"
 CATALOGUE = "https://eu.api.ovh.com/v1/order/catalog/public/cloud?ovhSubsidiary=FR"
 HOURS_PER_MONTH = 730  # 365 × 24 / 12: an hourly price over an average month
 MICRO = 100_000_000    # the catalogue's prices are integers in 10^-8 of the currency
+# What a price cannot know, said under the dossier's cost table (tools/dossier.py TEXT).
+ASSUMPTIONS = ("per-node", "snapshot-at-most-the-disk")
 
 
 class PriceError(ValueError):
@@ -53,17 +56,27 @@ def load(path: Path = TABLE) -> dict[str, dict]:
             raise PriceError(f"{where} has no date (YYYY-MM-DD)") from None
         per = entry.get("per", "month")
         amount = entry.get("eurPerMonth" if per == "month" else "eurPerHour")
-        if per not in ("month", "hour") or not isinstance(amount, (int, float)) or isinstance(amount, bool) \
-                or amount < 0:
+        if per not in ("month", "hour") or not _euros(amount):
             raise PriceError(f"{where} is not an amount in euros per month (eurPerMonth) or per hour "
                              f"(eurPerHour with per: hour)")
-        if not entry.get("planCode"):
+        if not isinstance(entry.get("planCode"), str) or not entry["planCode"]:
             raise PriceError(f"{where} has no planCode (OVH's name for it, to check and refresh it)")
-        times = entry.get("times", 1)
+        times, rounded = entry.get("times", 1), entry.get("roundedTo", 0)
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise PriceError(f"{where}: times is not a whole number of units (1 or more)")
+        if not _euros(rounded):
+            raise PriceError(f"{where}: roundedTo is not an amount in euros")
+        if entry.get("assumes") not in (None, *ASSUMPTIONS):
+            raise PriceError(f"{where}: assumes is one of {', '.join(ASSUMPTIONS)}")
         hours = HOURS_PER_MONTH if per == "hour" else 1
         out[item] = {**entry, "about": about.get(entry["source"], {}), "monthly": amount * hours * times,
-                     "margin": entry.get("roundedTo", 0) / 2 * hours * times}
+                     "margin": rounded / 2 * hours * times}
     return out
+
+
+def _euros(value) -> bool:
+    """A finite amount of zero or more (json reads NaN and Infinity; a bool is an int to Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def estimate(inventory: list[tuple[str, int]], prices: dict[str, dict]) -> dict:
@@ -87,18 +100,28 @@ def estimate(inventory: list[tuple[str, int]], prices: dict[str, dict]) -> dict:
 
 
 def _catalogue_prices(catalogue: dict) -> dict[str, tuple[float, str]]:
-    """planCode -> (euros, interval unit) of its consumption pricing, from OVH's catalogue JSON."""
+    """planCode -> (euros, hour | month | ?) of its consumption pricing for one interval, from OVH's
+    catalogue JSON. OVH gives some hourly prices (databases, load balancers) the interval unit
+    "none" ("price for one hour"): their plan code says .hour. or .month., and that is taken."""
     out = {}
     for addon in catalogue.get("addons") or []:
-        for pricing in addon.get("pricings") or []:
-            if "consumption" in (pricing.get("capacities") or []):
-                out[addon["planCode"]] = (pricing["price"] / MICRO, pricing.get("intervalUnit", ""))
-                break
+        code = addon.get("planCode", "")
+        pricings = [p for p in addon.get("pricings") or [] if "consumption" in (p.get("capacities") or [])]
+        pricing = next((p for p in pricings if p.get("interval", 1) == 1), None)
+        if pricing is None:
+            continue
+        unit = pricing.get("intervalUnit", "")
+        if unit not in ("hour", "month"):
+            unit = "hour" if ".hour." in f"{code}." else "month" if ".month." in f"{code}." else "?"
+        out[code] = (pricing["price"] / MICRO, unit)
     return out
 
 
 def refresh(doc: dict, catalogue: dict, day: str, source: str = CATALOGUE) -> tuple[dict, list[str]]:
     """The table with every amount read from the catalogue; and the items it could not price."""
+    currency = (catalogue.get("locale") or {}).get("currencyCode")
+    if currency != "EUR":
+        return doc, [f"every price: the catalogue is in {currency}, the table in euros (ask ovhSubsidiary=FR)"]
     found = _catalogue_prices(catalogue)
     missing, prices = [], {}
     for item, entry in (doc.get("prices") or {}).items():
@@ -108,7 +131,10 @@ def refresh(doc: dict, catalogue: dict, day: str, source: str = CATALOGUE) -> tu
             continue
         euros, unit = found[code]
         per = entry.get("per", "month")
-        if unit in ("hour", "month") and unit != per:
+        if unit == "?":
+            missing.append(f"{item} ({code}: the catalogue gives it no hour or month interval)")
+            continue
+        if unit != per:
             missing.append(f"{item} ({code} is priced per {unit}, the table says per {per})")
             continue
         new = {k: v for k, v in entry.items() if k not in ("roundedTo", "eurPerMonth", "eurPerHour")}
@@ -116,7 +142,9 @@ def refresh(doc: dict, catalogue: dict, day: str, source: str = CATALOGUE) -> tu
         prices[item] = {**new, "source": source, "date": day}
     sources = {source: {"fr": "le catalogue public d'OVHcloud (API de commande), tarifs exacts",
                         "en": "OVHcloud's public catalogue (order API), exact prices"}}
-    return {**doc, "sources": sources, "prices": prices}, missing
+    about = (f"Monthly OVHcloud prices, excluding VAT, read exact from {source} on {day} by "
+             "python -m tools.ovh_prices --refresh. Entries as its docstring says.")
+    return {**doc, "about": about, "sources": sources, "prices": prices}, missing
 
 
 def main(argv: list[str] | None = None) -> int:
