@@ -92,7 +92,8 @@ TEXT = {
         "assumes_per-node": "Hypothèse : le tarif horaire d'une base gérée est compté une fois par nœud (le nom du "
                             "plan chez OVH ne dit pas s'il vaut pour un nœud ou pour le cluster).",
         "assumes_snapshot-at-most-the-disk": "Hypothèse haute : un instantané compte la taille du disque du "
-                                              "gabarit ; OVH le facture sur sa taille réelle, souvent moindre.", "disk_word": "disque", "day": "AAAA-MM-JJ", "mailboxes": "boîtes, file d'attente, comptes",
+                                              "gabarit ; OVH le facture sur sa taille réelle, souvent moindre.",
+        "disk_word": "disque", "day": "AAAA-MM-JJ", "mailboxes": "boîtes, file d'attente, comptes",
         "and_more": "et {n} autres : --list les montre",
         "dns_none": "Le DNS n'est pas géré par socle (`dns.provider: none`) : les noms sont à créer à la main.",
         "job_of": "Tâche de sauvegarde du serveur",
@@ -152,7 +153,8 @@ TEXT = {
         "assumes_per-node": "Assumption: a managed database's hourly price is counted once per node (OVH's plan "
                             "name does not say whether it is per node or per cluster).",
         "assumes_snapshot-at-most-the-disk": "Upper bound: a snapshot counts its flavor's whole disk; OVH bills "
-                                              "its real size, often smaller.", "disk_word": "disk", "day": "YYYY-MM-DD", "mailboxes": "mailboxes, queue, accounts",
+                                              "its real size, often smaller.",
+        "disk_word": "disk", "day": "YYYY-MM-DD", "mailboxes": "mailboxes, queue, accounts",
         "and_more": "and {n} more: --list shows them",
         "dns_none": "socle does not manage the DNS (`dns.provider: none`): the names are made by hand.",
         "job_of": "Backup job of server",
@@ -190,9 +192,10 @@ def inventory(cfg) -> list[tuple[str, int]]:
             add(f"database {db.engine} {db.plan} {db.flavor} node", db.nodes)
     if cfg.buckets:
         add("object storage bucket", len(cfg.buckets))
-    if cfg.balanced_sets():  # the private subnet's router a load balancer's public IP needs
+    balanced = cfg.balanced_sets()
+    if balanced:  # the private subnet's router a load balancer's public IP needs
         add("gateway s")
-    for members in cfg.balanced_sets():
+    for members in balanced:
         add(f"load balancer {cfg.load_balancing.flavor}")
         add("floating IP")
         add("file storage share (the proxies' certificates)")
@@ -390,7 +393,7 @@ def cost_section(items: list[tuple[str, int]], prices: dict[str, dict], t: dict)
         _table([t["resource"], t["quantity"], t["unit_price"], t["price"]], rows) if rows else "—\n")
     if not prices:
         return body + "\n" + t["cost_missing"].format(source=PRICE_SOURCE) + "\n"
-    if any(p and not p.get("usage") for _, _, p in est["rows"]):
+    if est["priced"]:
         margin = f" ({t['margin'].format(m=est['margin'])})" if est["margin"] else ""
         body += f"\n**{t['total']} ≈ {est['total']:.2f} € {t['per_month']}**{margin}.\n"
     for assumption in sorted({p["assumes"] for _, _, p in est["rows"] if p and p.get("assumes")}):

@@ -81,7 +81,8 @@ def _euros(value) -> bool:
 
 def estimate(inventory: list[tuple[str, int]], prices: dict[str, dict]) -> dict:
     """The monthly estimate of an inventory: rows (item, quantity, entry or None), the total and its
-    margin over the priced items, the usage-billed ones (not in the total) and the unpriced ones."""
+    margin over the priced items (how many: `priced`), the usage-billed ones (not in the total) and
+    the unpriced ones."""
     rows, total, margin, usage, missing = [], 0.0, 0.0, [], []
     for item, qty in inventory:
         p = prices.get(item)
@@ -95,8 +96,8 @@ def estimate(inventory: list[tuple[str, int]], prices: dict[str, dict]) -> dict:
             margin += p["margin"] * qty
     sources = sorted({(p["source"], p["date"]) for _, _, p in rows if p})
     about = {p["source"]: p["about"] for _, _, p in rows if p}
-    return {"rows": rows, "total": total, "margin": margin, "usage": usage, "missing": missing, "sources": sources,
-            "about": about}
+    return {"rows": rows, "priced": len(rows) - len(usage) - len(missing), "total": total, "margin": margin,
+            "usage": usage, "missing": missing, "sources": sources, "about": about}
 
 
 def _catalogue_prices(catalogue: dict) -> dict[str, tuple[float, str]]:
